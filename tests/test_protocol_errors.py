@@ -1,0 +1,124 @@
+"""Bad input: each case gets its documented error code and close code; other sessions keep working."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from voice.client import VoiceClient
+from voice.protocol import ERRORS, PROTOCOL_VERSION, ProtocolError, parse_hello, parse_text
+from voice.server.app import ServerConfig, VoiceServer
+from tests.conftest import run
+
+HELLO = {"type": "hello", "version": PROTOCOL_VERSION, "sample_rate": 16000, "pipeline": "echo"}
+
+
+async def exchange(url: str, messages: list, wait_s: float = 1.0) -> tuple[list[dict], int | None]:
+    """Send raw messages; return the JSON events received and the close code (None if still open)."""
+    events: list[dict] = []
+    async with connect(url, max_size=None, compression=None) as ws:
+        for m in messages:
+            try:
+                await ws.send(json.dumps(m) if isinstance(m, dict) else m)
+            except Exception:
+                break
+        try:
+            while True:
+                msg = await asyncio.wait_for(ws.recv(), wait_s)
+                if isinstance(msg, str):
+                    events.append(json.loads(msg))
+        except asyncio.TimeoutError:
+            return events, None
+        except Exception:
+            return events, ws.close_code
+
+
+CASES = [
+    # (name, messages, expected error code, expected close code or None if the session goes on)
+    ("not json", [HELLO, "this is not json"], "invalid_json", None),
+    ("json array", [HELLO, "[1, 2]"], "invalid_json", None),
+    ("unknown type", [HELLO, {"type": "dance"}], "unknown_type", None),
+    ("no type", [HELLO, {"kind": "hello"}], "invalid_message", None),
+    ("odd-length pcm", [HELLO, b"\x00\x01\x02"], "bad_audio", None),
+    ("second hello", [HELLO, HELLO], "duplicate_hello", None),
+    ("audio before hello", [b"\x00\x00" * 160], "not_ready", 1002),
+    ("interrupt before hello", [{"type": "interrupt"}], "not_ready", 1002),
+    ("version mismatch", [{**HELLO, "version": 99}], "version_mismatch", 1002),
+    ("rate too low", [{**HELLO, "sample_rate": 4000}], "bad_sample_rate", 1007),
+    ("rate too high", [{**HELLO, "sample_rate": 96000}], "bad_sample_rate", 1007),
+    ("rate not a number", [{**HELLO, "sample_rate": "fast"}], "bad_sample_rate", 1007),
+    ("bad vad option", [{**HELLO, "options": {"threshold": 7}}], "bad_options", 1007),
+    ("unknown pipeline", [{**HELLO, "pipeline": "telepathy"}], "unknown_pipeline", 1008),
+    ("frame over 1 MiB", [HELLO, b"\x00" * ((1 << 20) + 2)], "message_too_big", 1009),
+]
+
+
+@pytest.mark.parametrize("name,messages,code,close", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_documented_error_and_server_keeps_serving(name, messages, code, close):
+    async def main():
+        srv = VoiceServer(ServerConfig(port=0))
+        await srv.start()
+        try:
+            # a healthy session is open the whole time and must keep working
+            healthy = VoiceClient(srv.url, 16000, pipeline="echo")
+            await healthy.connect()
+            events, close_code = await exchange(srv.url, messages)
+            await healthy.send_json({"type": "ping", "t": 1})
+            pong = await healthy.wait_for(lambda e: e["type"] == "pong", 5, include_past=True)
+            await healthy.close()
+            return events, close_code, pong
+        finally:
+            await srv.stop()
+
+    events, close_code, pong = run(main())
+    errors = [e for e in events if e["type"] == "error"]
+    assert errors and errors[0]["code"] == code and errors[0]["message"]
+    assert close_code == close
+    assert ERRORS[code].close_code == close     # matches the documented table
+    assert pong["t"] == 1
+
+
+def test_session_goes_on_after_a_recoverable_error(speech_dir):
+    from voice.audio import read_wav
+
+    pcm, rate = read_wav(speech_dir / "tf_speech_commands_yes.wav")
+
+    async def main():
+        srv = VoiceServer(ServerConfig(port=0))
+        await srv.start()
+        try:
+            c = VoiceClient(srv.url, rate, pipeline="echo")
+            await c.connect()
+            await c.send_raw("garbage")
+            await c.send_raw(b"\x01")
+            await c.stream(np.concatenate([pcm, np.zeros(rate, np.float32)]), realtime=False)
+            await c.wait_for(lambda e: e["type"] == "turn_end", 10, include_past=True)
+            await c.close()
+            return c
+        finally:
+            await srv.stop()
+
+    c = run(main())
+    assert [e["code"] for e in c.log.of_type("error")] == ["invalid_json", "bad_audio"]
+    assert c.log.audio, "the session still echoed the turn after the errors"
+
+
+def test_parser_rejects_every_malformed_hello_field():
+    ok = parse_hello(dict(HELLO), ["echo"], "echo")
+    assert ok.sample_rate_hz == 16000 and ok.pipeline == "echo"
+    assert parse_hello({"type": "hello", "sample_rate": 8000}, ["echo"], "echo").pipeline == "echo"
+    for bad, code in [({"sample_rate": True}, "bad_sample_rate"), ({"sample_rate": float("nan")}, "bad_sample_rate"),
+                      ({"sample_rate": 16000.5}, "bad_sample_rate"), ({"version": "1"}, "invalid_message"),
+                      ({"options": []}, "bad_options")]:
+        with pytest.raises(ProtocolError) as err:
+            parse_hello({**HELLO, **bad}, ["echo"], "echo")
+        assert err.value.code == code
+    with pytest.raises(ProtocolError):
+        parse_text("9" * 100)
+    with pytest.raises(ProtocolError) as err:
+        parse_text("[" * 100000)
+    assert err.value.code == "invalid_json"

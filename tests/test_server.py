@@ -1,0 +1,115 @@
+"""A real server on a loopback port and the real client streaming real WAVs at real-time pace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from voice.audio import read_wav, resample
+from voice.client import VoiceClient
+from voice.server.app import ServerConfig, VoiceServer
+from tests.conftest import run
+
+ECHO_ORDER = ["ready", "speech_started", "speech_stopped", "audio_start", "turn_end"]
+
+
+async def start_server(**kw) -> VoiceServer:
+    srv = VoiceServer(ServerConfig(port=0, **kw))
+    await srv.start()
+    return srv
+
+
+async def echo_turn(url: str, pcm: np.ndarray, rate: int) -> VoiceClient:
+    client = VoiceClient(url, rate, pipeline="echo")
+    await client.connect()
+    await client.stream(np.concatenate([pcm, np.zeros(int(0.8 * rate), np.float32)]))
+    await client.wait_for(lambda e: e["type"] == "turn_end", 10, include_past=True)
+    await client.close()
+    return client
+
+
+def best_alignment_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak normalised cross-correlation of two signals (1.0 = same waveform at some lag)."""
+    n = min(len(a), len(b))
+    a, b = a[:n] - a[:n].mean(), b - b.mean()
+    corr = np.correlate(b, a, mode="full") if len(b) >= n else np.correlate(a, b, mode="full")
+    return float(np.max(np.abs(corr)) / (np.linalg.norm(a) * np.linalg.norm(b[:len(b)]) + 1e-9))
+
+
+def test_echo_returns_the_turn_with_events_in_order(speech_dir):
+    pcm, rate = read_wav(speech_dir / "ps_cards_002.wav")
+
+    async def main():
+        srv = await start_server()
+        try:
+            return await echo_turn(srv.url, pcm, rate)
+        finally:
+            await srv.stop()
+
+    client = run(main())
+    kinds = [e["type"] for _, e in client.log.events if e["type"] in ECHO_ORDER]
+    assert kinds == ECHO_ORDER
+    echoed = np.concatenate([a.pcm for a in client.log.audio])
+    # the echo holds the whole utterance: about as long as the speech, and the same waveform
+    stopped = client.log.of_type("speech_stopped")[0]
+    assert abs(len(echoed) / 16000 - (stopped["t"] - stopped["start"])) < 0.6
+    reference = resample(pcm, rate, 16000)
+    assert best_alignment_corr(echoed, reference) > 0.9
+    turn_end = client.log.of_type("turn_end")[0]
+    assert turn_end["interrupted"] is False and "echo.AssistantAudio" in turn_end["timings_ms"]
+    assert 450 <= turn_end["endpointing_ms"] <= 800   # 500 ms end-of-turn silence + one window
+
+
+def test_two_sessions_at_once_do_not_mix_audio(speech_dir):
+    a, ra = read_wav(speech_dir / "sb_example2_culprit.wav")
+    b, rb = read_wav(speech_dir / "sr_english_one_two_three.wav")   # 44.1 kHz
+
+    async def main():
+        srv = await start_server()
+        try:
+            return await asyncio.gather(echo_turn(srv.url, a, ra), echo_turn(srv.url, b[: int(0.6 * rb)], rb))
+        finally:
+            await srv.stop()
+
+    ca, cb = run(main())
+    ea = np.concatenate([x.pcm for x in ca.log.audio])
+    eb = np.concatenate([x.pcm for x in cb.log.audio])
+    ra16, rb16 = resample(a, ra, 16000), resample(b[: int(0.6 * rb)], rb, 16000)
+    assert best_alignment_corr(ea, ra16) > 0.9 and best_alignment_corr(eb, rb16) > 0.9
+    assert best_alignment_corr(ea, rb16) < 0.5 and best_alignment_corr(eb, ra16) < 0.5
+    assert ca.ready["session_id"] != cb.ready["session_id"]
+
+
+def test_healthz_and_static_files():
+    async def main():
+        srv = await start_server()
+        try:
+            base = f"http://127.0.0.1:{srv.port}"
+
+            def get(path):
+                try:
+                    with urllib.request.urlopen(base + path, timeout=5) as r:
+                        return r.status, r.headers.get("Content-Type"), r.read()
+                except urllib.error.HTTPError as e:
+                    return e.code, e.headers.get("Content-Type"), e.read()
+
+            return [await asyncio.to_thread(get, p) for p in
+                    ("/healthz", "/%2e%2e/pyproject.toml", "/../pyproject.toml", "/nope.js")]
+        finally:
+            await srv.stop()
+
+    health, trav1, trav2, missing = run(main())
+    assert health[0] == 200 and health[1] == "application/json"
+    body = json.loads(health[2])
+    assert body["status"] == "ok" and "echo" in body["pipelines"] and "silero_vad" in body["models_loaded"]
+    for status, _, _ in (trav1, trav2, missing):
+        assert status == 404
+
+
+def test_unknown_default_pipeline_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        VoiceServer(ServerConfig(port=0, pipeline="nonexistent"))

@@ -1,0 +1,61 @@
+"""The `voice` console script: one subcommand per job, each registered by its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Each module exposes `register(subparsers)`, adding its subcommand with `set_defaults(func=...)`.
+# `func(args)` returns an exit code. Imports are lazy so `voice --help` stays fast.
+SUBCOMMAND_MODULES = (
+    "voice.server.cli",      # serve
+    "voice.talk",            # talk
+    "voice.models.cli",      # models (prepare, list)
+    "voice.data.cli",        # data (build, import)
+    "voice.codec.cli",       # train codec, eval codec
+    "voice.bench.cli",       # bench
+)
+
+
+def command_group(subparsers, registered: dict, name: str, help_text: str):
+    """Return the sub-subparsers of a shared command such as `train` or `eval`, creating it once."""
+    if name not in registered:
+        group = subparsers.add_parser(name, help=help_text)
+        registered[name] = group.add_subparsers(dest=f"{name}_command", metavar="WHAT")
+    return registered[name]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registered = {}
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of the project is not there yet
+            raise
+        module.register(subparsers, registered)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

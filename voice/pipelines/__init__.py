@@ -1,0 +1,79 @@
+"""Pipeline registry: the server builds `build_stages(name, ...)` and has no per-backend branches."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from voice.runtime.stage import Stage
+
+log = logging.getLogger(__name__)
+
+# Modules that register pipelines when imported; a missing optional module is skipped.
+PIPELINE_MODULES = ("voice.pipelines.echo", "voice.cascade.pipeline", "voice.e2e.pipeline")
+
+
+class ModelCache:
+    """Model weights shared by every session of a server: loaded once, by key, thread-safely."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, loader: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._models:
+                log.info("loading model %s", key)
+                self._models[key] = loader()
+            return self._models[key]
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+
+@dataclass(frozen=True)
+class PipelineDef:
+    """A named pipeline: the stages that follow the shared VAD head, and its output rate."""
+
+    name: str
+    description: str
+    build: Callable[[dict, ModelCache], list[Stage]]        # (hello options, models) -> stages
+    output_sample_rate_hz: Callable[[dict, ModelCache], int]
+    warmup: Callable[[ModelCache], None] | None = None      # load shared weights at server start
+
+
+_REGISTRY: dict[str, PipelineDef] = {}
+_loaded_modules = False
+
+
+def register(defn: PipelineDef) -> None:
+    _REGISTRY[defn.name] = defn
+
+
+def _load_modules() -> None:
+    global _loaded_modules
+    if _loaded_modules:
+        return
+    for name in PIPELINE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name and name.startswith(exc.name)):
+                log.warning("pipeline module %s unavailable: %s", name, exc)
+    _loaded_modules = True
+
+
+def available() -> dict[str, PipelineDef]:
+    _load_modules()
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> PipelineDef:
+    defs = available()
+    if name not in defs:
+        raise KeyError(f"unknown pipeline {name!r}; available: {', '.join(sorted(defs))}")
+    return defs[name]

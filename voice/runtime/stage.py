@@ -1,0 +1,63 @@
+"""The stage interface: consume frames, produce frames, own per-session state, reset on interrupt."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Awaitable, Callable, Protocol
+
+from voice.frames import Frame
+
+
+class StageContext(Protocol):
+    """What a stage may ask of the session that runs it."""
+
+    session_id: str
+
+    def assistant_active(self) -> bool:
+        """True while the assistant is answering: from the end of a user turn until its audio has played."""
+
+    async def interrupt(self, reason: str) -> None:
+        """Out-of-band interrupt: cancel work in flight, drain queues, reset stages, clear the client."""
+
+
+class Stage:
+    """Base class. Subclasses override `process` (an async generator) and, if stateful, `reset`.
+
+    Frames a stage does not handle should be passed through (`yield frame`) so that later stages
+    and the session still see them. A stage with `inline = True` runs in the caller of
+    `Pipeline.push` (never queued behind slower stages); the VAD is such a stage so that it can
+    always hear a barge-in.
+    """
+
+    name: str = "stage"
+    inline: bool = False
+
+    def __init__(self) -> None:
+        self.ctx: StageContext | None = None
+
+    def bind(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+
+    async def start(self) -> None:
+        """Per-session setup (called once before the first frame)."""
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        yield frame
+
+    def reset(self) -> None:
+        """Forget the turn in progress (called after an interrupt cancelled this stage's work)."""
+
+    async def close(self) -> None:
+        """Release per-session resources."""
+
+
+class FunctionStage(Stage):
+    """A stateless stage from a plain async function `frame -> list of frames` (handy in tests)."""
+
+    def __init__(self, name: str, fn: Callable[[Frame], Awaitable[list[Frame]]]) -> None:
+        super().__init__()
+        self.name = name
+        self._fn = fn
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        for out in await self._fn(frame):
+            yield out

@@ -1,0 +1,1 @@
+"""The WebSocket server: sessions, HTTP routes (/healthz, static client), and `voice serve`."""

@@ -1,0 +1,1 @@
+"""Stages shared by every pipeline (VAD) and simple ones (echo)."""
