@@ -60,6 +60,7 @@ class Session:
         self._answering: set[int] = set()     # turns handed to the pipeline and not yet finished
         self._cancelled_upto = 0              # assistant output of turns <= this is dropped
         self._playback_end_s = 0.0            # when the client will have played what we sent
+        self._last_audio_turn = 0             # the turn whose audio was sent last
         self._first_audio_sent: set[int] = set()
         self._tasks: list[asyncio.Task] = []
         self._pending_head: list[dict] = []   # VAD events to send once the current push returns
@@ -70,16 +71,19 @@ class Session:
         return bool(self._answering) or now_s() < self._playback_end_s
 
     async def interrupt(self, reason: str) -> None:
+        """Stop the answer everywhere: pipeline work, queued output, and the client's playback buffer."""
         if self.pipeline is None:
             return
-        turns = sorted(self._answering)
-        self._cancelled_upto = max([self._cancelled_upto, *turns]) if turns else self._cancelled_upto
+        unfinished = sorted(self._answering)
+        playing = [self._last_audio_turn] if now_s() < self._playback_end_s and self._last_audio_turn else []
+        turns = sorted(set(unfinished + playing))
+        self._cancelled_upto = max([self._cancelled_upto, *turns])
         await self.pipeline.interrupt()
         self._drain_outbox()
         self._playback_end_s = 0.0
         self._answering.clear()
         await self._send_event({"type": "clear", "reason": reason, "turns": turns})
-        for turn in turns:
+        for turn in unfinished:
             await self._send_event(self._turn_end_event(turn, interrupted=True))
 
     # ---- main loop ----------------------------------------------------------------------
@@ -179,6 +183,7 @@ class Session:
                 self._first_audio_sent.add(frame.turn_id)
                 self.tracer.record("ws_out", frame)
                 await self._send_event({"type": "audio_start", "turn": frame.turn_id, "sample_rate": self.output_rate_hz})
+            self._last_audio_turn = frame.turn_id
             pcm = frame.pcm if frame.sample_rate_hz == self.output_rate_hz else _resample(frame, self.output_rate_hz)
             await self._send(float_to_pcm16(pcm))
             self._playback_end_s = max(self._playback_end_s, now_s()) + len(pcm) / self.output_rate_hz
