@@ -1,0 +1,45 @@
+// A small canvas chart of voice-to-voice latency per turn (bars, with the median as a line).
+
+export function median(values) {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+export function drawLatencyChart(canvas, latenciesMs) {
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  const left = 44, bottom = 22, top = 10, right = 8;
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillStyle = "#6b7280";
+  const values = latenciesMs.filter((v) => Number.isFinite(v));
+  const maxMs = Math.max(500, ...values) * 1.15;
+  const y = (ms) => top + (h - top - bottom) * (1 - ms / maxMs);
+  const step = maxMs > 4000 ? 1000 : maxMs > 2000 ? 500 : 250;
+  ctx.strokeStyle = "#e5e7eb";
+  for (let ms = 0; ms <= maxMs; ms += step) {          // grid and axis labels
+    ctx.beginPath(); ctx.moveTo(left, y(ms)); ctx.lineTo(w - right, y(ms)); ctx.stroke();
+    ctx.fillText(`${ms}`, 4, y(ms) + 4);
+  }
+  ctx.fillText("ms", 4, h - 6);
+  if (!values.length) { ctx.fillText("no turns yet", left + 8, h / 2); return; }
+  const n = latenciesMs.length;
+  const slot = (w - left - right) / Math.max(n, 8);
+  latenciesMs.forEach((ms, i) => {
+    const x = left + i * slot + slot * 0.15;
+    if (!Number.isFinite(ms)) return;
+    ctx.fillStyle = "#2563eb";
+    ctx.fillRect(x, y(ms), slot * 0.7, y(0) - y(ms));
+    ctx.fillStyle = "#6b7280";
+    if (slot > 18) ctx.fillText(`${i + 1}`, x + slot * 0.2, h - 6);
+  });
+  const mid = median(values);
+  ctx.strokeStyle = "#dc2626";
+  ctx.setLineDash([4, 3]);
+  ctx.beginPath(); ctx.moveTo(left, y(mid)); ctx.lineTo(w - right, y(mid)); ctx.stroke();
+  ctx.setLineDash([]);
+  ctx.fillStyle = "#dc2626";
+  ctx.fillText(`median ${Math.round(mid)}`, w - right - 80, y(mid) - 4);
+}

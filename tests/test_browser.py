@@ -1,0 +1,157 @@
+"""Browser client in headless Chromium (fake microphone = a real speech WAV) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voice import pipelines
+from voice.audio import read_wav, write_wav
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import SPEECH_DIR  # noqa: E402
+
+SPEECH = SPEECH_DIR
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT = ROOT / "docs" / "client.png"
+
+
+def chromium_args(fake_wav: Path | None, grant_microphone: bool = True) -> list[str]:
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream"]
+    if grant_microphone:
+        args.append("--use-fake-ui-for-media-stream")
+    else:
+        args.append("--deny-permission-prompts")
+    if fake_wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={fake_wav}")
+    return args
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory) -> Path:
+    """0.5 s silence, a real spoken command, 2.5 s silence; Chromium loops it as the microphone."""
+    pcm, rate = read_wav(SPEECH / "ps_goforward.wav")
+    silence = lambda s: np.zeros(int(s * rate), np.float32)  # noqa: E731
+    path = tmp_path_factory.mktemp("mic") / "fake_mic.wav"
+    write_wav(path, np.concatenate([silence(0.5), pcm, silence(2.5)]), rate)
+    return path
+
+
+def _skip_without_browser() -> None:
+    pytest.importorskip("playwright.async_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+
+
+async def _with_page(pipeline: str, args: list[str], body, query: str = ""):
+    from playwright.async_api import async_playwright
+
+    from voice.server.app import ServerConfig, VoiceServer
+
+    server = VoiceServer(ServerConfig(port=0, pipeline=pipeline))
+    await server.start()
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                page = await browser.new_page(viewport={"width": 1100, "height": 640})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(f"http://127.0.0.1:{server.port}/{query}")
+                await body(page)
+                assert not errors, errors
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
+
+
+async def _stats(page) -> dict:
+    return await page.evaluate("() => JSON.parse(JSON.stringify(window.voiceStats))")
+
+
+async def _wait(page, condition: str, timeout_s: float) -> None:
+    await page.wait_for_function(condition, timeout=timeout_s * 1000, polling=50)
+
+
+@pytest.mark.parametrize("pipeline", sorted(pipelines.available()))
+def test_turn_is_answered_and_played(fake_mic, pipeline):
+    """Speech from the fake microphone goes out; the answer comes back, is played, and the UI shows the turn."""
+    _skip_without_browser()
+
+    async def body(page):
+        await page.wait_for_function("document.querySelectorAll('#pipeline option').length > 0")
+        await page.select_option("#pipeline", pipeline)
+        await page.click("#connect")
+        await _wait(page, "window.voiceStats.latenciesMs.length >= 1", 90)
+        await _wait(page, "window.voiceStats.samplesPlayed > 0 && window.voiceStats.bufferedSamples === 0", 30)
+        s = await _stats(page)
+        assert s["samplesSent"] > 16000 and s["samplesReceived"] > 0
+        assert s["samplesPlayed"] > 0 and s["underruns"] == 0 and not s["errors"]
+        assert 0 < s["latenciesMs"][0] < 10000
+        turn = page.locator("#turns li").first
+        assert (await turn.locator(".latency").inner_text()).endswith(" ms")
+        assert "You:" in await turn.inner_text()
+        if pipeline == "echo":   # the echo answer is the user's own speech: about as long as the turn
+            context_rate = await page.evaluate("() => new AudioContext().sampleRate")
+            spoken_s = s["turns"][0]["speechEnd"] - s["turns"][0]["speechStart"]
+            assert s["samplesReceived"] / 16000 >= spoken_s
+            assert s["samplesPlayed"] / context_rate == pytest.approx(s["samplesReceived"] / 16000, abs=0.05)
+
+    asyncio.run(_with_page(pipeline, chromium_args(fake_mic), body))
+
+
+def test_interrupt_empties_the_playback_buffer_and_screenshot(fake_mic):
+    """An interrupt during playback flushes the worklet's buffer at once; the last state is saved as docs/client.png."""
+    _skip_without_browser()
+
+    async def body(page):
+        await page.click("#connect")
+        await _wait(page, "window.voiceStats.latenciesMs.length >= 1 && window.voiceStats.bufferedSamples === 0", 60)
+        # the next loop of the fake microphone: wait until its answer is playing with a full buffer
+        await _wait(page, "window.voiceStats.latenciesMs.length >= 2 && window.voiceStats.bufferedSamples > 20000", 30)
+        before = await _stats(page)
+        await page.click("#interrupt")
+        await _wait(page, "window.voiceStats.bufferedSamples === 0 && !window.voiceStats.playing", 0.3)
+        after = await _stats(page)
+        assert after["flushedSamples"] - before["flushedSamples"] > 20000 - 2000
+        assert after["clears"] >= before["clears"] + 1
+        await _wait(page, "window.voiceStats.clears >= 2", 5)    # the server's clear event followed
+        await page.wait_for_timeout(300)
+        assert (await _stats(page))["bufferedSamples"] == 0
+        assert await page.locator("#turns li .interrupted").count() == 1
+        await _wait(page, "window.voiceStats.latenciesMs.length >= 3", 30)   # and the session goes on
+        await page.wait_for_timeout(2500)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT))
+
+    asyncio.run(_with_page("echo", chromium_args(fake_mic), body))
+
+
+def test_unreachable_server_is_reported(fake_mic):
+    _skip_without_browser()
+
+    async def body(page):
+        await page.click("#connect")
+        await page.wait_for_selector("#error:not([hidden])", timeout=10000)
+        assert "Cannot reach the server" in await page.inner_text("#error")
+        assert (await _stats(page))["state"] == "idle"
+
+    asyncio.run(_with_page("echo", chromium_args(fake_mic), body, query="?server=ws://127.0.0.1:9/ws"))
+
+
+def test_denied_microphone_is_reported(fake_mic):
+    _skip_without_browser()
+
+    async def body(page):
+        await page.click("#connect")
+        await page.wait_for_selector("#error:not([hidden])", timeout=10000)
+        assert "denied" in await page.inner_text("#error")
+
+    asyncio.run(_with_page("echo", chromium_args(fake_mic, grant_microphone=False), body))
