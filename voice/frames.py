@@ -84,7 +84,8 @@ class Transcript(Frame):
 
 @dataclass(frozen=True)
 class AssistantText(Frame):
-    """Text the assistant produces, a piece at a time (`final` marks the complete answer)."""
+    """Text the assistant produces: each frame is a delta to append; a last frame with `final=True`
+    (usually with empty text) marks the end of the answer."""
 
     text: str = ""
     final: bool = False

@@ -1,0 +1,183 @@
+"""LLM stage: the final transcript -> streamed answer text, with the dialogue so far as context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+from voice.cascade.config import CascadeConfig
+from voice.cascade.conversation import DEFAULT_INSTRUCTIONS, Conversation, system_prompt
+from voice.cascade.deps import require_module
+from voice.frames import AssistantText, Frame, Metric, Transcript
+from voice.pipelines import ModelCache
+from voice.runtime.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    new_tokens: int
+    seconds: float
+    cancelled: bool
+
+
+class LlmBackend:
+    """Generates an answer to chat `messages`, calling `on_text` with each new piece of text.
+
+    Blocking (the stage runs it in a worker thread); must return promptly once `cancel` is set.
+    """
+
+    name = "llm"
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int, on_text: Callable[[str], None],
+                 cancel: threading.Event) -> Generation:
+        raise NotImplementedError
+
+
+def load_causal_lm(ref: str, threads: int | None = None):
+    """(model, tokenizer) for a causal LM reference resolved by voice.models, in float32 on the CPU."""
+    require_module("transformers", "pip install transformers safetensors", "LLM backend 'transformers'")
+    torch = require_module("torch", "pip install torch", "LLM backend 'transformers'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from voice.models import resolve_model
+
+    resolved = resolve_model(ref, kind="causal_lm")
+    # One thread by default: on 2 cores the TTS synthesises the previous clause while the LLM writes.
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
+    start_s = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(resolved.location)
+    model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=torch.float32).eval()
+    log.info("loaded LLM %s from %s (%s) in %.1f s", ref, resolved.location, resolved.source, time.monotonic() - start_s)
+    return model, tokenizer
+
+
+def _streamer_class():
+    from transformers import StoppingCriteria, TextStreamer
+
+    class CallbackStreamer(TextStreamer):
+        """Hands each finalised piece of text (whole words) to a callback."""
+
+        def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.on_text = on_text
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                self.on_text(text)
+
+    class CancelCriterion(StoppingCriteria):
+        """Stops generation at the next token once `cancel` is set."""
+
+        def __init__(self, cancel: threading.Event) -> None:
+            self.cancel = cancel
+
+        def __call__(self, input_ids, scores, **kwargs) -> bool:
+            return self.cancel.is_set()
+
+    return CallbackStreamer, CancelCriterion
+
+
+class TransformersLlm(LlmBackend):
+    """Any `transformers` causal LM with a chat template; greedy decoding, streamed word by word.
+
+    No repetition penalty: it also penalises copying from the prompt, and SmolLM2 then gets the
+    time in the system prompt wrong (measured: "12:59 AM" with 1.1, "4:33 PM" without).
+    """
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.active = 0   # generations running now (tests check that cancel stops them)
+        self._active_lock = threading.Lock()
+
+    def _inputs(self, messages: list[dict[str, str]]):
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                      return_dict=True)
+        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"
+        return self.tokenizer(text, return_tensors="pt")
+
+    def generate(self, messages, max_new_tokens, on_text, cancel) -> Generation:
+        import torch
+
+        streamer_cls, cancel_cls = _streamer_class()
+        inputs = self._inputs(messages)
+        pieces: list[str] = []
+
+        def collect(text: str) -> None:
+            pieces.append(text)
+            on_text(text)
+
+        start_s = time.monotonic()
+        with self._active_lock:
+            self.active += 1
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                    streamer=streamer_cls(self.tokenizer, collect), stopping_criteria=[cancel_cls(cancel)],
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        finally:
+            with self._active_lock:
+                self.active -= 1
+        n_new = int(out.shape[1] - inputs["input_ids"].shape[1])
+        return Generation("".join(pieces), n_new, time.monotonic() - start_s, cancel.is_set())
+
+
+def make_llm(config: CascadeConfig, models: ModelCache) -> LlmBackend:
+    return models.get(f"llm:{config.llm}", lambda: TransformersLlm(*load_causal_lm(config.llm)))
+
+
+class LlmStage(Stage):
+    """In: final Transcript. Out: the transcript (passed on), AssistantText pieces as they are
+    generated, then AssistantText(final=True, text="") (the TTS stage ends the turn). Owns the session's Conversation: adds the
+    user's turn; the TTS stage reports what of the answer was spoken. An interrupt cancels the
+    generation at the next token."""
+
+    name = "llm"
+
+    def __init__(self, backend: LlmBackend, conversation: Conversation, config: CascadeConfig) -> None:
+        super().__init__()
+        self.backend, self.conversation, self.config = backend, conversation, config
+        self._cancel = threading.Event()
+
+    def reset(self) -> None:
+        self._cancel.set()
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        yield frame
+        if not (isinstance(frame, Transcript) and frame.final and frame.text.strip()):
+            return
+        self.conversation.add_user(frame.turn_id, frame.text)
+        prompt = system_prompt(self.config.clock(), self.config.instructions or DEFAULT_INSTRUCTIONS)
+        messages = self.conversation.messages(prompt)
+        async for out in self._generate(frame.turn_id, messages):
+            yield out
+
+    async def _generate(self, turn_id: int, messages: list[dict[str, str]]) -> AsyncIterator[Frame]:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = self._cancel = threading.Event()
+        job = asyncio.ensure_future(asyncio.to_thread(
+            self.backend.generate, messages, self.config.max_new_tokens,
+            lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text), cancel))
+        job.add_done_callback(lambda _: pieces.put_nowait(None))
+        try:
+            while (piece := await pieces.get()) is not None:
+                yield AssistantText(turn_id=turn_id, text=piece)
+            result: Generation = job.result()
+        finally:
+            cancel.set()   # an interrupt cancelled this task: stop the worker thread at its next token
+        log.debug("turn %d: %d tokens in %.2f s: %r", turn_id, result.new_tokens, result.seconds, result.text)
+        yield AssistantText(turn_id=turn_id, text="", final=True)
+        if result.seconds > 0:
+            yield Metric(turn_id=turn_id, name="llm_tokens_per_s", value=round(result.new_tokens / result.seconds, 2))
