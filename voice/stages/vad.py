@@ -27,6 +27,7 @@ class VadConfig:
     pre_roll_ms: float = 192.0          # audio kept from before the detected start
     barge_in_min_speech_ms: float = 400.0  # speech needed to interrupt the assistant (a cough is shorter)
     max_turn_s: float = 60.0            # an endless turn is cut here
+    refine_with_energy: float = 1.0     # 1: move boundaries to the signal's energy edges (see EnergyEdges)
 
     @classmethod
     def from_options(cls, options: dict) -> "VadConfig":
@@ -39,9 +40,94 @@ class VadConfig:
                     raise ValueError(f"option {f.name} must be a finite non-negative number")
                 kwargs[f.name] = value
         cfg = cls(**kwargs)
+        if cfg.refine_with_energy not in (0.0, 1.0):
+            raise ValueError("option refine_with_energy must be 0 or 1")
         if not 0.0 < cfg.threshold < 1.0:
             raise ValueError("option threshold must be between 0 and 1")
         return cfg
+
+
+class EnergyEdges:
+    """Finds where speech really starts and ends from the energy of 8 ms sub-frames.
+
+    Silero's probability lags the signal: it stays high for 50-150 ms after speech stops (its
+    hangover) and can ignore a soft leading fricative. Around each boundary that Silero reports,
+    this walks over the adjacent sub-frames that are still loud (start) or already quiet (end),
+    loud meaning above max(noise floor + 6 dB, burst peak - 40 dB), on pre-emphasised audio. The noise floor follows the
+    most recent windows that Silero calls silence (the median of the last eight).
+    """
+
+    SUBFRAME = 128                 # samples at 16 kHz: 8 ms
+    HISTORY = 128                  # sub-frames kept (1 s)
+    MAX_WALK_S = 0.3               # never move a boundary further than this
+    ABOVE_FLOOR_DB = 6.0           # loud: this far above the noise floor ...
+    BELOW_PEAK_DB = 40.0           # ... and no further than this below the burst's peak
+
+    def __init__(self) -> None:
+        self.db: deque[float] = deque(maxlen=self.HISTORY)
+        self.next_index = 0        # absolute index of the next sub-frame
+        self.silent_levels: deque[float] = deque(maxlen=8)
+        self._last_sample = 0.0
+        self.peak_db = -120.0
+
+    @property
+    def floor_db(self) -> float:
+        return float(np.median(self.silent_levels)) if self.silent_levels else -60.0
+
+    def add(self, window: np.ndarray, silent: bool) -> None:
+        # pre-emphasis (a first difference) keeps rumble and pops' low end out of the energy
+        x = window.astype(np.float64)
+        emphasised = np.concatenate([[x[0] - 0.95 * self._last_sample], x[1:] - 0.95 * x[:-1]])
+        self._last_sample = x[-1]
+        frames = emphasised.reshape(-1, self.SUBFRAME)
+        levels = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+        self.db.extend(levels.tolist())
+        self.next_index += len(levels)
+        if silent:
+            self.silent_levels.append(max(float(np.median(levels)), -90.0))
+        else:
+            self.peak_db = max(self.peak_db, float(levels.max()))
+
+    def new_burst(self) -> None:
+        self.peak_db = -120.0
+
+    def _loud(self, i: int) -> bool:
+        return self.db[i] >= max(self.floor_db + self.ABOVE_FLOOR_DB, self.peak_db - self.BELOW_PEAK_DB)
+
+    def is_quiet(self, pcm: np.ndarray, previous_sample: float) -> bool:
+        """True if none of the 8 ms sub-frames of `pcm` (less than one window) is loud."""
+        x = np.concatenate([[previous_sample], pcm.astype(np.float64)])
+        emphasised = x[1:] - 0.95 * x[:-1]
+        n = len(emphasised) // self.SUBFRAME
+        if n == 0:
+            return True
+        frames = emphasised[: n * self.SUBFRAME].reshape(n, self.SUBFRAME)
+        levels = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+        return bool(np.all(levels < max(self.floor_db + self.ABOVE_FLOOR_DB, self.peak_db - self.BELOW_PEAK_DB)))
+
+    def _index(self, t_s: float) -> int:
+        """Position in `db` of the sub-frame starting at t_s (may be out of range)."""
+        first = self.next_index - len(self.db)
+        return round(t_s * SAMPLE_RATE_HZ / self.SUBFRAME) - first
+
+    def _time(self, i: int) -> float:
+        return (self.next_index - len(self.db) + i) * self.SUBFRAME / SAMPLE_RATE_HZ
+
+    def refine_start(self, t_s: float) -> float:
+        """Walk back from a start at t_s over loud sub-frames just before it."""
+        i = self._index(t_s)
+        limit = max(0, self._index(t_s - self.MAX_WALK_S))
+        while i - 1 >= limit and i - 1 < len(self.db) and self._loud(i - 1):
+            i -= 1
+        return min(t_s, self._time(i)) if i >= 0 else t_s
+
+    def refine_end(self, t_s: float, not_before_s: float) -> float:
+        """Walk back from an end at t_s over the quiet sub-frames before it (Silero's hangover)."""
+        i = min(self._index(t_s), len(self.db))
+        limit = max(0, self._index(max(not_before_s, t_s - self.MAX_WALK_S)))
+        while i - 1 >= limit and not self._loud(i - 1):
+            i -= 1
+        return min(t_s, self._time(i))
 
 
 class VadStage(Stage):
@@ -77,6 +163,8 @@ class VadStage(Stage):
         self._silence_from_s: float | None = None
         self._held: list[np.ndarray] = []   # windows of a speech burst not yet confirmed
         self._held_start_s = 0.0
+        self._speech_windows = 0    # windows of the burst that Silero called speech
+        self._energy = EnergyEdges()
 
     def reset(self) -> None:
         self._reset_state()
@@ -96,6 +184,23 @@ class VadStage(Stage):
         for window in windows.reshape(n, WINDOW_SAMPLES):
             async for out in self._on_window(window):
                 yield out
+        async for out in self._end_within_window():
+            yield out
+
+    async def _end_within_window(self) -> AsyncIterator[Frame]:
+        """End the turn as soon as the silence is long enough, not at the next 32 ms window.
+
+        Silero needs whole windows; between two of them the samples already received decide,
+        if they are all quiet by energy, that the silence Silero saw still holds.
+        """
+        if not (self._confirmed and self._silence_from_s is not None and len(self._pending)):
+            return
+        now_s = self.stream_s + len(self._pending) / SAMPLE_RATE_HZ
+        if now_s - self._silence_from_s < self.config.end_silence_ms / 1000:
+            return
+        if self._energy.is_quiet(self._pending, self._energy._last_sample):
+            async for out in self._end_burst(self._silence_from_s):
+                yield out
 
     async def _on_window(self, window: np.ndarray) -> AsyncIterator[Frame]:
         cfg = self.config
@@ -104,13 +209,17 @@ class VadStage(Stage):
         p = self._model.probability(self._silero, window)
         is_speech = p >= cfg.threshold
         is_silence = p < cfg.threshold - cfg.neg_threshold_offset
+        self._energy.add(window, silent=is_silence and not self._triggered)
 
         if not self._triggered:
             if not is_speech:
                 self._pre_roll.append(window)
                 return
             self._triggered, self._confirmed = True, False
+            self._speech_windows = 0
             self._start_s, self._silence_from_s = t_s, None
+            if cfg.refine_with_energy:
+                self._start_s = self._energy.refine_start(t_s)
             self._held_start_s = t_s - len(self._pre_roll) * WINDOW_S
             self._held = list(self._pre_roll) + [window]
             self._pre_roll.clear()
@@ -123,6 +232,10 @@ class VadStage(Stage):
                 self._silence_from_s = None
             elif is_silence and self._silence_from_s is None:
                 self._silence_from_s = t_s
+                if cfg.refine_with_energy:
+                    self._silence_from_s = self._energy.refine_end(t_s, not_before_s=self._start_s)
+        if is_speech:
+            self._speech_windows += 1
 
         end_s = t_s + WINDOW_S
         if self._silence_from_s is not None and end_s - self._silence_from_s >= cfg.end_silence_ms / 1000:
@@ -130,12 +243,12 @@ class VadStage(Stage):
                 yield out
             return
         if not self._confirmed:
-            speech_s = end_s - self._start_s
+            speech_ms = self._speech_windows * WINDOW_S * 1000   # speech only: pauses do not count
             active = self.ctx is not None and self.ctx.assistant_active()
             needed_ms = max(cfg.min_speech_ms, cfg.barge_in_min_speech_ms if active else 0.0)
-            if self._silence_from_s is None and speech_s * 1000 >= needed_ms:
+            if self._silence_from_s is None and speech_ms >= needed_ms - 1e-6:
                 if active:
-                    log.info("barge-in after %.0f ms of speech", speech_s * 1000)
+                    log.info("barge-in after %.0f ms of speech", speech_ms)
                     await self.ctx.interrupt("barge_in")
                 async for out in self._confirm():
                     yield out
@@ -158,6 +271,7 @@ class VadStage(Stage):
                                 speech_start_s=round(self._start_s, 4))
         self._triggered, self._confirmed = False, False
         self._silence_from_s = None
+        self._energy.new_burst()
         self._pre_roll.clear()
         self._held = []
 

@@ -1,0 +1,111 @@
+"""`voice bench` end to end on echo turns against a real in-process server, and its helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SPEECH_DIR
+from voice.bench.runner import Schedule, load_partial
+from voice.cli import main
+
+SHORT_CLIPS = ("tf_speech_commands_no.wav", "tf_speech_commands_yes.wav")
+
+
+def _speech_subset(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    if not SPEECH_DIR.is_dir():
+        pytest.skip("../shared/speech is not present")
+    d = tmp_path / "speech"
+    d.mkdir()
+    for n in names:
+        shutil.copy(SPEECH_DIR / n, d / n)
+    return d
+
+
+def _report(out: Path) -> dict:
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 1, files
+    stem = files[0].with_suffix("")
+    assert stem.with_suffix(".md").exists()
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return json.loads(files[0].read_text())
+
+
+def test_bench_echo_end_to_end(tmp_path):
+    speech = _speech_subset(tmp_path, SHORT_CLIPS)
+    out = tmp_path / "reports"
+    rc = main(["bench", "--pipelines", "echo", "--set", "shared-speech", "--speech-dir", str(speech),
+               "--out", str(out), "--name", "t"])
+    assert rc == 0
+    report = _report(out)
+    meta, summary, turns = report["meta"], report["summary"], report["turns"]
+    assert meta["machine"]["cpu_cores"] >= 1 and meta["machine"]["cpu_model"]
+    assert len(meta["load_start"]) == 3 and meta["git"]["commit"]
+    assert meta["config"]["pipelines"] == ["echo"]
+    assert [t["file"] for t in turns] == list(SHORT_CLIPS)
+    for t in turns:
+        # echo answers after the VAD's end-of-turn silence (500 ms); nothing comes back before it
+        assert 350 < t["v2v_ms"] < 2000, t   # 500 ms end silence, counted from the energy-refined end
+        assert t["v2v_minus_end_silence_ms"] == pytest.approx(t["v2v_ms"] - 500, abs=0.2)
+        assert t["endpointing_ms"] >= 450 and "echo.AssistantAudio" in t["timings_ms"]
+        assert t["answer_audio_s"] > 0.3 and t["first_audio_ms"] <= t["v2v_ms"]
+    echo = summary["echo"]
+    assert echo["turns"] == 2 and echo["failures"] == 0
+    assert echo["v2v_ms"]["p50"] <= echo["v2v_ms"]["p95"]
+    assert echo["target"]["limit_ms"] == 50.0 and isinstance(echo["target"]["met"], bool)
+    md = next(out.glob("*.md")).read_text()
+    assert "p95" in md and "tf_speech_commands_yes.wav" in md and "load average" in md
+    assert not list(out.glob("*.partial.jsonl")), "the partial file is removed once the report is written"
+
+
+def test_bench_resume_reuses_finished_turns(tmp_path):
+    speech = _speech_subset(tmp_path, SHORT_CLIPS)
+    out = tmp_path / "reports"
+    out.mkdir()
+    done = {"pipeline": "echo", "turn": 0, "item": "tf_speech_commands_no", "file": "tf_speech_commands_no.wav",
+            "v2v_ms": 612.0, "v2v_minus_end_silence_ms": 112.0, "from_partial": True}
+    (out / "t.partial.jsonl").write_text(json.dumps(done) + "\n" + '{"pipeline": "echo", "tu')  # torn last line
+    rc = main(["bench", "--pipelines", "echo", "--speech-dir", str(speech), "--out", str(out), "--name", "t",
+               "--resume", "--no-warmup"])
+    assert rc == 0
+    turns = _report(out)["turns"]
+    assert turns[0] == done
+    assert turns[1]["file"] == "tf_speech_commands_yes.wav" and "from_partial" not in turns[1]
+
+
+@pytest.mark.slow
+def test_bench_barge_in_times_the_clear(tmp_path):
+    """The user talks over a 5 s echo: the clear comes after barge_in_min_speech_ms of their speech."""
+    speech = _speech_subset(tmp_path, ("ps_librivox_sense_0890.wav", "ps_tidigits_dhd_2934z.wav"))
+    out = tmp_path / "reports"
+    rc = main(["bench", "--pipelines", "echo", "--speech-dir", str(speech), "--out", str(out), "--name", "b",
+               "--turns", "1", "--barge-in", "--no-warmup"])
+    assert rc == 0
+    turn = _report(out)["turns"][0]
+    assert turn["barge_in_item"] == "ps_tidigits_dhd_2934z"
+    assert 400 <= turn["barge_in_clear_ms"] < 1500, turn
+    assert turn["v2v_ms"] is not None
+
+
+def test_bench_rejects_bad_input(tmp_path):
+    assert main(["bench", "--pipelines", "echo", "--speech-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--pipelines", "echo", "--option", "oops", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        main(["bench", "--set", "nope"])
+
+
+def test_schedule_interleaves_pipelines():
+    s = Schedule.make(("echo", "cascade"), n_items=2, turns=3)
+    assert s.keys == [("echo", 0, 0), ("cascade", 0, 0), ("echo", 1, 1), ("cascade", 1, 1),
+                      ("echo", 2, 0), ("cascade", 2, 0)]
+    assert len(Schedule.make(("echo",), n_items=5, turns=0).keys) == 5
+
+
+def test_load_partial_skips_torn_line(tmp_path):
+    p = tmp_path / "x.partial.jsonl"
+    p.write_text('{"pipeline": "echo", "turn": 3, "v2v_ms": 1}\n{"pipeline": "ec')
+    assert load_partial(p) == {("echo", 3): {"pipeline": "echo", "turn": 3, "v2v_ms": 1}}
+    assert load_partial(tmp_path / "missing.jsonl") == {}

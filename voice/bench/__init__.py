@@ -1,0 +1,1 @@
+"""`voice bench`: latency benchmark harness and reference speech boundaries."""

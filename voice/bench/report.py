@@ -1,0 +1,180 @@
+"""Bench reports: summary statistics, machine description, and the .json / .md / .png files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over ../shared/speech
+METRICS = ("v2v_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms", "vad_end_error_ms",
+           "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms")
+
+
+def machine() -> dict:
+    """CPU model, cores, OS, Python, load average."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpu_cores": os.cpu_count(), "os": platform.platform(),
+            "python": platform.python_version(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def git_commit() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD") or "none (no commit yet)",
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def stats(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if len(v) == 0:
+        return {"n": 0}
+    return {"n": int(len(v)), "p50": round(float(np.percentile(v, 50)), 1), "p95": round(float(np.percentile(v, 95)), 1),
+            "mean": round(float(v.mean()), 1), "min": round(float(v.min()), 1), "max": round(float(v.max()), 1)}
+
+
+def breakdown(recs: list[dict]) -> dict:
+    """Where v2v goes, p50 / p95 of each part: VAD stamp late vs the true end, the VAD's silence wait beyond
+    end_silence_ms (whole 32 ms windows), audio transport into the server (client chunking), and the
+    pipeline plus the way back (first answer sample after the end-of-turn event)."""
+    full = [r for r in recs if None not in (r.get("v2v_ms"), r.get("vad_end_error_ms"), r.get("endpointing_ms"),
+                                            r.get("speech_stopped_ms"))]
+    parts = {
+        "vad_stamp_late": [r["vad_end_error_ms"] for r in full],
+        "silence_wait_beyond_config": [r["endpointing_ms"] - r["end_silence_ms"] for r in full],
+        "audio_in_transport": [r["speech_stopped_ms"] - r["vad_end_error_ms"] - r["endpointing_ms"] for r in full],
+        "pipeline_and_audio_out": [r["v2v_ms"] - r["speech_stopped_ms"] for r in full],
+    }
+    return {k: {q: v for q, v in stats(vals).items() if q in ("p50", "p95")} for k, vals in parts.items() if full}
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per pipeline: statistics of every metric, median stage timings, correctness, failures."""
+    by_pipe: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_pipe[r["pipeline"]].append(r)
+    out = {}
+    for pipe, recs in by_pipe.items():
+        s = {m: stats([r.get(m) for r in recs]) for m in METRICS}
+        s = {m: v for m, v in s.items() if v["n"]}
+        keys = sorted({k for r in recs for k in (r.get("timings_ms") or {})})
+        s["stage_timings_ms_p50"] = {k: stats([(r.get("timings_ms") or {}).get(k) for r in recs]).get("p50") for k in keys}
+        checked = [r["correct"] for r in recs if r.get("correct") is not None]
+        s["correct"] = {"n": len(checked), "rate": round(sum(checked) / len(checked), 3)} if checked else None
+        s["v2v_breakdown_ms"] = breakdown(recs)
+        s["turns"] = len(recs)
+        s["failures"] = sum(1 for r in recs if r.get("error") or r.get("v2v_ms") is None)
+        out[pipe] = s
+    if "echo" in out and "v2v_minus_end_silence_ms" in out["echo"]:
+        p95 = out["echo"]["v2v_minus_end_silence_ms"]["p95"]
+        out["echo"]["target"] = {"what": "p95 of v2v minus end_silence_ms", "limit_ms": ECHO_TARGET_MS,
+                                 "p95_ms": p95, "met": p95 <= ECHO_TARGET_MS}
+    return out
+
+
+def write_reports(out_dir: Path, stem: str, meta: dict, records: list[dict]) -> dict[str, Path]:
+    """Write <stem>.json, .md and .png into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(records)
+    paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png")}
+    paths["json"].write_text(json.dumps({"meta": meta, "summary": summary, "turns": records}, indent=1) + "\n")
+    paths["md"].write_text(markdown(meta, summary, records, paths["png"].name))
+    plot(summary, records, paths["png"])
+    return paths
+
+
+def _row(name: str, st: dict | None) -> str:
+    if not st or not st.get("n"):
+        return f"| {name} | - | - | - | - | - |"
+    return f"| {name} | {st['n']} | {st['p50']:.0f} | {st['p95']:.0f} | {st['min']:.0f} | {st['max']:.0f} |"
+
+
+def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> str:
+    m, cfg = meta["machine"], meta["config"]
+    lines = [f"# Latency report: {meta['name']}", "",
+             f"- date: {meta['date']}", f"- command: `{meta['command']}`",
+             f"- machine: {m['cpu_model']}, {m['cpu_cores']} cores, {m['os']}, Python {m['python']}",
+             f"- load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']} "
+             "(the cores are shared with other jobs: numbers are noisy)",
+             f"- git: {meta['git']['commit']}{' (uncommitted changes)' if meta['git']['dirty'] else ''}",
+             f"- server: {meta['server']}; set: {cfg['set']} ({meta['n_items']} clips); pipelines: {', '.join(cfg['pipelines'])}",
+             f"- config: {json.dumps(cfg['run'])}", ""]
+    lines += ["All times in ms. v2v = arrival at the client of the first answer chunk holding a sample above "
+              f"{cfg['run']['silence_threshold']} (about -40 dBFS) minus the true end of the user's speech "
+              "(reviewed energy reference). See docs/benchmarking.md.", ""]
+    for pipe, s in summary.items():
+        lines += [f"## {pipe}", "", f"{s['turns']} turns, {s['failures']} without a measured answer.", ""]
+        if "target" in s:
+            t = s["target"]
+            lines += [f"**Echo floor: v2v minus end_silence_ms = {t['p95_ms']:.0f} ms at p95 "
+                      f"(target <= {t['limit_ms']:.0f} ms: {'met' if t['met'] else 'NOT met'}).**", ""]
+        lines += ["| metric | n | p50 | p95 | min | max |", "|---|---|---|---|---|---|"]
+        lines += [_row(k, s.get(k)) for k in METRICS if k in s]
+        if s.get("v2v_breakdown_ms"):
+            lines += ["", "Where v2v goes (p50 / p95 of each part; see docs/benchmarking.md):", ""]
+            lines += [f"- {k}: {v.get('p50')} / {v.get('p95')}" for k, v in s["v2v_breakdown_ms"].items()]
+        if s.get("stage_timings_ms_p50"):
+            lines += ["", "Stage timings (tracer, ms after the VAD's end of turn, p50):", ""]
+            lines += [f"- {k}: {v}" for k, v in s["stage_timings_ms_p50"].items()]
+        lines += ["", f"Answer correctness: {s['correct']['rate']:.0%} of {s['correct']['n']}" if s["correct"]
+                  else "Answer correctness: not checked (this set has no expected answers).", ""]
+    lines += ["## Turns", "", "| pipeline | turn | file | v2v | v2v - end silence | VAD end error | endpointing | answer s | answer text |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        text = (r.get("answer_text") or r.get("error") or "").replace("|", "/")[:60]
+        lines.append(f"| {r['pipeline']} | {r.get('turn')} | {r['file']} | {_f(r.get('v2v_ms'))} | "
+                     f"{_f(r.get('v2v_minus_end_silence_ms'))} | {_f(r.get('vad_end_error_ms'))} | "
+                     f"{_f(r.get('endpointing_ms'))} | {r.get('answer_audio_s', '-')} | {text} |")
+    lines += ["", f"![latency]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
+def plot(summary: dict, records: list[dict], path: Path) -> None:
+    """v2v distribution per pipeline (left) and median stage timings per pipeline (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pipes = list(summary)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    data = [[r["v2v_ms"] for r in records if r["pipeline"] == p and r.get("v2v_ms") is not None] for p in pipes]
+    if any(data):
+        ax1.boxplot([d or [np.nan] for d in data], showfliers=False)
+        ax1.set_xticks(range(1, len(pipes) + 1), pipes)
+        for i, d in enumerate(data, start=1):
+            ax1.scatter(np.full(len(d), i) + np.random.default_rng(i).uniform(-0.08, 0.08, len(d)), d, s=10, alpha=0.6)
+    ax1.set_ylabel("voice-to-voice (ms)")
+    ax1.set_title("v2v per turn")
+    keys = sorted({k for p in pipes for k in summary[p].get("stage_timings_ms_p50", {})})
+    width = 0.8 / max(1, len(pipes))
+    for j, p in enumerate(pipes):
+        vals = [summary[p]["stage_timings_ms_p50"].get(k) or 0 for k in keys]
+        ax2.barh(np.arange(len(keys)) + j * width, vals, height=width, label=p)
+    ax2.set_yticks(np.arange(len(keys)) + width * (len(pipes) - 1) / 2, keys, fontsize=7)
+    ax2.set_xlabel("ms after the VAD's end of turn (p50)")
+    ax2.set_title("stage breakdown (tracer)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

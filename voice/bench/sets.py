@@ -1,0 +1,90 @@
+"""Benchmark sets: scripted user turns (a WAV, its true speech boundaries, the expected answer if any)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voice.bench.reference import SpeechBoundaries, find_speech, load_reference_table
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+SPEECH_DIR = ROOT.parent / "shared" / "speech"
+REFERENCE_TABLE = ROOT / "tests" / "data" / "speech_boundaries.json"
+CORPUS_DIR = ROOT / "data" / "corpus" / "v1"
+SET_NAMES = ("shared-speech", "corpus-test")
+
+
+@dataclass(frozen=True)
+class TurnItem:
+    """One scripted user turn."""
+
+    item_id: str
+    path: str
+    pcm: np.ndarray              # float32 mono at sample_rate_hz
+    sample_rate_hz: int
+    speech: SpeechBoundaries     # true start / end of speech on the clip's timeline
+    text: str = ""               # what the user says
+    intent: str | None = None    # corpus intent, for check_answer
+    expected: str | None = None  # expected answer (None: correctness not checked)
+
+
+def load_set(name: str, speech_dir: Path = SPEECH_DIR, corpus_dir: Path = CORPUS_DIR,
+             reference_table: Path = REFERENCE_TABLE, limit: int | None = None) -> list[TurnItem]:
+    """The turns of a named set; raises ValueError / FileNotFoundError with a clear message."""
+    if name == "shared-speech":
+        items = _shared_speech(Path(speech_dir), Path(reference_table))
+    elif name == "corpus-test":
+        items = _corpus_test(Path(corpus_dir), limit)
+    else:
+        raise ValueError(f"unknown set {name!r}; choose one of {', '.join(SET_NAMES)}")
+    if not items:
+        raise ValueError(f"set {name!r} is empty")
+    return items[:limit] if limit else items
+
+
+def _shared_speech(speech_dir: Path, reference_table: Path) -> list[TurnItem]:
+    from voice.audio import read_wav
+
+    files = sorted(speech_dir.glob("*.wav"))
+    if not files:
+        raise FileNotFoundError(f"no recordings in {speech_dir} (pass --speech-dir)")
+    reviewed = load_reference_table(reference_table) if reference_table.exists() else {}
+    texts = _manifest_texts(speech_dir / "manifest.tsv")
+    items = []
+    for f in files:
+        pcm, rate = read_wav(f)
+        speech = reviewed.get(f.name) or find_speech(pcm, rate)
+        items.append(TurnItem(f.stem, str(f), pcm, rate, speech, texts.get(f.name, "")))
+    if not reviewed:
+        log.warning("no reviewed reference table at %s; boundaries computed by the energy tool", reference_table)
+    return items
+
+
+def _manifest_texts(path: Path) -> dict[str, str]:
+    import csv
+
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["file"]: row.get("transcript", "") for row in csv.DictReader(f, delimiter="\t")}
+
+
+def _corpus_test(corpus_dir: Path, limit: int | None) -> list[TurnItem]:
+    """User turns of the corpus test split that have an expected answer (first turn of each dialogue)."""
+    from voice.audio import read_wav
+    from voice.data.manifest import read_manifest
+
+    records = [r for r in read_manifest(corpus_dir) if r["split"] == "test" and r["role"] == "user"
+               and r.get("expected") and r.get("turn_index", 0) == 0]
+    if not records:
+        raise ValueError(f"the corpus at {corpus_dir} has no test-split user turns with expected answers yet")
+    items = []
+    for r in records[: limit or len(records)]:
+        pcm, rate = read_wav(corpus_dir / r["wav"])
+        items.append(TurnItem(r["id"], str(corpus_dir / r["wav"]), pcm, rate, find_speech(pcm, rate),
+                              r["text"], r.get("intent"), r.get("expected")))
+    return items
