@@ -6,6 +6,19 @@ const PROTOCOL_VERSION = 1;
 const SEND_RATE_HZ = 16000;
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+// A server bound off loopback requires a token: open the page as /?token=... ; it is passed on
+// to /ws and /healthz and removed from the address bar.
+const token = params.get("token");
+if (token) {
+  params.delete("token");
+  history.replaceState(null, "", `${location.pathname}${params.toString() ? `?${params}` : ""}${location.hash}`);
+}
+function withToken(url) {
+  if (!token) return url;
+  const u = new URL(url);
+  u.searchParams.set("token", token);
+  return u.toString();
+}
 const serverUrl = params.get("server") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 
 const stats = window.voiceStats = {
@@ -32,7 +45,7 @@ function setState(state) {
 async function loadPipelines() {
   $("server").textContent = serverUrl;
   try {
-    const health = await (await fetch(new URL("/healthz", serverUrl.replace(/^ws/, "http")))).json();
+    const health = await (await fetch(withToken(new URL("/healthz", serverUrl.replace(/^ws/, "http")).toString()))).json();
     const select = $("pipeline");
     select.replaceChildren(...health.pipelines.map((name) => new Option(name, name, false, name === health.default_pipeline)));
     const wanted = params.get("pipeline");
@@ -78,7 +91,7 @@ async function setUpAudio(stream) {
 
 function openSocket(pipeline) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(serverUrl);
+    const ws = new WebSocket(withToken(serverUrl));
     ws.binaryType = "arraybuffer";
     let settled = false;
     ws.onopen = () => ws.send(JSON.stringify({

@@ -170,7 +170,7 @@ def test_talk_file_to_file_with_events(server, stereo_44k, tmp_path, capsys):
     (v2v,) = [e["event"] for e in events if e["dir"] == "client" and e["event"]["type"] == "v2v"]
     stopped = next(e["event"] for e in events if e["event"]["type"] == "speech_stopped")
     assert v2v["end_source"] == "file" and v2v["vad_end_s"] == stopped["t"]
-    assert 0.3 < v2v["v2v_ms"] / 1000 < 2.0              # at least the VAD's end silence, at most a stall
+    assert 0.2 < v2v["v2v_ms"] / 1000 < 2.0              # about the VAD's end silence (its end may be energy-refined), at most a stall
     # the answer WAV: on the input timeline, as long as what was streamed, silent until the answer
     answer, rate = read_wav(out_wav)
     assert rate == 16000 and len(answer) == pytest.approx(sent, abs=1)

@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "voice.data.cli",        # data (build, import)
     "voice.codec.cli",       # train codec, eval codec
     "voice.bench.cli",       # bench
+    "voice.loadtest",        # loadtest
 )
 
 

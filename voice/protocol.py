@@ -49,6 +49,8 @@ ERRORS: dict[str, ErrorCode] = {e.code: e for e in [
     ErrorCode("unknown_pipeline", CLOSE_POLICY, "the hello names a pipeline the server does not have"),
     ErrorCode("unauthorized", CLOSE_POLICY, "missing or wrong token, or a disallowed Origin"),
     ErrorCode("session_too_long", CLOSE_POLICY, "the session exceeded the server's maximum duration"),
+    ErrorCode("too_many_messages", CLOSE_POLICY, "a flood of binary messages (more per second than any microphone sends)"),
+    ErrorCode("hello_timeout", CLOSE_POLICY, "no hello within the server's hello timeout after connecting"),
     ErrorCode("message_too_big", CLOSE_TOO_BIG, "a message over 1 MiB"),
     ErrorCode("stage_failed", CLOSE_INTERNAL_ERROR, "a pipeline stage raised; the session ends"),
     ErrorCode("internal_error", CLOSE_INTERNAL_ERROR, "an unexpected server error; the session ends"),

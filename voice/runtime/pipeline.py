@@ -84,8 +84,13 @@ class Pipeline:
                 raise
             except Exception as exc:  # a failing stage ends its session cleanly, never the server
                 log.exception("stage %s failed", stage.name)
-                await outq.put(ErrorFrame(turn_id=frame.turn_id, code="stage_failed",
-                                          message=f"{stage.name}: {type(exc).__name__}: {exc}"))
+                error = ErrorFrame(turn_id=frame.turn_id, code="stage_failed",
+                                   message=f"{stage.name}: {type(exc).__name__}: {exc}")
+                try:
+                    outq.put_nowait(error)   # never wait here: the session must learn of it at once
+                except asyncio.QueueFull:
+                    _drain(outq)
+                    outq.put_nowait(error)
                 if self._on_stage_error is not None:
                     await self._on_stage_error(stage, exc)
                 return

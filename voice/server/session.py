@@ -5,30 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed
 
 from voice import pipelines
 from voice.audio import float_to_pcm16, pcm16_to_float
 from voice.frames import (AssistantAudio, AssistantText, ErrorFrame, Frame, Metric, SpeechStarted,
                           SpeechStopped, Transcript, TurnEnd, UserAudio, now_s)
-from voice.protocol import (CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+from voice.protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_POLICY, PROTOCOL_VERSION,
                             Hello, ProtocolError, parse_hello, parse_text)
 from voice.runtime.pipeline import Pipeline
 from voice.runtime.tracer import Tracer
+from voice.server.limits import SessionLimits, TokenBucket
 from voice.stages.vad import VadConfig, VadStage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SessionLimits:
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    outbox_size: int = 256          # messages waiting for the socket (bounded: a slow reader stalls us)
-    queue_size: int = 64            # frames between stages
+__all__ = ["Close", "Session", "SessionLimits"]
 
 
 class Close(Exception):
@@ -65,6 +61,12 @@ class Session:
         self._tasks: list[asyncio.Task] = []
         self._pending_head: list[dict] = []   # VAD events to send once the current push returns
         self._endpointing_ms: dict[int, float] = {}
+        self._ended: asyncio.Future[Close] | None = None
+        self._control_bucket = TokenBucket(self.limits.control_per_s, self.limits.control_burst)
+        self._audio_bucket = TokenBucket(self.limits.audio_per_s, self.limits.audio_burst)
+        self._rate_error_s = float("-inf")
+        self._hello_received = False
+        self.close_code: int | None = None
 
     # ---- StageContext -------------------------------------------------------------------
     def assistant_active(self) -> bool:
@@ -87,32 +89,74 @@ class Session:
             await self._send_event(self._turn_end_event(turn, interrupted=True))
 
     # ---- main loop ----------------------------------------------------------------------
+    def end(self, close: Close, event: dict | None = None) -> None:
+        """Ask the session to end (from any task): send `event` if given, then close with `close`."""
+        if self._ended is None or self._ended.done():
+            return
+        if event is not None:
+            self._send_nowait(json.dumps(event))
+        self._ended.set_result(close)
+
     async def run(self) -> None:
-        writer = asyncio.create_task(self._writer(), name=f"writer:{self.session_id}")
-        self._tasks.append(writer)
-        close = Close(CLOSE_NORMAL, "bye")
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
+        self._tasks.append(asyncio.create_task(self._writer(), name=f"writer:{self.session_id}"))
+        receiver = asyncio.create_task(self._receive(), name=f"receive:{self.session_id}")
+        timers = [loop.call_later(self.limits.hello_timeout_s, self._hello_deadline),
+                  loop.call_later(self.limits.max_session_s, self._session_deadline)]
+        close = Close(CLOSE_GOING_AWAY, "server_shutdown")
+        try:
+            close = await self._ended
+        finally:
+            for timer in timers:
+                timer.cancel()
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+            await self._shutdown(close)
+
+    async def _receive(self) -> None:
+        """Read client messages until the connection ends or a fatal error; then `end()` the session."""
         try:
             async for message in self.ws:
                 try:
                     await self._on_message(message)
                 except ProtocolError as err:
-                    await self._send_event(err.event())
                     if err.close_code is not None:
-                        close = Close(err.close_code, err.code)
-                        break
+                        self.end(Close(err.close_code, err.code), err.event())
+                        return
+                    await self._send_event(err.event())
                 except Close as c:
-                    close = c
-                    break
-        except Exception as exc:  # the connection broke; nothing to tell the client
+                    self.end(c)
+                    return
+            self.end(Close(CLOSE_NORMAL, "closed"))
+        except ConnectionClosed as exc:  # the connection broke; nothing to tell the client
             log.info("session %s: connection ended: %s", self.session_id, exc)
-        finally:
-            await self._shutdown(close)
+            self.end(Close(CLOSE_NORMAL, "closed"))
+        except Exception as exc:
+            log.exception("session %s: internal error", self.session_id)
+            self.end(Close(CLOSE_INTERNAL_ERROR, "internal_error"),
+                     {"type": "error", "code": "internal_error", "message": f"server error ({type(exc).__name__})"})
+
+    def _hello_deadline(self) -> None:
+        if not self._hello_received:
+            self.end(Close(CLOSE_POLICY, "hello_timeout"), ProtocolError(
+                "hello_timeout", f"no hello within {self.limits.hello_timeout_s:g} s").event())
+
+    def _session_deadline(self) -> None:
+        self.end(Close(CLOSE_POLICY, "session_too_long"), ProtocolError(
+            "session_too_long", f"sessions last at most {self.limits.max_session_s:g} s; reconnect").event())
 
     async def _on_message(self, message: bytes | str) -> None:
         if len(message) > self.limits.max_message_bytes:
             raise ProtocolError("message_too_big", f"message of {len(message)} bytes exceeds {self.limits.max_message_bytes}")
         if isinstance(message, bytes):
+            if not self._audio_bucket.allow():
+                raise ProtocolError("too_many_messages", f"more than {self.limits.audio_per_s:g} binary messages "
+                                    f"per second (bursts of {self.limits.audio_burst}); send 10-100 ms chunks")
             await self._on_audio(message)
+            return
+        if not self._control_bucket.allow():
+            self._rate_limited()
             return
         msg = parse_text(message)
         kind = msg["type"]
@@ -127,16 +171,30 @@ class Session:
         elif kind == "bye":
             raise Close(CLOSE_NORMAL, "bye")
 
+    def _rate_limited(self) -> None:
+        """Drop a control message over the rate; tell the client at most once a second."""
+        now = time.monotonic()
+        if now - self._rate_error_s >= 1.0:
+            self._rate_error_s = now
+            raise ProtocolError("rate_limited", f"more than {self.limits.control_per_s:g} control messages per "
+                                "second; messages are being dropped")
+
     async def _on_hello(self, msg: dict[str, Any]) -> None:
         if self.hello is not None:
             raise ProtocolError("duplicate_hello", "this session already said hello")
         hello = parse_hello(msg, self.pipeline_names, self.default_pipeline)
+        self._hello_received = True           # a slow pipeline build must not trip the hello timeout
         try:
             vad_config = VadConfig.from_options(hello.options)
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError("bad_options", str(exc)) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError("bad_options", str(exc)[:200]) from None
         defn = pipelines.get(hello.pipeline)
-        stages = [VadStage(hello.sample_rate_hz, vad_config), *defn.build(hello.options, self.models)]
+        try:
+            # in a thread: loading a model named in the options must not stall other sessions
+            built = await asyncio.to_thread(defn.build, hello.options, self.models)
+        except (TypeError, ValueError, OverflowError) as exc:   # pipelines reject bad options with ValueError
+            raise ProtocolError("bad_options", str(exc)[:200]) from None
+        stages = [VadStage(hello.sample_rate_hz, vad_config), *built]
         for stage in stages:
             stage.bind(self)
         self.output_rate_hz = defn.output_sample_rate_hz(hello.options, self.models)
@@ -171,9 +229,14 @@ class Session:
     async def _reader(self) -> None:
         """Turns the pipeline's output frames into protocol messages."""
         assert self.pipeline is not None
-        while True:
-            frame = await self.pipeline.output.get()
-            await self._on_output(frame)
+        try:
+            while True:
+                frame = await self.pipeline.output.get()
+                await self._on_output(frame)
+        except Exception as exc:
+            log.exception("session %s: output failed", self.session_id)
+            self.end(Close(CLOSE_INTERNAL_ERROR, "internal_error"),
+                     {"type": "error", "code": "internal_error", "message": f"server error ({type(exc).__name__})"})
 
     async def _on_output(self, frame: Frame) -> None:
         if isinstance(frame, AssistantAudio):
@@ -198,7 +261,7 @@ class Session:
                 await self._send_event(self._turn_end_event(frame.turn_id, frame.interrupted))
         elif isinstance(frame, Metric):
             await self._send_event({"type": "metric", "turn": frame.turn_id, "name": frame.name, "value": frame.value})
-        elif isinstance(frame, ErrorFrame):
+        elif isinstance(frame, ErrorFrame) and frame.code != "stage_failed":   # that one ends the session
             await self._send_event({"type": "error", "code": frame.code, "message": frame.message})
 
     def on_head_frame(self, frame: Frame) -> None:
@@ -214,8 +277,14 @@ class Session:
                                        "start": frame.speech_start_s})
 
     def _turn_end_event(self, turn: int, interrupted: bool) -> dict:
-        return {"type": "turn_end", "turn": turn, "interrupted": interrupted,
-                "timings_ms": self.tracer.turn_timings_ms(turn), "endpointing_ms": self._endpointing_ms.pop(turn, None)}
+        event = {"type": "turn_end", "turn": turn, "interrupted": interrupted,
+                 "timings_ms": self.tracer.turn_timings_ms(turn), "endpointing_ms": self._endpointing_ms.pop(turn, None)}
+        # the timings are reported: drop the turn's trace (and the between-turns input records, turn 0),
+        # so that a long session's memory stays flat instead of filling the tracer up to its cap
+        self.tracer.forget(turn)
+        self.tracer.forget(0)
+        self._first_audio_sent.discard(turn)
+        return event
 
     def _arrival_of(self, stream_s: float) -> float | None:
         """When the audio at `stream_s` on the input timeline reached the server."""
@@ -230,6 +299,15 @@ class Session:
     async def _send(self, message: bytes | str) -> None:
         await self.outbox.put(message)
 
+    def _send_nowait(self, message: str | Close) -> None:
+        """Queue a message without waiting (the session is ending): drop queued audio to make room."""
+        if self.outbox.full():
+            self._drain_outbox()
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("session %s: outbox full of events; %s dropped", self.session_id, type(message).__name__)
+
     def _drain_outbox(self) -> None:
         """Drop queued answer audio (events are kept: the client still needs them)."""
         kept = []
@@ -241,29 +319,56 @@ class Session:
             self.outbox.put_nowait(m)
 
     async def _writer(self) -> None:
+        """Send the outbox in order; a write that makes no progress for `send_timeout_s` ends the session."""
         while True:
             message = await self.outbox.get()
             if isinstance(message, Close):
                 return
-            await self.ws.send(message)
+            try:
+                await asyncio.wait_for(self.ws.send(message), self.limits.send_timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("session %s: the client read nothing for %.1f s; dropping the connection",
+                            self.session_id, self.limits.send_timeout_s)
+                self.ws.transport.abort()
+                self.end(Close(CLOSE_POLICY, "send_timeout"))
+                return
+            except ConnectionClosed:
+                self.end(Close(CLOSE_NORMAL, "closed"))
+                return
 
     async def _on_stage_error(self, stage, exc: BaseException) -> None:
-        await self._send(Close(CLOSE_INTERNAL_ERROR, "stage_failed"))
+        self.end(Close(CLOSE_INTERNAL_ERROR, "stage_failed"), {
+            "type": "error", "code": "stage_failed",
+            "message": f"stage {stage.name} failed ({type(exc).__name__}); the session ends"})
 
     async def _shutdown(self, close: Close) -> None:
+        """Stop the pipeline, flush what is queued (bounded in time), then close the socket."""
         for t in self._tasks[1:]:
             t.cancel()
+        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
         if self.pipeline is not None:
             await self.pipeline.stop()
         writer = self._tasks[0]
-        try:
-            self.outbox.put_nowait(Close(close.code, close.reason))
-            await asyncio.wait_for(writer, timeout=2.0)
-        except (asyncio.QueueFull, asyncio.TimeoutError, Exception):
-            writer.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not writer.done():
+            self._send_nowait(close)
+            try:
+                await asyncio.wait_for(writer, timeout=min(2.0, self.limits.send_timeout_s))
+            except (asyncio.TimeoutError, Exception):
+                pass   # wait_for cancelled the writer
+        await asyncio.gather(writer, return_exceptions=True)
+        discard = asyncio.create_task(self._discard_incoming())   # so the client's close reply is read
         try:
             await self.ws.close(close.code, close.reason)
+        except Exception:
+            self.ws.transport.abort()
+        discard.cancel()
+        await asyncio.gather(discard, return_exceptions=True)
+        self.close_code = close.code
+
+    async def _discard_incoming(self) -> None:
+        try:
+            async for _ in self.ws:
+                pass
         except Exception:
             pass
 

@@ -1,0 +1,70 @@
+"""Per-session limits: sizes, durations, message rates (token buckets) and socket send timeouts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from voice.protocol import MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    outbox_size: int = 256            # messages waiting for the socket (bounded: a slow reader stalls us)
+    queue_size: int = 64              # frames between stages
+    hello_timeout_s: float = 10.0     # a connection must say hello within this (slot squatting)
+    max_session_s: float = 4 * 3600.0  # then error `session_too_long`, close 1008
+    control_per_s: float = 20.0       # text messages per second, sustained ...
+    control_burst: int = 40           # ... with bursts up to this; over: `rate_limited`, message dropped
+    audio_per_s: float = 400.0        # binary messages per second, sustained (2.5 ms chunks) ...
+    audio_burst: int = 4000           # ... with bursts up to this (80 s of 20 ms chunks sent at once);
+                                      # over: `too_many_messages`, close 1008
+    send_timeout_s: float = 10.0      # a socket write making no progress this long ends the session
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_bytes", "outbox_size", "queue_size", "hello_timeout_s", "max_session_s",
+                     "control_per_s", "control_burst", "audio_per_s", "audio_burst", "send_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SessionLimits.{name} must be positive")
+
+
+class TokenBucket:
+    """Allows `rate_per_s` events per second on average and bursts of `burst`."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock=time.monotonic) -> None:
+        self.rate_per_s, self.burst = float(rate_per_s), float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def allow(self, cost: float = 1.0) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
+        self._last = now
+        if self._tokens >= cost:
+            self._tokens -= cost
+            return True
+        return False
+
+
+class LoopLagMonitor:
+    """How late the event loop wakes up, smoothed: a CPU-starved server falls behind every session.
+
+    Sampled every `interval_s`; `lag_ms` is an exponential average (time constant about
+    interval_s / smoothing). The server refuses new sessions while it is above its limit.
+    """
+
+    def __init__(self, interval_s: float = 0.1, smoothing: float = 0.2) -> None:
+        self.interval_s, self.smoothing = interval_s, smoothing
+        self.lag_ms = 0.0
+
+    async def run(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.interval_s)
+            late_ms = max(0.0, loop.time() - t - self.interval_s) * 1000
+            self.lag_ms += self.smoothing * (late_ms - self.lag_ms)
