@@ -1,0 +1,202 @@
+"""`StreamingCodec`: the one interface the rest of the project uses for any codec source."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from voice.codec.streaming import ModuleStates, step_module
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CodecState:
+    """Per-session streaming state: encoder and decoder module states and sample/frame counters."""
+
+    encoder: ModuleStates = field(default_factory=ModuleStates)
+    decoder: ModuleStates = field(default_factory=ModuleStates)
+    samples_in: int = 0  # samples given to encode_step so far
+    frames_in: int = 0  # frames given to decode_step so far
+
+
+def check_pcm(pcm, sample_rate_hz: int | None, expected_rate_hz: int) -> np.ndarray:
+    """Validate one chunk of mono float audio; returns float32 [T]. Raises ValueError on bad input."""
+    array = np.asarray(pcm)
+    if array.ndim != 1:
+        raise ValueError(f"encode_step takes mono audio [T]; got shape {array.shape} (downmix first, "
+                         "or use StreamingCodec.encode, which converts channels and rate)")
+    if sample_rate_hz is not None and int(sample_rate_hz) != expected_rate_hz:
+        raise ValueError(f"audio at {sample_rate_hz} Hz given to a {expected_rate_hz} Hz codec; resample it first")
+    if not np.issubdtype(array.dtype, np.floating):
+        if np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"audio must be float in [-1, 1], got {array.dtype} (divide int16 by 32768)")
+        raise ValueError(f"audio must be float, got {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(array)):
+        raise ValueError("audio contains NaN or infinite samples")
+    return array
+
+
+def to_mono_rate(pcm, sample_rate_hz: int, target_rate_hz: int) -> np.ndarray:
+    """Convert whole audio [T] or [C, T] / [T, C] at any rate to mono float32 [T] at `target_rate_hz`."""
+    array = np.asarray(pcm)
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 2:
+        array = array.mean(axis=0 if array.shape[0] <= 8 and array.shape[0] < array.shape[1] else 1)
+    if array.ndim != 1:
+        raise ValueError(f"audio must be [T] or [channels, T]; got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("audio contains NaN or infinite samples")
+    if sample_rate_hz <= 0:
+        raise ValueError(f"bad sample rate {sample_rate_hz}")
+    if sample_rate_hz != target_rate_hz:
+        import torchaudio.functional as AF
+
+        array = AF.resample(torch.from_numpy(array), sample_rate_hz, target_rate_hz).numpy()
+    return array
+
+
+class StreamingCodec:
+    """Causal neural codec with per-session state: PCM chunks -> codes [K, T] -> PCM chunks.
+
+    Wraps an encoder, a residual vector quantizer (`encodec.quantization.ResidualVectorQuantizer`)
+    and a decoder whose modules `voice.codec.streaming.step_module` can run chunk by chunk.
+    """
+
+    def __init__(self, encoder: nn.Module, quantizer: nn.Module, decoder: nn.Module, *, sample_rate_hz: int,
+                 hop_length: int, num_codebooks: int, decoder_delay_samples: int = 0, name: str = "codec",
+                 start_delay_frames: int = 0):
+        self.encoder, self.quantizer, self.decoder = encoder.eval(), quantizer.eval(), decoder.eval()
+        self.sample_rate_hz = int(sample_rate_hz)
+        self.hop_length = int(hop_length)  # samples per frame
+        self.frame_rate_hz = self.sample_rate_hz / self.hop_length
+        if not 1 <= num_codebooks <= quantizer.n_q:
+            raise ValueError(f"num_codebooks must be in 1..{quantizer.n_q}, got {num_codebooks}")
+        self.num_codebooks = int(num_codebooks)
+        self.codebook_size = int(quantizer.bins)
+        self.decoder_delay_samples = int(decoder_delay_samples)  # decoded stream lags the input by this much
+        self.start_delay_frames = int(start_delay_frames)  # frames held back once at the start (reflect pads)
+        self.name = name
+        self.cache_id: str | None = None  # set by the loader: identifies the weights for token caches
+
+    # ---- facts for the LM and the latency report -------------------------------------------------
+    @property
+    def lookahead_samples(self) -> int:
+        """Algorithmic latency: input sample n comes back out after sample n + this many have gone in."""
+        return self.hop_length + self.decoder_delay_samples
+
+    @property
+    def bitrate_bps(self) -> float:
+        return self.frame_rate_hz * self.num_codebooks * float(np.log2(self.codebook_size))
+
+    @property
+    def token_rate_hz(self) -> float:
+        """Codes per second if every codebook entry were one LM token (flattened)."""
+        return self.frame_rate_hz * self.num_codebooks
+
+    def describe(self) -> dict:
+        return {"name": self.name, "sample_rate_hz": self.sample_rate_hz, "frame_rate_hz": self.frame_rate_hz,
+                "num_codebooks": self.num_codebooks, "codebook_size": self.codebook_size,
+                "bitrate_bps": self.bitrate_bps, "token_rate_hz": self.token_rate_hz,
+                "lookahead_samples": self.lookahead_samples, "start_delay_frames": self.start_delay_frames}
+
+    # ---- streaming ------------------------------------------------------------------------------
+    def new_state(self) -> CodecState:
+        return CodecState()
+
+    @torch.inference_mode()
+    def encode_step(self, state: CodecState, pcm, sample_rate_hz: int | None = None) -> np.ndarray:
+        """Feed mono float32 PCM [T] (any length); returns the codes of the frames completed, int64 [K, T_new]."""
+        array = check_pcm(pcm, sample_rate_hz, self.sample_rate_hz)
+        state.samples_in += len(array)
+        x = torch.from_numpy(array.copy())[None, None]  # [1, 1, T]
+        emb = step_module(self.encoder, x, state.encoder, "encoder")  # [1, D, T_frames]
+        if emb.shape[-1] == 0:
+            return np.zeros((self.num_codebooks, 0), np.int64)
+        return self._quantize(emb)
+
+    def _quantize(self, emb: torch.Tensor) -> np.ndarray:
+        """Residual VQ encode, the package's arithmetic with the codebook norms cached: [1, D, T] -> [K, T]."""
+        if not all(isinstance(l.project_in, nn.Identity) for l in self.quantizer.vq.layers):
+            return self.quantizer.vq.encode(emb, n_q=self.num_codebooks)[:, 0].numpy().astype(np.int64)
+        residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # [T, D]
+        codes = []
+        for embed, embed_sq, _offset in self._codebooks():
+            # |e|^2 - 2 x.e: the squared distance without the per-row constant |x|^2
+            index = torch.addmm(embed_sq, residual, embed.t(), alpha=-2.0).argmin(dim=-1)  # [T]
+            residual = residual - torch.nn.functional.embedding(index, embed)
+            codes.append(index)
+        return torch.stack(codes).numpy().astype(np.int64)
+
+    def _codebooks(self) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Per codebook: entries [N, D], squared norms [1, N], offset in the joined table (cached per weights)."""
+        layers = self.quantizer.vq.layers[: self.num_codebooks]
+        if getattr(self, "_books", None) is None or any(b[0] is not l._codebook.embed for b, l in zip(self._books, layers)):
+            self._books = [(l._codebook.embed, l._codebook.embed.pow(2).sum(1)[None], i * self.codebook_size)
+                           for i, l in enumerate(layers)]
+            self._table = torch.cat([l._codebook.embed for l in layers])  # [K * N, D]
+        return self._books
+
+    def _dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """codes [K, T] -> summed codebook vectors [1, D, T] (one gather instead of K lookups)."""
+        if not all(isinstance(l.project_out, nn.Identity) for l in self.quantizer.vq.layers):
+            return self.quantizer.vq.decode(tokens[:, None])
+        offsets = torch.tensor([b[2] for b in self._codebooks()])[:, None]  # [K, 1]
+        return torch.nn.functional.embedding(tokens + offsets, self._table).sum(0).t()[None]
+
+    def flush_encode(self, state: CodecState) -> np.ndarray:
+        """End of input: zero-pad the last partial frame and return its codes [K, T_new]."""
+        partial = state.samples_in % self.hop_length
+        if partial == 0:
+            return np.zeros((self.num_codebooks, 0), np.int64)
+        return self.encode_step(state, np.zeros(self.hop_length - partial, np.float32))
+
+    def check_codes(self, codes) -> torch.Tensor:
+        array = np.asarray(codes)
+        if array.ndim != 2 or array.shape[0] != self.num_codebooks:
+            raise ValueError(f"codes must be [K={self.num_codebooks}, T]; got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got {array.dtype}")
+        if array.size and (array.min() < 0 or array.max() >= self.codebook_size):
+            raise ValueError(f"codes out of range [0, {self.codebook_size}): min {array.min()}, max {array.max()}")
+        return torch.from_numpy(array.astype(np.int64))
+
+    @torch.inference_mode()
+    def decode_step(self, state: CodecState, codes) -> np.ndarray:
+        """Feed codes [K, T]; returns the PCM they complete, float32 [T * hop] (delayed by decoder_delay_samples)."""
+        tokens = self.check_codes(codes)
+        state.frames_in += tokens.shape[1]
+        if tokens.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        emb = self._dequantize(tokens)  # [1, D, T]
+        pcm = step_module(self.decoder, emb, state.decoder, "decoder")  # [1, 1, T * hop]
+        return pcm[0, 0].numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def flush_decode(self, state: CodecState) -> np.ndarray:
+        """End of codes: the last `decoder_delay_samples` of audio still held by the decoder (may be empty)."""
+        flush = getattr(self.decoder, "stream_flush", None)
+        if flush is None:
+            return np.zeros(0, np.float32)
+        return flush(state.decoder, "decoder")[0, 0].numpy().astype(np.float32)
+
+    # ---- whole signals --------------------------------------------------------------------------
+    def encode(self, pcm, sample_rate_hz: int) -> np.ndarray:
+        """Whole audio (any rate, mono or multichannel) -> codes [K, T]; T = ceil(samples / hop)."""
+        audio = to_mono_rate(pcm, sample_rate_hz, self.sample_rate_hz)
+        state = self.new_state()
+        first = self.encode_step(state, audio)
+        return np.concatenate([first, self.flush_encode(state)], axis=1)
+
+    def decode(self, codes) -> np.ndarray:
+        """Codes [K, T] -> PCM float32 [T * hop], aligned with the encoded input (decoder delay removed)."""
+        state = self.new_state()
+        pcm = np.concatenate([self.decode_step(state, codes), self.flush_decode(state)])
+        return pcm[self.decoder_delay_samples:]

@@ -1,0 +1,189 @@
+"""Streaming state and step functions for SEANet-style models of the `encodec` package.
+
+The `encodec` package runs its causal convolutions, transposed convolutions and LSTMs on whole
+signals. `step_module` runs the same modules chunk by chunk: each module keeps a small state
+(the causal padding / left context of a convolution, the overlap of a transposed convolution,
+the hidden state of an LSTM) so that the concatenated chunk outputs equal one whole-signal pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+_ELEMENTWISE = (nn.ELU, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+_START_PAD_NEED = {"constant": 0, "zero": 0, "replicate": 1, "reflect": 1}  # extra samples a start pad needs
+
+
+@dataclass
+class ConvState:
+    """Causal conv: input not yet consumed (left context); `pending` holds input until a reflect pad can be built."""
+
+    buffer: torch.Tensor | None = None  # [B, C, T_left]
+    pending: torch.Tensor | None = None  # [B, C, T_waiting]
+
+
+@dataclass
+class ConvTransposeState:
+    """Transposed conv: the overlap tail (without bias) to add to the next chunk, and start samples still to drop."""
+
+    tail: torch.Tensor | None = None  # [B, C, kernel - stride]
+    drop_left: int | None = None
+
+
+@dataclass
+class LSTMState:
+    """LSTM hidden and cell state, each [num_layers, B, C]."""
+
+    hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass
+class ResidualState:
+    """Residual block: outputs of the shortcut and the block branch waiting for the other branch."""
+
+    shortcut: torch.Tensor | None = None  # [B, C, T]
+    block: torch.Tensor | None = None  # [B, C, T]
+
+
+@dataclass
+class ModuleStates:
+    """All streaming state of one module tree for one session, keyed by module path."""
+
+    by_name: dict = field(default_factory=dict)
+
+    def get(self, name: str, factory):
+        if name not in self.by_name:
+            self.by_name[name] = factory()
+        return self.by_name[name]
+
+
+def _empty(x: torch.Tensor, channels: int) -> torch.Tensor:
+    return x.new_zeros(x.shape[0], channels, 0)
+
+
+def _cat(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    return b if a is None else torch.cat([a, b], dim=-1)
+
+
+def conv_step(module, x: torch.Tensor, state: ConvState) -> torch.Tensor:
+    """One chunk through an `encodec` SConv1d (causal), x [B, C_in, T] -> [B, C_out, T_out]."""
+    conv = module.conv.conv
+    kernel, stride, dilation = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+    span = (kernel - 1) * dilation + 1
+    padding_total = span - stride
+    if not module.causal:
+        raise ValueError("streaming needs a causal model (SConv1d with causal=False found)")
+    if span == 1 and stride == 1:  # pointwise: no context to carry
+        return module.conv(x) if x.shape[-1] else _empty(x, conv.out_channels)
+    if state.buffer is None:
+        mode = "constant" if module.pad_mode == "zero" else module.pad_mode
+        if mode not in _START_PAD_NEED:
+            raise ValueError(f"pad mode {module.pad_mode!r} cannot be streamed")
+        need = padding_total + _START_PAD_NEED[mode] if padding_total > 0 and mode != "constant" else 0
+        state.pending = _cat(state.pending, x)
+        if state.pending.shape[-1] < max(need, 1):
+            return _empty(x, conv.out_channels)  # a reflect pad needs the first samples of the signal
+        buf = F.pad(state.pending, (padding_total, 0), mode) if padding_total > 0 else state.pending
+        state.pending = None
+    else:
+        buf = _cat(state.buffer, x)
+    n_out = (buf.shape[-1] - span) // stride + 1 if buf.shape[-1] >= span else 0
+    if n_out <= 0:
+        state.buffer = buf
+        return _empty(x, conv.out_channels)
+    y = module.conv(buf[..., : (n_out - 1) * stride + span])
+    state.buffer = buf[..., n_out * stride:]
+    return y
+
+
+def conv_transpose_step(module, x: torch.Tensor, state: ConvTransposeState) -> torch.Tensor:
+    """One chunk through an `encodec` SConvTranspose1d (causal): emits `stride` samples per input step."""
+    convtr = module.convtr.convtr
+    kernel, stride = convtr.kernel_size[0], convtr.stride[0]
+    if not module.causal:
+        raise ValueError("streaming needs a causal model (SConvTranspose1d with causal=False found)")
+    if state.drop_left is None:
+        padding_total = kernel - stride
+        state.drop_left = padding_total - math.ceil(padding_total * module.trim_right_ratio)
+    if x.shape[-1] == 0:
+        return _empty(x, convtr.out_channels)
+    y = module.convtr(x)  # [B, C, (T - 1) * stride + kernel], bias added everywhere
+    if state.tail is not None:
+        y = torch.cat([y[..., : state.tail.shape[-1]] + state.tail, y[..., state.tail.shape[-1]:]], dim=-1)
+    n_out = x.shape[-1] * stride
+    tail = y[..., n_out:]
+    if convtr.bias is not None:
+        tail = tail - convtr.bias[:, None]  # the next chunk adds its own bias to these positions
+    state.tail = tail
+    out = y[..., :n_out]
+    if state.drop_left:
+        dropped = min(state.drop_left, out.shape[-1])
+        out, state.drop_left = out[..., dropped:], state.drop_left - dropped
+    return out
+
+
+def lstm_step(module, x: torch.Tensor, state: LSTMState) -> torch.Tensor:
+    """One chunk through an `encodec` SLSTM, carrying (h, c)."""
+    if x.shape[-1] == 0:
+        return x
+    seq = x.permute(2, 0, 1)  # [T, B, C]
+    y, state.hidden = module.lstm(seq, state.hidden)
+    if module.skip:
+        y = y + seq
+    return y.permute(1, 2, 0)
+
+
+def residual_step(module, x: torch.Tensor, states: ModuleStates, name: str) -> torch.Tensor:
+    """SEANet residual block: shortcut(x) + block(x), aligning branches that emit at different times."""
+    state = states.get(name, ResidualState)
+    short = _cat(state.shortcut, step_module(module.shortcut, x, states, f"{name}.shortcut"))
+    block = _cat(state.block, step_module(module.block, x, states, f"{name}.block"))
+    n = min(short.shape[-1], block.shape[-1])
+    state.shortcut, state.block = short[..., n:], block[..., n:]
+    return short[..., :n] + block[..., :n]
+
+
+_ENCODEC: dict = {}
+
+
+def _encodec_types() -> dict:
+    """The `encodec` module classes, imported once on first use (not at import time)."""
+    if not _ENCODEC:
+        from encodec.modules import SConv1d, SConvTranspose1d, SEANetDecoder, SEANetEncoder, SLSTM
+        from encodec.modules.seanet import SEANetResnetBlock
+
+        _ENCODEC.update(conv=SConv1d, convtr=SConvTranspose1d, seanet=(SEANetEncoder, SEANetDecoder), lstm=SLSTM,
+                        resblock=SEANetResnetBlock)
+    return _ENCODEC
+
+
+def step_module(module: nn.Module, x: torch.Tensor, states: ModuleStates, name: str = "") -> torch.Tensor:
+    """Run one chunk x [B, C, T] through `module`, updating its per-session `states`."""
+    types = _encodec_types()
+    if isinstance(module, types["conv"]):
+        return conv_step(module, x, states.get(name, ConvState))
+    if isinstance(module, _ELEMENTWISE):
+        return module(x)
+    if hasattr(module, "stream_step"):  # the project's own streamable modules
+        return module.stream_step(x, states, name)
+    if isinstance(module, types["seanet"]):
+        return step_module(module.model, x, states, f"{name}.model")
+    if isinstance(module, nn.Sequential):
+        for index, child in enumerate(module):
+            x = step_module(child, x, states, f"{name}.{index}")
+        return x
+    if isinstance(module, types["convtr"]):
+        return conv_transpose_step(module, x, states.get(name, ConvTransposeState))
+    if isinstance(module, types["lstm"]):
+        return lstm_step(module, x, states.get(name, LSTMState))
+    if isinstance(module, types["resblock"]):
+        return residual_step(module, x, states, name)
+    raise TypeError(f"no streaming rule for {type(module).__name__} at {name or 'root'}")
