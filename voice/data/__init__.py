@@ -1,0 +1,1 @@
+"""Spoken-dialogue corpus: dialogues and answer checking, TTS voices, the build, import of real recordings."""
