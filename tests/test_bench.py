@@ -109,3 +109,11 @@ def test_load_partial_skips_torn_line(tmp_path):
     p.write_text('{"pipeline": "echo", "turn": 3, "v2v_ms": 1}\n{"pipeline": "ec')
     assert load_partial(p) == {("echo", 3): {"pipeline": "echo", "turn": 3, "v2v_ms": 1}}
     assert load_partial(tmp_path / "missing.jsonl") == {}
+
+
+def test_corpus_context_gives_the_dialogue_clock():
+    from voice.bench.sets import context_clock
+
+    assert context_clock("Today is Tuesday, October 27, 2026. The time is 10:01 PM.") == "2026-10-27T22:01"
+    assert context_clock("Today is Friday, May 1, 2026. The time is 12:05 AM.") == "2026-05-01T00:05"
+    assert context_clock("no clock here") is None

@@ -91,7 +91,7 @@ def _event_time(client: VoiceClient, kind: str, turn: int | None = None) -> tupl
 async def run_turn(url: str, pipeline: str, item: TurnItem, cfg: RunConfig,
                    barge_item: TurnItem | None = None) -> dict:
     """One scripted turn (plus an interruption when `barge_item` is given); returns its record."""
-    client = VoiceClient(url, sample_rate_hz=item.sample_rate_hz, pipeline=pipeline, options=cfg.options)
+    client = VoiceClient(url, sample_rate_hz=item.sample_rate_hz, pipeline=pipeline, options={**cfg.options, **item.options})
     await client.connect()
     rec: dict = {"pipeline": pipeline, "item": item.item_id, "file": Path(item.path).name,
                  "speech_start_s": item.speech.start_s, "speech_end_s": item.speech.end_s,
@@ -162,8 +162,8 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
         rec["endpointing_ms"] = turn_end.get("endpointing_ms")
         rec["interrupted"] = bool(turn_end.get("interrupted"))
     texts = [e for _, e in client.log.events if e.get("type") == "assistant_text" and e.get("turn") == turn]
-    finals = [e["text"] for e in texts if e.get("final")]
-    rec["answer_text"] = " ".join(finals) if finals else "".join(e["text"] for e in texts)
+    # assistant_text events are deltas; the final one closes the answer (usually empty)
+    rec["answer_text"] = "".join(e.get("text", "") for e in texts).strip()
     rec["transcript"] = " ".join(e["text"] for _, e in client.log.events if e.get("type") == "transcript" and e.get("final"))
     rec["answer_audio_s"] = round(sum(len(a.pcm) for a in answer) / client.output_rate_hz, 3)
     rec.pop("_clear_t", None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class TurnItem:
     text: str = ""               # what the user says
     intent: str | None = None    # corpus intent, for check_answer
     expected: str | None = None  # expected answer (None: correctness not checked)
+    options: dict = field(default_factory=dict)  # per-turn hello options (e.g. the dialogue's clock)
 
 
 def load_set(name: str, speech_dir: Path = SPEECH_DIR, corpus_dir: Path = CORPUS_DIR,
@@ -85,6 +86,21 @@ def _corpus_test(corpus_dir: Path, limit: int | None) -> list[TurnItem]:
     items = []
     for r in records[: limit or len(records)]:
         pcm, rate = read_wav(corpus_dir / r["wav"])
+        now = context_clock(r.get("context", ""))
         items.append(TurnItem(r["id"], str(corpus_dir / r["wav"]), pcm, rate, find_speech(pcm, rate),
-                              r["text"], r.get("intent"), r.get("expected")))
+                              r["text"], r.get("intent"), r.get("expected"), {"now": now} if now else {}))
     return items
+
+
+def context_clock(context: str) -> str | None:
+    """The date and time a corpus dialogue happens at, as ISO 8601 (the `now` option of pipelines).
+
+    "Today is Tuesday, October 27, 2026. The time is 10:01 PM." -> "2026-10-27T22:01"
+    """
+    import datetime as dt
+    import re
+
+    m = re.search(r"Today is \w+, (\w+ \d{1,2}, \d{4})\. The time is (\d{1,2}:\d{2} [AP]M)", context)
+    if not m:
+        return None
+    return dt.datetime.strptime(f"{m.group(1)} {m.group(2)}", "%B %d, %Y %I:%M %p").isoformat(timespec="minutes")
