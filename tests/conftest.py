@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH_DIR = ROOT.parent / "shared" / "speech"
@@ -35,3 +37,43 @@ def speech_dir() -> Path:
 def run(coro, timeout_s: float = 120.0):
     """Run a coroutine in a fresh event loop with a hard timeout."""
     return asyncio.run(asyncio.wait_for(coro, timeout_s))
+
+
+def serve(coro_fn, **config):
+    """Run `coro_fn(server)` against a real server on a loopback port started with `config`."""
+    from voice.server.app import ServerConfig, VoiceServer
+
+    async def main():
+        srv = VoiceServer(ServerConfig(port=0, **config))
+        await srv.start()
+        try:
+            return await coro_fn(srv)
+        finally:
+            await srv.stop()
+    return run(main())
+
+
+async def exchange(url: str, messages: list, wait_s: float = 1.0) -> tuple[list[dict], int | None]:
+    """Send raw messages; the JSON events received and the close code (None if still open after `wait_s`)."""
+    events: list[dict] = []
+    ws = await connect(url, max_size=None, compression=None)
+    close_code = None
+    try:
+        for m in messages:
+            await ws.send(json.dumps(m) if isinstance(m, dict) else m)
+    except Exception:
+        pass                       # the server closed while we were still sending
+    try:
+        while True:
+            msg = await asyncio.wait_for(ws.recv(), wait_s)
+            if isinstance(msg, str):
+                events.append(json.loads(msg))
+    except asyncio.TimeoutError:
+        pass
+    except Exception:
+        close_code = ws.close_code
+    try:
+        await ws.close()
+    except Exception:
+        pass
+    return events, close_code

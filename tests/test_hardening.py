@@ -19,37 +19,11 @@ from voice.frames import AssistantAudio, Frame, SpeechStarted, SpeechStopped
 from voice.runtime.stage import Stage
 from voice.server.app import ServerConfig, VoiceServer
 from voice.server.limits import SessionLimits
-from tests.conftest import run
+from tests.conftest import exchange, run, serve
 from websockets.exceptions import ConnectionClosed
 
 HELLO = {"type": "hello", "version": 1, "sample_rate": 16000, "pipeline": "echo"}
 HELLO_TEXT = json.dumps(HELLO)
-
-
-async def exchange(url: str, messages: list, wait_s: float = 1.0) -> tuple[list[dict], int | None]:
-    """Send raw messages; the JSON events received and the close code (None if still open after `wait_s`)."""
-    events: list[dict] = []
-    ws = await connect(url, max_size=None, compression=None)
-    close_code = None
-    try:
-        for m in messages:
-            await ws.send(json.dumps(m) if isinstance(m, dict) else m)
-    except Exception:
-        pass                       # the server closed while we were still sending
-    try:
-        while True:
-            msg = await asyncio.wait_for(ws.recv(), wait_s)
-            if isinstance(msg, str):
-                events.append(json.loads(msg))
-    except asyncio.TimeoutError:
-        pass
-    except Exception:
-        close_code = ws.close_code
-    try:
-        await ws.close()
-    except Exception:
-        pass
-    return events, close_code
 
 
 async def with_healthy_session(srv: VoiceServer, attack) -> tuple:
@@ -63,17 +37,6 @@ async def with_healthy_session(srv: VoiceServer, attack) -> tuple:
     finally:
         await healthy.close()
     return result, pong
-
-
-def serve(coro_fn, **config):
-    async def main():
-        srv = VoiceServer(ServerConfig(port=0, **config))
-        await srv.start()
-        try:
-            return await coro_fn(srv)
-        finally:
-            await srv.stop()
-    return run(main())
 
 
 async def settle(srv: VoiceServer, timeout_s: float = 5.0) -> None:

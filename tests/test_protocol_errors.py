@@ -12,29 +12,9 @@ from websockets.asyncio.client import connect
 from voice.client import VoiceClient
 from voice.protocol import ERRORS, PROTOCOL_VERSION, ProtocolError, parse_hello, parse_text
 from voice.server.app import ServerConfig, VoiceServer
-from tests.conftest import run
+from tests.conftest import exchange, run
 
 HELLO = {"type": "hello", "version": PROTOCOL_VERSION, "sample_rate": 16000, "pipeline": "echo"}
-
-
-async def exchange(url: str, messages: list, wait_s: float = 1.0) -> tuple[list[dict], int | None]:
-    """Send raw messages; return the JSON events received and the close code (None if still open)."""
-    events: list[dict] = []
-    async with connect(url, max_size=None, compression=None) as ws:
-        for m in messages:
-            try:
-                await ws.send(json.dumps(m) if isinstance(m, dict) else m)
-            except Exception:
-                break
-        try:
-            while True:
-                msg = await asyncio.wait_for(ws.recv(), wait_s)
-                if isinstance(msg, str):
-                    events.append(json.loads(msg))
-        except asyncio.TimeoutError:
-            return events, None
-        except Exception:
-            return events, ws.close_code
 
 
 CASES = [

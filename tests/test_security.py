@@ -18,7 +18,7 @@ from voice.client import VoiceClient
 from voice.server.app import ServerConfig, VoiceServer
 from voice.server.limits import SessionLimits, TokenBucket
 from voice.server.security import SecurityConfig, is_loopback, normalize_origin, redact
-from tests.conftest import run
+from tests.conftest import run, serve
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 HELLO = json.dumps({"type": "hello", "version": 1, "sample_rate": 16000, "pipeline": "echo"})
@@ -40,18 +40,6 @@ def http_get(url: str, context=None) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
-
-
-def serve(coro_fn, **config):
-    """Run `coro_fn(server)` against a real server started with `config`."""
-    async def main():
-        srv = VoiceServer(ServerConfig(port=0, **config))
-        await srv.start()
-        try:
-            return await coro_fn(srv)
-        finally:
-            await srv.stop()
-    return run(main())
 
 
 def test_non_loopback_bind_needs_a_token():

@@ -74,13 +74,18 @@ class EnergyEdges:
     def floor_db(self) -> float:
         return float(np.median(self.silent_levels)) if self.silent_levels else -60.0
 
-    def add(self, window: np.ndarray, silent: bool) -> None:
-        # pre-emphasis (a first difference) keeps rumble and pops' low end out of the energy
-        x = window.astype(np.float64)
+    def _levels(self, pcm: np.ndarray) -> np.ndarray:
+        """dB of each whole 8 ms sub-frame of `pcm`, pre-emphasised (a first difference keeps rumble
+        and the low end of pops out of the energy), continuing from the last sample added."""
+        x = pcm.astype(np.float64)
         emphasised = np.concatenate([[x[0] - 0.95 * self._last_sample], x[1:] - 0.95 * x[:-1]])
-        self._last_sample = x[-1]
-        frames = emphasised.reshape(-1, self.SUBFRAME)
-        levels = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+        n = len(emphasised) // self.SUBFRAME
+        frames = emphasised[: n * self.SUBFRAME].reshape(n, self.SUBFRAME)
+        return 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+
+    def add(self, window: np.ndarray, silent: bool) -> None:
+        levels = self._levels(window)
+        self._last_sample = float(window[-1])
         self.db.extend(levels.tolist())
         self.next_index += len(levels)
         if silent:
@@ -92,18 +97,16 @@ class EnergyEdges:
         self.peak_db = -120.0
 
     def _loud(self, i: int) -> bool:
-        return self.db[i] >= max(self.floor_db + self.ABOVE_FLOOR_DB, self.peak_db - self.BELOW_PEAK_DB)
+        return self.db[i] >= self._threshold_db()
 
-    def is_quiet(self, pcm: np.ndarray, previous_sample: float) -> bool:
-        """True if none of the 8 ms sub-frames of `pcm` (less than one window) is loud."""
-        x = np.concatenate([[previous_sample], pcm.astype(np.float64)])
-        emphasised = x[1:] - 0.95 * x[:-1]
-        n = len(emphasised) // self.SUBFRAME
-        if n == 0:
+    def _threshold_db(self) -> float:
+        return max(self.floor_db + self.ABOVE_FLOOR_DB, self.peak_db - self.BELOW_PEAK_DB)
+
+    def is_quiet(self, pcm: np.ndarray) -> bool:
+        """True if none of the whole 8 ms sub-frames of `pcm` (samples after the last window) is loud."""
+        if len(pcm) < self.SUBFRAME:
             return True
-        frames = emphasised[: n * self.SUBFRAME].reshape(n, self.SUBFRAME)
-        levels = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
-        return bool(np.all(levels < max(self.floor_db + self.ABOVE_FLOOR_DB, self.peak_db - self.BELOW_PEAK_DB)))
+        return bool(np.all(self._levels(pcm) < self._threshold_db()))
 
     def _index(self, t_s: float) -> int:
         """Position in `db` of the sub-frame starting at t_s (may be out of range)."""
@@ -198,7 +201,7 @@ class VadStage(Stage):
         now_s = self.stream_s + len(self._pending) / SAMPLE_RATE_HZ
         if now_s - self._silence_from_s < self.config.end_silence_ms / 1000:
             return
-        if self._energy.is_quiet(self._pending, self._energy._last_sample):
+        if self._energy.is_quiet(self._pending):
             async for out in self._end_burst(self._silence_from_s):
                 yield out
 
