@@ -31,6 +31,41 @@ def test_crop_sampler_shapes_and_levels():
     assert np.abs(batch).max() <= 0.99 + 1e-6
 
 
+def test_speed_augmentation_shifts_pitch_by_the_chosen_ratio():
+    from voice.codec.dataset import speed_ratios
+
+    assert speed_ratios(0.8, 1.25) == [13, 14, 15, 17, 18, 19, 20]
+    with pytest.raises(ValueError):
+        speed_ratios(0.2, 1.0)
+    t = np.arange(16000 * 4) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    pools = {"assistant": AudioPool(tone, 4.0), "user": AudioPool(tone, 4.0)}
+    sampler = CropSampler(pools, 16000, 0.5, speed_range=(1.25, 1.25), speed_prob=1.0)
+    crop = sampler.batch(1)[0, 0]
+    peak_hz = np.argmax(np.abs(np.fft.rfft(crop))) * 16000 / len(crop)
+    assert abs(peak_hz - 250) <= 2  # 200 Hz played 20/16 times faster
+    plain = CropSampler(pools, 16000, 0.5).batch(1)[0, 0]
+    assert abs(np.argmax(np.abs(np.fft.rfft(plain))) * 16000 / len(plain) - 200) <= 2
+
+
+@pytest.mark.parametrize("audio_format", ["flac", "opus"])
+def test_packed_pools_load_back(tmp_path, audio_format):
+    from voice.codec.dataset import load_pools, pack_pools
+
+    pools = _pools(3.0)
+    info = pack_pools(pools, tmp_path / "pack", 16000, audio_format=audio_format)
+    assert info["format"] == audio_format
+    loaded = load_pools([tmp_path / "pack"], 16000)
+    for group, pool in pools.items():
+        back = loaded[group].audio
+        assert abs(len(back) - len(pool.audio)) <= 16000 // 50  # the container may pad a little
+        n = min(len(back), len(pool.audio))
+        snr = 10 * np.log10(np.sum(pool.audio[:n] ** 2) / np.sum((pool.audio[:n] - back[:n]) ** 2))
+        assert snr > (60 if audio_format == "flac" else 12), snr
+    with pytest.raises(ValueError):
+        pack_pools(pools, tmp_path / "bad", 16000, audio_format="mp4")
+
+
 @pytest.mark.slow
 def test_tiny_training_run_saves_and_resumes(tmp_path):
     from voice.codec.trainer import Trainer

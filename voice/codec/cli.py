@@ -34,13 +34,15 @@ def _train(args) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, segment_frames=args.segment_frames,
                          lr=args.lr, adversarial_from_step=args.adversarial_from_step, seed=args.seed,
                          assistant_share=args.assistant_share, adversarial_weight=args.adversarial_weight,
-                         feature_weight=args.feature_weight)
+                         feature_weight=args.feature_weight, speed_low=args.speed_range[0],
+                         speed_high=args.speed_range[1], speed_prob=args.speed_prob)
     trainer = Trainer(Path(args.run_dir), model_config, config, device=device,
                       save_optimizer=not args.no_optimizer_state)
     pools = load_pools([Path(p) for p in args.data], trainer.model_config.sample_rate_hz)
     print(f"training audio: " + ", ".join(f"{g} {p.seconds / 60:.1f} min" for g, p in pools.items()))
+    speed = (config.speed_low, config.speed_high) if config.speed_prob > 0 else None
     sampler = CropSampler(pools, config.segment_frames * trainer.model_config.hop_length, config.assistant_share,
-                          seed=config.seed + trainer.step)
+                          seed=config.seed + trainer.step, speed_range=speed, speed_prob=config.speed_prob)
     stats = trainer.run(sampler, max_minutes=args.minutes, save_every_s=args.save_every_s,
                         progress=not args.no_progress)
     print(json.dumps({"run_dir": args.run_dir, "step": trainer.step, "last": stats}))
@@ -60,7 +62,8 @@ def _pack(args) -> int:
 
     limits = {"assistant": args.assistant_minutes * 60, "user": args.user_minutes * 60}
     pools = load_corpus_pools([Path(c) for c in args.corpus], 16000, max_seconds=limits)
-    print(json.dumps(pack_pools(pools, Path(args.out), 16000), indent=1))
+    print(json.dumps(pack_pools(pools, Path(args.out), 16000, audio_format=args.format,
+                                opus_compression=args.opus_compression), indent=1))
     return 0
 
 
@@ -97,6 +100,9 @@ def _add_train(sub) -> None:
     p.add_argument("--adversarial-weight", type=float, default=0.05)
     p.add_argument("--feature-weight", type=float, default=0.1)
     p.add_argument("--assistant-share", type=float, default=0.5)
+    p.add_argument("--speed-range", type=float, nargs=2, default=[0.8, 1.25], metavar=("LOW", "HIGH"),
+                   help="speed augmentation range (resampling shifts pitch and formants)")
+    p.add_argument("--speed-prob", type=float, default=0.0, help="fraction of crops speed-augmented (0: off)")
     p.add_argument("--num-codebooks", type=int, default=8)
     p.add_argument("--ratios", type=int, nargs="+", default=[8, 5, 4, 2], help="strides; product = hop (320: 50 Hz)")
     p.add_argument("--n-fft-factor", type=int, default=4, help="iSTFT window in hops")
@@ -132,11 +138,13 @@ def _add_eval(sub) -> None:
 def _add_codec(sub) -> None:
     group = sub.add_parser("codec", help="codec utilities: pack training audio, export a run, tokenize a corpus")
     tools = group.add_subparsers(dest="codec_command", metavar="WHAT")
-    p = tools.add_parser("pack", help="pack corpus train audio into FLAC pools (to ship to a GPU machine)")
+    p = tools.add_parser("pack", help="pack corpus train audio into FLAC or Opus pools (to ship to a GPU machine)")
     p.add_argument("--corpus", nargs="+", default=[DEFAULT_CORPUS])
     p.add_argument("--out", required=True)
     p.add_argument("--assistant-minutes", type=float, default=20.0)
     p.add_argument("--user-minutes", type=float, default=15.0)
+    p.add_argument("--format", choices=["flac", "opus"], default="flac")
+    p.add_argument("--opus-compression", type=float, default=0.87, help="libsndfile Opus compression level 0..1")
     p.set_defaults(func=_pack)
     p = tools.add_parser("export", help="write a run's weights as a shippable inference checkpoint")
     p.add_argument("--run-dir", required=True)

@@ -29,6 +29,9 @@ class TrainConfig:
     commit_weight: float = 1.0  # VQ commitment loss
     quantizer_dropout: float = 0.5  # chance a step uses a random number of codebooks (1..K), so any prefix works
     assistant_share: float = 0.5  # fraction of crops from the assistant's voice
+    speed_low: float = 1.0  # speed augmentation: crops played at n/16 within [speed_low, speed_high] ...
+    speed_high: float = 1.0
+    speed_prob: float = 0.0  # ... for this fraction of the crops (0: off)
     adversarial_from_step: int = -1  # start the MS-STFT discriminator at this step (-1: never)
     adversarial_weight: float = 0.05  # generator adversarial loss weight
     feature_weight: float = 0.1  # feature-matching loss weight
