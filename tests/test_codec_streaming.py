@@ -151,3 +151,38 @@ def test_latency_facts(compact):
     assert codec.frame_rate_hz == 50.0 and codec.hop_length == 320
     assert codec.lookahead_samples == 640  # one frame of encoder framing + one frame of decoder delay
     assert codec.bitrate_bps == 50 * 4 * 10 and codec.token_rate_hz == 200
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,bias", [(3, 1, 2, True), (8, 4, 1, False), (1, 1, 1, True)])
+def test_conv_step_fast_path_matches_whole_conv(kernel, stride, dilation, bias):
+    """Few-output steps take the unfold + matmul path; many-output chunks take conv1d: both equal the whole pass."""
+    from encodec.modules import SConv1d
+
+    from voice.codec.streaming import ModuleStates, step_module
+
+    torch.manual_seed(0)
+    conv = SConv1d(6, 5, kernel, stride=stride, dilation=dilation, causal=True, pad_mode="constant", bias=bias)
+    x = torch.randn(1, 6, 40 * stride)
+    with torch.inference_mode():
+        whole = conv(x)
+        for size in (stride, 3 * stride, 20 * stride):
+            states = ModuleStates()
+            chunked = torch.cat([step_module(conv, x[..., i: i + size], states) for i in range(0, x.shape[-1], size)], -1)
+            torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_step_follows_weight_changes():
+    from voice.codec.streaming import linear_step
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4, 9)  # wide: uses the cached transposed weight
+    x = torch.randn(2, 3, 4)
+    with torch.inference_mode():
+        torch.testing.assert_close(linear_step(linear, x), linear(x))
+    with torch.no_grad():
+        linear.weight.mul_(2.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(linear_step(linear, x), linear(x))
+    linear.weight = torch.nn.Parameter(torch.randn(9, 4))  # replaced
+    with torch.inference_mode():
+        torch.testing.assert_close(linear_step(linear, x), linear(x))

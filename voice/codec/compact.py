@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from voice.codec.streaming import ModuleStates, step_module
+from voice.codec.streaming import ConvState, ModuleStates, linear_step, step_module
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,10 @@ class CausalConvNeXtBlock(nn.Module):
         self.pw2 = nn.Linear(hidden, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
 
-    def _pointwise(self, h: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, T]
+    def _pointwise(self, h: torch.Tensor, stream: bool = False) -> torch.Tensor:  # [B, C, T] -> [B, C, T]
         h = self.norm(h.transpose(1, 2))
-        h = self.gamma * self.pw2(self.act(self.pw1(h)))
+        h = linear_step(self.pw1, h) if stream else self.pw1(h)
+        h = self.gamma * self.pw2(self.act(h))
         return h.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,8 +79,6 @@ class CausalConvNeXtBlock(nn.Module):
     def stream_step(self, x: torch.Tensor, states: ModuleStates, name: str) -> torch.Tensor:
         # the zero-padded causal depthwise conv emits one output per input step, so the residual stays aligned;
         # computed as unfold * kernel: for a few frames this is ~10x faster than conv1d's grouped path on a CPU
-        from voice.codec.streaming import ConvState
-
         if x.shape[-1] == 0:
             return x
         conv = self.dwconv.conv.conv
@@ -91,7 +90,7 @@ class CausalConvNeXtBlock(nn.Module):
         state.buffer = buf[..., x.shape[-1]:]
         windows = buf.unfold(-1, kernel, 1)  # [B, C, T, kernel]
         h = (windows * conv.weight[:, 0][None, :, None, :]).sum(-1) + conv.bias[None, :, None]
-        return x + self._pointwise(h)
+        return x + self._pointwise(h, stream=True)
 
 
 @dataclass
@@ -177,8 +176,9 @@ class CausalVocosDecoder(nn.Module):
         self.head = nn.Linear(c.decoder_dim, c.n_fft + 2)
         self.istft = CausalISTFT(c.n_fft, c.hop_length, c.decoder_delay_frames * c.hop_length)
 
-    def _spectrum(self, h: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> complex [B, F, T]
-        h = self.head(self.final_norm(h.transpose(1, 2))).transpose(1, 2)
+    def _spectrum(self, h: torch.Tensor, stream: bool = False) -> torch.Tensor:  # [B, C, T] -> complex [B, F, T]
+        h = self.final_norm(h.transpose(1, 2))
+        h = (linear_step(self.head, h) if stream else self.head(h)).transpose(1, 2)
         log_mag, phase = h.chunk(2, dim=1)
         mag = torch.exp(log_mag).clamp(max=100.0)
         return torch.polar(mag, phase)
@@ -199,7 +199,7 @@ class CausalVocosDecoder(nn.Module):
         if emb.shape[-1] == 0:
             return emb.new_zeros(emb.shape[0], 1, 0)
         h = self._trunk(emb, lambda module, x, sub: step_module(module, x, states, f"{name}.{sub}"))
-        return self.istft(self._spectrum(h), states.get(f"{name}.istft", ISTFTState))[:, None]
+        return self.istft(self._spectrum(h, stream=True), states.get(f"{name}.istft", ISTFTState))[:, None]
 
     def stream_flush(self, states: ModuleStates, name: str) -> torch.Tensor:
         return self.istft.flush(states.get(f"{name}.istft", ISTFTState))[:, None]
