@@ -138,12 +138,26 @@ def test_eval_report_pieces_with_a_stub_recognizer(tmp_path):
     codec = CompactCodec(TINY).eval().streaming()
     path = tmp_path / "a.wav"
     sf.write(str(path), _pools(0.5)["assistant"].audio, 22050)  # another rate: converted on the way
-    items = [{"set": "s", "path": path, "text": "what day is it", "voice": "x"},
-             {"set": "s", "path": path, "text": "what time is it now", "voice": "x"}]
-    report = intelligibility(codec, items, StubWhisper())["s"]
+    items = [{"set": "corpus_user", "path": path, "text": "what day is it", "voice": "x"},
+             {"set": "corpus_user", "path": path, "text": "what time is it now", "voice": "y"}]
+    report = intelligibility(codec, items, StubWhisper())["corpus_user"]
     assert report["utterances"] == 2 and report["wer_original"] == report["wer_resynth"] == round(100 * 2 / 9, 2)  # time->day, -now
+    assert report["by_voice"]["x"]["wer_original"] == 0 and report["by_voice"]["y"]["wer_original"] == 40
     speed = streaming_rtf(codec, _pools(1.0)["assistant"].audio, chunk_frames=2)
     assert speed["rtf"] > 0 and speed["chunk_frames"] == 2 and speed["audio_s"] == 1.0
     text = format_report({"codec": codec.describe(), "lookahead_ms": 40.0, "parameters": 1,
-                          "intelligibility": {"s": report}, "streaming": speed})
+                          "intelligibility": {"corpus_user": report}, "streaming": speed})
     assert "WER original" in text and "RTF" in text
+    assert any(line.strip().startswith("y ") for line in text.splitlines())  # the per-voice line
+
+
+def test_eval_sets_filter_the_corpus_items(tmp_path):
+    from voice.codec.evaluate import corpus_items, evaluate_codec
+
+    rows = [{"id": f"u{i}", "wav": f"wav/u{i}.wav", "split": "test", "role": role, "text": "hi", "voice": "v"}
+            for i, role in enumerate(["assistant", "user"] * 3)]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [i["set"] for i in corpus_items(tmp_path, 3)] == ["corpus_assistant", "corpus_user", "corpus_assistant"]
+    assert [i["set"] for i in corpus_items(tmp_path, 3, ("corpus_user",))] == ["corpus_user"] * 3
+    with pytest.raises(ValueError, match="unknown evaluation sets"):
+        evaluate_codec("compact", tmp_path, None, sets=("corpus_users",))

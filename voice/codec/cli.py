@@ -83,7 +83,7 @@ def _eval(args) -> int:
                             speech=Path(args.speech) if args.speech else None, num_codebooks=args.num_codebooks,
                             max_utterances=args.max_utterances, rtf_seconds=args.rtf_seconds,
                             chunk_frames=args.chunk_frames, save_audio=Path(args.save_audio) if args.save_audio else None,
-                            wer=not args.speed_only)
+                            wer=not args.speed_only, sets=tuple(args.sets))
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 
@@ -127,6 +127,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--speech", default=DEFAULT_SPEECH, help="folder of real speech with manifest.tsv ('' to skip)")
     p.add_argument("--num-codebooks", type=int, default=None)
     p.add_argument("--max-utterances", type=int, default=30, help="corpus test utterances to use")
+    p.add_argument("--sets", nargs="+", default=["corpus_assistant", "corpus_user", "real_speech"],
+                   help="which sets to evaluate (corpus_assistant corpus_user real_speech)")
     p.add_argument("--rtf-seconds", type=float, default=10.0, help="audio length for the streaming speed test")
     p.add_argument("--chunk-frames", type=int, default=1, help="frames per streaming step in the speed test")
     p.add_argument("--save-audio", default=None, help="folder to write resynthesized WAVs into")

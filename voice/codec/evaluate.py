@@ -64,7 +64,10 @@ def transcribe(whisper, audio_16k: np.ndarray) -> str:
     return " ".join(s.text for s in segments)
 
 
-def corpus_items(corpus: Path, limit: int) -> list[dict]:
+EVAL_SETS = ("corpus_assistant", "corpus_user", "real_speech")
+
+
+def corpus_items(corpus: Path, limit: int, sets: tuple[str, ...] = EVAL_SETS[:2]) -> list[dict]:
     """Test-split utterances, alternating assistant and user turns so both kinds of voice are covered."""
     from voice.data.manifest import read_manifest
 
@@ -74,7 +77,7 @@ def corpus_items(corpus: Path, limit: int) -> list[dict]:
     for a, u in zip(by_role["assistant"], by_role["user"]):
         items += [{"set": "corpus_assistant", "path": corpus / a["wav"], "text": a["text"], "voice": a["voice"]},
                   {"set": "corpus_user", "path": corpus / u["wav"], "text": u["text"], "voice": u["voice"]}]
-    return items[:limit]
+    return [item for item in items if item["set"] in sets][:limit]
 
 
 def speech_items(speech: Path) -> list[dict]:
@@ -118,17 +121,27 @@ def intelligibility(codec, items: list[dict], whisper, save_audio: Path | None =
 
             save_audio.mkdir(parents=True, exist_ok=True)
             sf.write(str(save_audio / f"{item['set']}_{Path(item['path']).stem}.wav"), resynth_16k, WHISPER_RATE_HZ)
-        bucket = results.setdefault(item["set"], {"ref": [], "orig": [], "resynth": []})
+        bucket = results.setdefault(item["set"], {"ref": [], "orig": [], "resynth": [], "voice": []})
         bucket["ref"].append(normalize_text(item["text"]))
         bucket["orig"].append(normalize_text(transcribe(whisper, original_16k)))
         bucket["resynth"].append(normalize_text(transcribe(whisper, resynth_16k)))
+        bucket["voice"].append(item.get("voice", ""))
     report = {}
     for name, bucket in results.items():
-        wer_orig, wer_resynth = _wer(bucket["ref"], bucket["orig"]), _wer(bucket["ref"], bucket["resynth"])
-        report[name] = {"utterances": len(bucket["ref"]), "wer_original": round(wer_orig, 2),
-                        "wer_resynth": round(wer_resynth, 2), "wer_delta": round(wer_resynth - wer_orig, 2),
-                        "examples": [{"ref": r, "resynth": h} for r, h in zip(bucket["ref"][:3], bucket["resynth"][:3])]}
+        report[name] = _wer_summary(bucket["ref"], bucket["orig"], bucket["resynth"])
+        report[name]["examples"] = [{"ref": r, "resynth": h} for r, h in zip(bucket["ref"][:3], bucket["resynth"][:3])]
+        if name.startswith("corpus"):  # synthetic voices: which ones suffer most
+            report[name]["by_voice"] = {
+                voice: _wer_summary(*([b for b, v in zip(bucket[key], bucket["voice"]) if v == voice]
+                                      for key in ("ref", "orig", "resynth")))
+                for voice in sorted(set(bucket["voice"]))}
     return report
+
+
+def _wer_summary(refs: list[str], originals: list[str], resynths: list[str]) -> dict:
+    wer_orig, wer_resynth = _wer(refs, originals), _wer(refs, resynths)
+    return {"utterances": len(refs), "wer_original": round(wer_orig, 2), "wer_resynth": round(wer_resynth, 2),
+            "wer_delta": round(wer_resynth - wer_orig, 2)}
 
 
 def streaming_rtf(codec, audio: np.ndarray, chunk_frames: int = 1, threads: int = 1) -> dict:
@@ -163,12 +176,17 @@ def streaming_rtf(codec, audio: np.ndarray, chunk_frames: int = 1, threads: int 
 
 def evaluate_codec(source: str, corpus: Path | None, speech: Path | None, num_codebooks: int | None = None,
                    max_utterances: int = 30, rtf_seconds: float = 10.0, chunk_frames: int = 1,
-                   save_audio: Path | None = None, wer: bool = True) -> dict:
+                   save_audio: Path | None = None, wer: bool = True, sets: tuple[str, ...] = EVAL_SETS) -> dict:
+    """Intelligibility on `sets` (max_utterances counts corpus utterances) and streaming speed of one source."""
     from voice.codec.codec import to_mono_rate
     from voice.codec.loader import load_codec
 
+    unknown = set(sets) - set(EVAL_SETS)
+    if unknown:
+        raise ValueError(f"unknown evaluation sets {sorted(unknown)}: choose from {EVAL_SETS}")
     codec = load_codec(source, num_codebooks)
-    items = (corpus_items(corpus, max_utterances) if corpus else []) + (speech_items(speech) if speech else [])
+    items = ((corpus_items(corpus, max_utterances, tuple(sets)) if corpus else []) +
+             (speech_items(speech) if speech and "real_speech" in sets else []))
     if not items:
         raise ValueError("nothing to evaluate: give --corpus and/or --speech")
     report = {"source": source, "codec": codec.describe(),
@@ -196,6 +214,9 @@ def format_report(report: dict) -> str:
     for name, r in report["intelligibility"].items():
         lines.append(f"  {name:18s} n={r['utterances']:3d}  WER original {r['wer_original']:6.2f}%  "
                      f"resynth {r['wer_resynth']:6.2f}%  delta {r['wer_delta']:+6.2f}")
+        for voice, v in r.get("by_voice", {}).items():
+            lines.append(f"    {voice:30s} n={v['utterances']:3d}  {v['wer_original']:6.2f}% -> "
+                         f"{v['wer_resynth']:6.2f}%  delta {v['wer_delta']:+6.2f}")
     s = report["streaming"]
     lines.append(f"  streaming, 1 session, {s['threads']} thread(s), {s['chunk_frames']} frame(s)/step over "
                  f"{s['audio_s']} s: RTF {s['rtf']} (encode {s['encode_rtf']}, decode {s['decode_rtf']}), "
