@@ -10,7 +10,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS = "data/corpus/v1"
+DEFAULT_CORPUS = "data/corpus/v2"  
 DEFAULT_SPEECH = "../shared/speech"
 
 
