@@ -10,7 +10,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CORPUS = "data/corpus/v2"  
+DEFAULT_CORPUS = "data/corpus/v2"  # what `voice data build` writes by default
 DEFAULT_SPEECH = "../shared/speech"
 
 
