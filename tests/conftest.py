@@ -77,3 +77,31 @@ async def exchange(url: str, messages: list, wait_s: float = 1.0) -> tuple[list[
     except Exception:
         pass
     return events, close_code
+
+
+async def play_turn(url: str, pcm, rate: int, pipeline: str = "echo", timeout_s: float = 10.0):
+    """One user turn from a real client (the audio, then 0.8 s of silence); the client once the turn ended."""
+    import numpy as np
+
+    from voice.client import VoiceClient
+
+    client = VoiceClient(url, rate, pipeline=pipeline)
+    await client.connect()
+    await client.stream(np.concatenate([pcm, np.zeros(int(0.8 * rate), np.float32)]))
+    await client.wait_for(lambda e: e["type"] == "turn_end", timeout_s, include_past=True)
+    await client.close()
+    return client
+
+
+def hello_error(pipeline: str, options: dict) -> str:
+    """The error a server (with nothing warmed up) answers to a hello naming `pipeline` with `options`."""
+    from voice.client import VoiceClient
+
+    async def go(srv):
+        client = VoiceClient(srv.url, 16000, pipeline, options)
+        with pytest.raises(ConnectionError) as err:
+            await client.connect()
+        await client.close()
+        return str(err.value)
+    return serve(go, pipeline="echo", warmup=False)
+

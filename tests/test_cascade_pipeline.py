@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run
+from conftest import hello_error, run
 from voice.audio import first_non_silent_index, read_wav
 from voice.client import VoiceClient
 from voice.pipelines import ModelCache
@@ -107,17 +107,5 @@ def _time_of(c: VoiceClient, event: dict) -> float:
 ])
 def test_bad_backend_is_a_clear_error(monkeypatch, options: dict, needle: str) -> None:
     monkeypatch.setitem(sys.modules, "piper", None)   # as if piper-tts were not installed
-
-    async def go():
-        srv = VoiceServer(ServerConfig(port=0, pipeline="echo", warmup=False))   # its own empty ModelCache
-        await srv.start()
-        try:
-            c = VoiceClient(srv.url, 16000, "cascade", {"asr": "pocketsphinx", **options})
-            with pytest.raises(ConnectionError) as err:
-                await c.connect()
-            await c.close()
-            return str(err.value)
-        finally:
-            await srv.stop()
-    message = run(go())
+    message = hello_error("cascade", {"asr": "pocketsphinx", **options})   # a server with its own empty ModelCache
     assert "bad_options" in message and needle in message

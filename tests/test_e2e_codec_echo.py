@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import SPEECH_DIR, run, speech_transcripts
+from tests.conftest import SPEECH_DIR, hello_error, play_turn, run, serve, speech_transcripts
 from voice.audio import read_wav
-from voice.client import VoiceClient
 from voice.frames import AssistantAudio, Codes, SpeechStarted, SpeechStopped, TurnEnd, UserAudio
-from voice.server.app import ServerConfig, VoiceServer
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +76,7 @@ def test_codec_echo_server_turn_is_intelligible():
     name = "sb_example1_birch_canoe.wav"
     pcm, rate = read_wav(SPEECH_DIR / name)
 
-    async def go():
-        srv = VoiceServer(ServerConfig(port=0, pipeline="codec-echo"))
-        await srv.start()
-        try:
-            client = VoiceClient(srv.url, rate, pipeline="codec-echo")
-            await client.connect()
-            await client.stream(np.concatenate([pcm, np.zeros(int(0.8 * rate), np.float32)]))
-            await client.wait_for(lambda e: e["type"] == "turn_end", 20, include_past=True)
-            await client.close()
-            return client
-        finally:
-            await srv.stop()
-
-    client = run(go())
+    client = serve(lambda srv: play_turn(srv.url, pcm, rate, "codec-echo", timeout_s=20), pipeline="codec-echo")
     echoed = np.concatenate([a.pcm for a in client.log.audio])
     stopped = client.log.of_type("speech_stopped")[0]
     assert abs(len(echoed) / 16000 - (stopped["t"] - stopped["start"])) < 0.6
@@ -107,17 +92,5 @@ def test_codec_echo_server_turn_is_intelligible():
     ({"step_frames": "two"}, "step_frames must be an integer"),
 ])
 def test_codec_echo_bad_options_are_clear_errors(options, needle):
-    async def go():
-        srv = VoiceServer(ServerConfig(port=0, pipeline="echo", warmup=False))
-        await srv.start()
-        try:
-            client = VoiceClient(srv.url, 16000, "codec-echo", options)
-            with pytest.raises(ConnectionError) as err:
-                await client.connect()
-            await client.close()
-            return str(err.value)
-        finally:
-            await srv.stop()
-
-    message = run(go())
+    message = hello_error("codec-echo", options)
     assert "bad_options" in message and needle in message

@@ -12,7 +12,7 @@ import pytest
 from voice.audio import read_wav, resample
 from voice.client import VoiceClient
 from voice.server.app import ServerConfig, VoiceServer
-from tests.conftest import run
+from tests.conftest import play_turn, run
 
 ECHO_ORDER = ["ready", "speech_started", "speech_stopped", "audio_start", "turn_end"]
 
@@ -24,12 +24,7 @@ async def start_server(**kw) -> VoiceServer:
 
 
 async def echo_turn(url: str, pcm: np.ndarray, rate: int) -> VoiceClient:
-    client = VoiceClient(url, rate, pipeline="echo")
-    await client.connect()
-    await client.stream(np.concatenate([pcm, np.zeros(int(0.8 * rate), np.float32)]))
-    await client.wait_for(lambda e: e["type"] == "turn_end", 10, include_past=True)
-    await client.close()
-    return client
+    return await play_turn(url, pcm, rate, "echo")
 
 
 def best_alignment_corr(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
+import numpy as np
+
 from voice.e2e.codec_stages import CodecDecodeStage, CodecEncodeStage, check_step_frames
 from voice.frames import Codes, Frame, SpeechStopped, TurnEnd, UserAudio
 from voice.pipelines import ModelCache, PipelineDef, register
@@ -47,8 +49,6 @@ class CodecEchoStage(Stage):
             self._codes.append(frame.codes)
             return
         elif isinstance(frame, SpeechStopped) and frame.turn_id == self._turn:
-            import numpy as np
-
             codes = np.concatenate(self._codes, axis=1) if self._codes else np.zeros((0, 0), np.int64)
             start = self._start_s if self._start_s is not None else frame.stream_s
             keep = int(np.ceil((frame.stream_s - start + self.tail_ms / 1000) * self.frame_rate_hz))
