@@ -105,3 +105,20 @@ def hello_error(pipeline: str, options: dict) -> str:
         return str(err.value)
     return serve(go, pipeline="echo", warmup=False)
 
+
+def cancel_after_first_token(llm, max_new_tokens: int):
+    """Start a long generation, cancel it at its first token; (generation, seconds to stop, worker still alive)."""
+    import threading
+    import time
+
+    cancel, first, result = threading.Event(), threading.Event(), {}
+    messages = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+    worker = threading.Thread(target=lambda: result.update(
+        g=llm.generate(messages, max_new_tokens, lambda text: first.set(), cancel)))
+    worker.start()
+    assert first.wait(30.0), "no first token within 30 s"
+    cancel.set()
+    t0 = time.monotonic()
+    worker.join(5.0)
+    return result.get("g"), time.monotonic() - t0, worker.is_alive()
+

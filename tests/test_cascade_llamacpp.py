@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-import time
 
 import pytest
 
+from conftest import cancel_after_first_token
 from voice.cascade.config import CascadeConfig
 from voice.cascade.conversation import Conversation, system_prompt
 from voice.cascade.llm import LlamaCppLlm, LlmStage, gguf_path, make_llm
@@ -44,16 +44,9 @@ def test_answers_the_time_from_the_system_prompt(llm) -> None:
 
 
 def test_cancel_stops_generation(llm) -> None:
-    cancel, first, result = threading.Event(), threading.Event(), {}
-    messages = [{"role": "user", "content": "Tell me a long story about a dragon."}]
-    worker = threading.Thread(target=lambda: result.update(g=llm.generate(messages, 300, lambda t: first.set(), cancel)))
-    worker.start()
-    assert first.wait(30.0)
-    cancel.set()
-    t0 = time.monotonic()
-    worker.join(5.0)
-    assert not worker.is_alive() and time.monotonic() - t0 < 1.0
-    assert result["g"].cancelled and result["g"].new_tokens < 200 and llm.active == 0
+    generation, stop_s, alive = cancel_after_first_token(llm, 300)
+    assert not alive and stop_s < 1.0
+    assert generation.cancelled and generation.new_tokens < 200 and llm.active == 0
 
 
 def test_a_non_gguf_model_is_a_clear_error() -> None:

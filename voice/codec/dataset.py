@@ -144,6 +144,7 @@ class CropSampler:
         self.segment = segment_samples
         self.ratios = speed_ratios(*speed_range) if speed_range else []
         self.speed_prob = speed_prob if self.ratios else 0.0
+        self._resamplers = self._make_resamplers(self.ratios)  # sinc kernels built once, not per crop
         longest = segment_samples * (max(self.ratios) / SPEED_BASE if self.ratios else 1.0) + 64
         self.pools = {g: p for g, p in pools.items() if len(p.audio) > longest}
         if not self.pools:
@@ -151,15 +152,21 @@ class CropSampler:
         self.share = assistant_share if "assistant" in self.pools and "user" in self.pools else None
         self.rng = np.random.default_rng(seed)
 
-    def _resampled(self, audio: np.ndarray, start: int, n: int) -> np.ndarray:
-        """`segment` samples of `audio` from `start`, played at speed n / 16."""
-        import torch
-        import torchaudio.functional as AF
+    @staticmethod
+    def _make_resamplers(ratios: list[int]) -> dict:
+        if not ratios:
+            return {}
+        import torchaudio.transforms as T
 
-        length = int(np.ceil(self.segment * n / SPEED_BASE)) + 32  # + filter margin
-        piece = torch.from_numpy(np.ascontiguousarray(audio[start: start + length]))
-        out = AF.resample(piece, orig_freq=n, new_freq=SPEED_BASE).numpy()
-        return out[: self.segment]
+        return {n: T.Resample(orig_freq=n, new_freq=SPEED_BASE) for n in ratios}
+
+    def _crop(self, piece: np.ndarray, n: int) -> np.ndarray:
+        """The first `segment` samples of `piece` played at speed n / 16."""
+        if n == SPEED_BASE:
+            return piece[: self.segment]
+        import torch
+
+        return self._resamplers[n](torch.from_numpy(np.ascontiguousarray(piece))).numpy()[: self.segment]
 
     def _one(self) -> np.ndarray:
         if self.share is None:
@@ -168,10 +175,10 @@ class CropSampler:
             group = "assistant" if self.rng.random() < self.share else "user"
         audio = self.pools[group].audio
         n = int(self.rng.choice(self.ratios)) if self.rng.random() < self.speed_prob else SPEED_BASE
-        span = int(np.ceil(self.segment * n / SPEED_BASE)) + 32
+        span = int(np.ceil(self.segment * n / SPEED_BASE)) + 32  # + the resampling filter's margin
         for _ in range(8):  # avoid crops that are nearly all silence
             start = int(self.rng.integers(0, len(audio) - span))
-            crop = audio[start: start + span][: self.segment] if n == SPEED_BASE else self._resampled(audio, start, n)
+            crop = self._crop(audio[start: start + span], n)
             if np.sqrt(np.mean(crop ** 2)) > 3e-3:
                 break
         gain = 10 ** (self.rng.uniform(-6.0, 3.0) / 20)

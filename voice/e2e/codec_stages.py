@@ -51,13 +51,12 @@ class CodecEncodeStage(Stage):
     def _codes(self, codes: np.ndarray) -> Codes:
         return Codes(turn_id=self._turn, codes=codes, frame_rate_hz=self.codec.frame_rate_hz, role="user")
 
-    async def _encode(self, pcm: np.ndarray, flush: bool = False) -> np.ndarray:
-        def work() -> np.ndarray:
-            codes = self.codec.encode_step(state, pcm)
-            return np.concatenate([codes, self.codec.flush_encode(state)], axis=1) if flush else codes
+    def _encode_now(self, state, pcm: np.ndarray, flush: bool) -> np.ndarray:
+        codes = self.codec.encode_step(state, pcm)
+        return np.concatenate([codes, self.codec.flush_encode(state)], axis=1) if flush else codes
 
-        state = self._state
-        return await asyncio.to_thread(work)
+    async def _encode(self, pcm: np.ndarray, flush: bool = False) -> np.ndarray:
+        return await asyncio.to_thread(self._encode_now, self._state, pcm, flush)
 
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         if isinstance(frame, SpeechStarted):
