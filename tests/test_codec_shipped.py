@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import SPEECH_DIR, speech_transcripts
 
-# Real recordings (../shared/speech) the checks below resynthesize: read speech, several speakers.
+# Real recordings (voice/assets/speech) the checks below resynthesize: read speech, several speakers.
 CLIPS = ["lh_librispeech_2412-153948-0000.wav", "sb_example1_birch_canoe.wav", "ds_LDC93S1.wav",
          "ps_librivox_sense_0890.wav", "sb_timit_spk1_snt5.wav"]
 
@@ -23,8 +23,6 @@ def _clip(name: str) -> np.ndarray:
     import soundfile as sf
 
     path = SPEECH_DIR / name
-    if not path.exists():
-        pytest.skip(f"{path} is missing (../shared/speech holds the test recordings)")
     audio, rate = sf.read(str(path), dtype="float32")
     assert rate == 16000
     return audio

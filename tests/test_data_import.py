@@ -1,4 +1,4 @@
-"""`voice data import`: real recordings (../shared/speech, test data only) into the corpus format."""
+"""`voice data import`: real recordings (voice/assets/speech, test data only) into the corpus format."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from voice.assets import SPEECH_DIR
 from voice.data import manifest as mf
 from voice.data.importer import ImportError_, find_pairs, import_recordings
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+SPEECH = SPEECH_DIR
 
 
 def _tone(path: Path, seconds: float, rate_hz: int, channels: int = 1) -> None:
@@ -22,7 +23,6 @@ def _tone(path: Path, seconds: float, rate_hz: int, channels: int = 1) -> None:
     sf.write(str(path), np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate_hz, subtype="PCM_16")
 
 
-@pytest.mark.skipif(not (SPEECH / "manifest.tsv").exists(), reason="shared speech recordings not present")
 def test_import_the_shared_recordings(tmp_path):
     with open(SPEECH / "manifest.tsv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))

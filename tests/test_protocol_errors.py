@@ -102,3 +102,12 @@ def test_parser_rejects_every_malformed_hello_field():
     with pytest.raises(ProtocolError) as err:
         parse_text("[" * 100000)
     assert err.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("option, value", [("pre_roll_ms", 2.95e20), ("max_turn_s", 1e6), ("end_silence_ms", 10_001)])
+def test_vad_options_past_their_bounds_are_bad_options(option, value):
+    """Found by the fuzzer: a huge pre_roll_ms overflowed a deque size and ended the session as internal_error."""
+    from tests.conftest import hello_error
+
+    message = hello_error("echo", {option: value})
+    assert "bad_options" in message and option in message

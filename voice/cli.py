@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "voice.models.cli",      # models (prepare, list)
     "voice.data.cli",        # data (build, import)
     "voice.codec.cli",       # train codec, eval codec
+    "voice.speechlm.cli",    # train lm
     "voice.bench.cli",       # bench
     "voice.loadtest",        # loadtest
 )

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.assets import speech_dir  # noqa: E402
+
 log = logging.getLogger(__name__)
-SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech"
+SPEECH_DIR = speech_dir()
 CHUNK_MS = 20.0
 
 

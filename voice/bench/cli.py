@@ -17,7 +17,7 @@ def register(subparsers, registered: dict) -> None:
                               description=__doc__)
     p.add_argument("--pipelines", default="echo", help="comma-separated pipeline names, all run in the same run")
     p.add_argument("--set", dest="set_name", default="shared-speech", choices=("shared-speech", "corpus-test"),
-                   help="scripted turns: the real recordings in ../shared/speech, or the corpus test split")
+                   help="scripted turns: the real recordings the package carries (voice/assets/speech), or the corpus test split")
     p.add_argument("--turns", type=int, default=0, help="timed turns per pipeline (default: one pass over the set)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N clips of the set")
     p.add_argument("--out", default="latency_reports", help="report folder")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.assets import speech_dir
 from voice.bench.reference import SpeechBoundaries, find_speech, load_reference_table
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
-SPEECH_DIR = ROOT.parent / "shared" / "speech"
+SPEECH_DIR = speech_dir()    # the real recordings the package carries, or $VOICE_SPEECH_DIR
 REFERENCE_TABLE = ROOT / "tests" / "data" / "speech_boundaries.json"
 CORPUS_DIR = ROOT / "data" / "corpus" / "v1"
 SET_NAMES = ("shared-speech", "corpus-test")

@@ -8,10 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+from voice.assets import speech_dir
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CORPUS = "data/corpus/v2"  # what `voice data build` writes by default
-DEFAULT_SPEECH = "../shared/speech"
+DEFAULT_SPEECH = str(speech_dir())  # the real recordings the package carries, or $VOICE_SPEECH_DIR
 
 
 def _train(args) -> int:

@@ -1,4 +1,4 @@
-"""`voice models prepare` (verify bundles, convert the GGUF LLM once) and `voice models list`."""
+"""`voice models prepare` (verify bundles, convert the GGUF LLM once), `voice models check` and `voice models list`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def register(subparsers, registered: dict) -> None:
                                           "safetensors copy (idempotent; quick when done)")
     p.add_argument("--no-convert", action="store_true", help="only check; do not convert")
     p.set_defaults(func=prepare)
+    p = models.add_parser("check", help="load torch, torchaudio, encodec, transformers, the VAD and every "
+                                        "offline bundle; name the package that does not load")
+    p.add_argument("--skip", default="", help="comma-separated checks to leave out (for example llama-cpp-python)")
+    p.set_defaults(func=check)
     p = models.add_parser("list", help="known models and where each resolves on this machine")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=list_models)
@@ -66,6 +70,17 @@ def prepare(args: argparse.Namespace) -> int:
             convert_gguf(path, out) if problem == "not converted" else _reconvert(path, out)
             print(f"[models] {spec.name}: converted in {time.monotonic() - start_s:.1f} s")
     return 1 if failures else 0
+
+
+def check(args: argparse.Namespace) -> int:
+    from voice.models.check import failed, run_checks
+
+    skip = frozenset(s.strip() for s in args.skip.split(",") if s.strip())
+    bad = failed(run_checks(skip=skip))
+    for c, error in bad:
+        print(f"[check] ERROR: {c.name} does not load ({error.splitlines()[0][:300]}).\n"
+              f"        Reinstall {c.package}; `bash scripts/setup.sh` installs the locked versions.", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _reconvert(path, out) -> None:

@@ -29,6 +29,11 @@ class VadConfig:
     max_turn_s: float = 60.0            # an endless turn is cut here
     refine_with_energy: float = 1.0     # 1: move boundaries to the signal's energy edges (see EnergyEdges)
 
+    # The largest value a client may ask for (a huge pre-roll would allocate without bound).
+    LIMITS = {"neg_threshold_offset": 1.0, "min_speech_ms": 10_000.0, "end_silence_ms": 10_000.0,
+              "pre_roll_ms": 2_000.0, "barge_in_min_speech_ms": 10_000.0, "max_turn_s": 600.0,
+              "threshold": 1.0, "refine_with_energy": 1.0}
+
     @classmethod
     def from_options(cls, options: dict) -> "VadConfig":
         """Build from hello options (unknown keys ignored, bad values raise ValueError)."""
@@ -38,6 +43,8 @@ class VadConfig:
                 value = float(options[f.name])
                 if not np.isfinite(value) or value < 0:
                     raise ValueError(f"option {f.name} must be a finite non-negative number")
+                if value > cls.LIMITS[f.name]:
+                    raise ValueError(f"option {f.name} must be at most {cls.LIMITS[f.name]:g}")
                 kwargs[f.name] = value
         cfg = cls(**kwargs)
         if cfg.refine_with_energy not in (0.0, 1.0):

@@ -1,0 +1,236 @@
+"""The speech LM: format round trips, cached steps equal the full pass, batching, bad ids, overfit + stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voice.speechlm.batch import collate, lm_loss
+from voice.speechlm.format import Example, Layout, Turn, layout_example, read_steps
+from voice.speechlm.generate import Sampling, SpeechGenerator
+from voice.speechlm.kvcache import ContextFullError, SlotDecoder
+from voice.speechlm.model import SpeechLM, SpeechLMConfig
+from voice.speechlm.vocab import SPECIALS, Vocab
+
+CHARS = " abcdefghijklmnopqrstuvwxyz0123456789.,?'"
+
+
+def tokenize(text: str) -> list[int]:
+    return [CHARS.index(c) for c in text.lower() if c in CHARS]
+
+
+def detokenize(ids: list[int]) -> str:
+    return "".join(CHARS[i] for i in ids)
+
+
+def tiny_config(**kw) -> SpeechLMConfig:
+    base = dict(text_vocab_size=len(CHARS), num_codebooks=3, codebook_size=16, codec_dim=8, hidden_size=48,
+                intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=256, delays=[0, 1, 1], text_lead=2)
+    base.update(kw)
+    return SpeechLMConfig(**base)
+
+
+def tiny_model(seed: int = 0, **kw) -> SpeechLM:
+    torch.manual_seed(seed)
+    cfg = tiny_config(**kw)
+    return SpeechLM(cfg, codebooks=torch.randn(cfg.num_codebooks, cfg.codebook_size, cfg.codec_dim)).eval()
+
+
+def codes(k: int, t: int, seed: int, n: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, (k, t))
+
+
+def s2s_example() -> Example:
+    return Example("s2s", "it is noon.", [Turn("user", "hi", codes(3, 9, 1)),
+                                          Turn("assistant", "hello.", codes(3, 12, 2)),
+                                          Turn("user", "bye", codes(3, 5, 3)),
+                                          Turn("assistant", "bye now.", codes(3, 7, 4))])
+
+
+@pytest.mark.parametrize("layout", [Layout((0, 1, 1), 2), Layout((0, 1, 2), 0), Layout((0, 0, 0), 5)])
+def test_format_round_trips_every_task(layout: Layout) -> None:
+    vocab = Vocab(len(CHARS), 3, 16)
+    examples = [s2s_example(),
+                Example("t2t", "ctx", [Turn("user", "what is 2 plus 2?"), Turn("assistant", "4.")]),
+                Example("s2t", "", [Turn("user", "one two", codes(3, 6, 5))]),
+                Example("t2s", "", [Turn("user", "say this"), Turn("assistant", "say this", codes(3, 8, 6))])]
+    for ex in examples:
+        steps = layout_example(ex, vocab, layout, tokenize)
+        back = read_steps(steps, vocab, layout, detokenize)
+        assert back.task == ex.task and back.context == ex.context
+        assert len(back.turns) == len(ex.turns)
+        for a, b in zip(ex.turns, back.turns):
+            carried = not (ex.task == "s2s" and a.role == "user")   # s2s carries the user's audio, not words
+            assert a.role == b.role and b.text == (a.text if carried else "")
+            if a.codes is not None:
+                np.testing.assert_array_equal(a.codes, b.codes)
+
+
+def test_answer_text_runs_ahead_of_its_audio() -> None:
+    vocab, layout = Vocab(len(CHARS), 3, 16), Layout((0, 1, 1), 2)
+    steps = layout_example(Example("s2s", "", [Turn("assistant", "ok", codes(3, 4, 0))]), vocab, layout, tokenize)
+    start = list(steps.text).index(vocab.special("assistant_speech"))
+    assert list(steps.text[start + 1:start + 4]) == [*tokenize("ok"), vocab.special("end_of_text")]
+    assert steps.audio[0, start + 1 + 2] != vocab.audio_none and steps.audio[0, start + 2] == vocab.audio_none
+    assert steps.audio[1, start + 3] == vocab.audio_none and steps.audio[1, start + 4] != vocab.audio_none
+    assert steps.audio_target[0, start + 1 + 2 + 4]          # END after the last frame is a target
+    assert steps.text[-1] == vocab.special("end_of_turn")
+    assert not steps.text_target[:start + 1].any()           # nothing before the answer is a target
+
+
+def test_vocab_layout_is_one_id_space() -> None:
+    v = Vocab(49152, 8, 1024)
+    assert v.special("pad") == 49152 and v.audio_base == 49152 + len(SPECIALS)
+    assert v.size == v.audio_base + 8 * 1024
+    assert v.split_audio_id(v.audio_id(7, 1023)) == (7, 1023)
+    with pytest.raises(ValueError):
+        v.audio_id(8, 0)
+    with pytest.raises(KeyError):
+        v.special("nope")
+
+
+def test_cached_steps_equal_the_full_forward_pass() -> None:
+    model = tiny_model()
+    steps = layout_example(s2s_example(), model.config.vocab, model.config.layout, tokenize)
+    text = torch.from_numpy(steps.text)[None]
+    audio = torch.from_numpy(steps.audio)[None]
+    with torch.no_grad():
+        full_text, full_audio = model(text, audio)
+    dec = SlotDecoder(model, slots=2)
+    cut = 17
+    hidden = [dec.forward([1], model.embed(text[:, :cut], audio[:, :, :cut]))]
+    for i in range(cut, text.shape[1]):
+        hidden.append(dec.forward([1], model.embed(text[:, i:i + 1], audio[:, :, i:i + 1])))
+    step_text, step_audio = model.heads(torch.cat(hidden, 1))
+    torch.testing.assert_close(step_text, full_text, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(step_audio, full_audio, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_steps_equal_single_session_steps() -> None:
+    model = tiny_model(1)
+    v = model.config.vocab
+    rng = np.random.default_rng(0)
+    prefixes = [rng.integers(0, len(CHARS), n) for n in (5, 11, 8)]
+    batched, single = SlotDecoder(model, 4), SlotDecoder(model, 4)
+    for slot, p in zip((0, 2, 3), prefixes):       # slots out of order, different lengths
+        for dec in (batched, single):
+            t = torch.from_numpy(p)[None]
+            dec.forward([slot], model.embed(t, torch.full((1, 3, len(p)), v.audio_none)))
+    for _ in range(4):
+        t = torch.from_numpy(rng.integers(0, len(CHARS), (3, 1)))
+        a = torch.from_numpy(rng.integers(0, 17, (3, 3, 1)))
+        together = batched.forward([0, 2, 3], model.embed(t, a))
+        apart = torch.cat([single.forward([s], model.embed(t[i:i + 1], a[i:i + 1])) for i, s in enumerate((0, 2, 3))])
+        torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
+
+
+def test_out_of_range_ids_and_a_full_context_are_rejected() -> None:
+    model = tiny_model()
+    v = model.config.vocab
+    with pytest.raises(ValueError, match="text-stream ids"):
+        model(torch.tensor([[v.text_stream_size]]), torch.zeros(1, 3, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="codes must be"):
+        model(torch.tensor([[0]]), torch.full((1, 3, 1), v.audio_none + 1))
+    gen = SpeechGenerator(model, max_sessions=1, max_len=40)
+    session = gen.open()
+    with pytest.raises(ValueError, match="codes must be"):
+        gen.feed_user_speech(session, np.full((3, 2), 16))
+    with pytest.raises(ValueError, match="codes must be"):
+        gen.feed_user_speech(session, np.zeros((2, 5), int))
+    with pytest.raises(ContextFullError):
+        gen.feed_user_speech(session, np.zeros((3, 60), int))
+    with pytest.raises(ValueError):
+        layout_example(Example("s2s", "", [Turn("user", "", np.full((3, 4), -1))]), v, model.config.layout, tokenize)
+
+
+def _overfit(model: SpeechLM, example: Example, steps: int = 300) -> None:
+    batch = collate([layout_example(example, model.config.vocab, model.config.layout, tokenize)], model.config.vocab)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        parts = lm_loss(model, batch)
+        opt.zero_grad()
+        parts.loss.backward()
+        opt.step()
+    model.eval()
+    assert parts.text_acc == 1.0 and parts.audio_acc == 1.0, parts
+
+
+def _answer(gen: SpeechGenerator, session, max_steps: int = 200):
+    words, frames = [], []
+    out = gen.begin_answer(session)
+    for _ in range(max_steps):
+        words += out.text_ids
+        if out.frames is not None:
+            frames.append(out.frames)
+        if out.done:
+            break
+        out = gen.step([session])[0]
+    return words, np.concatenate(frames, 1) if frames else np.zeros((3, 0), int)
+
+
+def test_a_tiny_model_overfits_one_dialogue_and_the_stream_reproduces_it() -> None:
+    model = tiny_model(2)
+    example = s2s_example()
+    _overfit(model, example)
+    gen = SpeechGenerator(model, max_sessions=2, sampling=Sampling())
+    session = gen.open()
+    gen.feed_text(session, "context", tokenize(example.context))
+    user = example.turns[0].codes
+    gen.feed_user_speech(session, user[:, :4])        # prefilled while the user speaks
+    gen.feed_user_speech(session, user[:, 4:])
+    words, frames = _answer(gen, session)
+    assert detokenize(words) == example.turns[1].text
+    np.testing.assert_array_equal(frames, example.turns[1].codes)
+    # the follow-up turn goes on from the same cache (the first answer's end_of_turn goes in first)
+    gen.feed_user_speech(session, example.turns[2].codes)
+    words, frames = _answer(gen, session)
+    assert detokenize(words) == example.turns[3].text
+    np.testing.assert_array_equal(frames, example.turns[3].codes)
+
+
+def test_batched_generation_matches_one_session_at_a_time() -> None:
+    model = tiny_model(3)
+    example = s2s_example()
+    _overfit(model, example, 200)
+
+    def start(gen):
+        s = gen.open()
+        gen.feed_text(s, "context", tokenize(example.context))
+        gen.feed_user_speech(s, example.turns[0].codes)
+        return s
+
+    gen = SpeechGenerator(model, max_sessions=3, sampling=Sampling(temperature=0.8, top_k=4), seed=5)
+    alone = _answer(gen, start(gen))
+    gen = SpeechGenerator(model, max_sessions=3, sampling=Sampling(), seed=5)
+    a, b = start(gen), start(gen)
+    outs = [gen.begin_answer(a), gen.begin_answer(b)]
+    results = {0: ([], []), 1: ([], [])}
+    for _ in range(200):
+        for i, o in enumerate(outs):
+            results[i][0].extend(o.text_ids)
+            if o.frames is not None:
+                results[i][1].append(o.frames)
+        if all(o.done for o in outs):
+            break
+        outs = gen.step([a, b])
+    for words, frames in results.values():
+        assert detokenize(words) == example.turns[1].text
+        np.testing.assert_array_equal(np.concatenate(frames, 1), example.turns[1].codes)
+    assert alone[1].shape[0] == 3      # sampling runs too (temperature and top-k), whatever it says
+
+
+def test_save_and_load_with_transformers(tmp_path) -> None:
+    model = tiny_model(4, codec_id="compact-test-k3")
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "config.json").exists()
+    loaded = SpeechLM.from_pretrained(tmp_path).eval()
+    assert loaded.config.codec_id == "compact-test-k3" and loaded.config.delays == [0, 1, 1]
+    t, a = torch.tensor([[1, 2, 3]]), torch.tensor([[[0, 1, 16]] * 3])
+    with torch.no_grad():
+        for x, y in zip(model(t, a), loaded(t, a)):
+            torch.testing.assert_close(x, y)
+    torch.testing.assert_close(loaded.codebooks, model.codebooks)
+    assert loaded.text_head.weight.data_ptr() == loaded.backbone.embed_tokens.weight.data_ptr()

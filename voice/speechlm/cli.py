@@ -1,0 +1,135 @@
+"""`voice train lm` and `voice eval lm`: the speech LM's training and evaluation commands (docs/speechlm.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(ref: str):
+    """SmolLM2's tokenizer (or another Llama-style text LM's) from a path, an offline bundle or the hub."""
+    from transformers import AutoTokenizer
+
+    from voice.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(ref).location)
+
+
+def text_ids(tokenizer):
+    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from voice.codec.loader import load_codec
+    from voice.codec.tokenize import cache_id
+    from voice.speechlm.batch import collate
+    from voice.speechlm.data import ExampleStream, load_dialogues
+    from voice.speechlm.model import SpeechLM
+    from voice.speechlm.train import PRESETS, build_model, config_with, train
+
+    preset_model, preset_train = PRESETS[args.preset]
+    cfg = config_with(preset_train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                      eval_every=args.eval_every, save_every=args.save_every,
+                      max_steps_per_example=args.max_steps_per_example)
+    out = Path(args.out or f"runs/lm/{args.preset}")
+    codec = load_codec(args.codec)
+    codec_id = cache_id(codec)
+    resume = (out / "checkpoint" / "config.json").exists()
+    if resume:
+        model = SpeechLM.from_pretrained(out / "checkpoint")
+        tokenizer = load_tokenizer(str(out / "checkpoint"))
+        if model.config.codec_id != codec_id:
+            raise SystemExit(f"{out} was trained on codes of {model.config.codec_id}, not {codec_id}")
+    else:
+        tokenizer = load_tokenizer(args.base or args.tokenizer)
+        k = args.num_codebooks
+        delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
+        model = build_model(preset_model, tokenizer, codec, codec_id, k, delays, args.text_lead, args.base)
+    vocab, layout = model.config.vocab, model.config.layout
+    tok = text_ids(tokenizer)
+    k = model.config.num_codebooks
+    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), k)
+    val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k) or train_set[:64]
+    mix = json.loads(args.mix) if args.mix else None
+    stream = ExampleStream(train_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=cfg.seed)
+    val_stream = ExampleStream(val_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=1234)
+    val_items = [val_stream.sample()[1] for _ in range(cfg.eval_examples)]
+    val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"[lm] {len(train_set)} train / {len(val_set)} validation dialogues; model {n_params / 1e6:.1f} M "
+          f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}; out {out}", flush=True)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = train(out, model, tokenizer, stream, val_batches, cfg, device)
+    print(json.dumps(metrics))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from voice.speechlm.evaluate import run_eval
+
+    out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
+                   args.speed, Path(args.worst) if args.worst else None, args.threads)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for row in out.get("speed", []):
+        print(f"speed: {row['sessions']} session(s): {row['x_real_time']}x real time ({row['ms_per_step']} ms per "
+              f"step), first answer frame {row['first_frame_ms']} ms after the user's last frame")
+    if "answers" in out:
+        a = out["answers"]
+        print(f"answers (n={a['n']}): spoken {a['spoken_accuracy']:.1%}, text stream {a['text_accuracy']:.1%}, "
+              f"answer audio WER against its own text {a['speaking_wer']:.1%}")
+        for name in ("per_intent", "per_voice"):
+            for key, g in a[name].items():
+                print(f"  {key:<28} n={g['n']:<4} spoken {g['spoken']:.0%}  text {g['text']:.0%}  "
+                      f"speaking WER {g['speaking_wer']:.0%}")
+    if "hearing" in out:
+        h = out["hearing"]
+        print(f"hearing (speech -> text, n={h['n']}): WER {h['wer']:.1%}; "
+              + ", ".join(f"{v} {w:.0%}" for v, w in h["per_voice"].items()))
+    for row in out.get("worst", []):
+        print(f"  worst: {row['file']}: {row['intent']} expected {row['expected']!r}: text {row['text']!r}, "
+              f"heard {row['heard']!r}")
+    return 0
+
+
+def register(subparsers, registered: dict) -> None:
+    from voice.cli import command_group
+    from voice.speechlm.train import PRESETS
+
+    train = command_group(subparsers, registered, "train", "train a model")
+    p = train.add_parser("lm", help="train the speech LM on a corpus's token cache (resumable; torchrun for DDP)")
+    p.add_argument("--corpus", default="data/corpus/v2", help="corpus folder with a token cache (voice codec tokenize)")
+    p.add_argument("--codec", default="compact", help="the codec whose token cache to read")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="model size and recipe")
+    p.add_argument("--base", default=None, help="start from a pretrained Llama-style text LM (a folder or smollm2)")
+    p.add_argument("--tokenizer", default="smollm2", help="tokenizer for a from-scratch model")
+    p.add_argument("--out", default=None, help="run folder (default runs/lm/PRESET); resumes when it has a checkpoint")
+    p.add_argument("--num-codebooks", type=int, default=8, help="codebooks the LM reads and writes (a prefix)")
+    p.add_argument("--delays", default="", help="comma-separated delay per codebook (default 0,1,1,...)")
+    p.add_argument("--text-lead", type=int, default=2, help="steps the answer's words start before its audio")
+    p.add_argument("--mix", default="", help='task mix as JSON, e.g. {"s2s": 0.5, "t2t": 0.1, "s2t": 0.3, "t2s": 0.1}')
+    for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("threads", int), ("eval-every", int),
+                       ("save-every", int), ("max-steps-per-example", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
+    p.set_defaults(func=_train)
+
+    evaluate = command_group(subparsers, registered, "eval", "evaluate a model")
+    p = evaluate.add_parser("lm", help="spoken/text answer accuracy, hearing, speaking and speed on the corpus test split")
+    p.add_argument("checkpoint", help="a checkpoint folder (runs/lm/cpu/checkpoint or models/speechlm)")
+    p.add_argument("--corpus", default="data/corpus/v2")
+    p.add_argument("--codec", default="compact")
+    p.add_argument("--limit", type=int, default=200, help="answers to evaluate (0: none)")
+    p.add_argument("--hearing-limit", type=int, default=100, help="user turns to transcribe (0: none)")
+    p.add_argument("--speed", action="store_true", help="also measure x real time (1 and 4 sessions) and first-frame latency")
+    p.add_argument("--worst", default="", help="folder for the 10 worst answers' audio and worst.json")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_eval)

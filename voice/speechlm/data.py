@@ -1,0 +1,103 @@
+"""Training examples from a corpus and its token cache: the four tasks of the speech LM in one mix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voice.speechlm.format import Example, Layout, Steps, Turn, layout_example
+from voice.speechlm.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+# Share of each task in the training mix (spoken answers are what the product needs; the others teach
+# the model to hear, to speak and to think in text).
+DEFAULT_MIX = {"s2s": 0.45, "t2t": 0.15, "s2t": 0.25, "t2s": 0.15}
+
+
+@dataclass
+class Dialogue:
+    """One corpus dialogue: its context and turns (with cached codes) and what the test is about."""
+
+    dialogue_id: str
+    split: str
+    context: str
+    turns: list[Turn]
+    intents: list[str]
+    expected: list[str]
+    voice: str                     # the user's voice
+
+
+def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("train",),
+                   num_codebooks: int | None = None) -> list[Dialogue]:
+    """Dialogues of `splits` whose every utterance is in the token cache `tokens/<codec_id>`."""
+    from voice.data.manifest import read_manifest
+
+    folder = Path(corpus) / "tokens" / codec_id
+    index_path = folder / "index.jsonl"
+    if not index_path.exists():
+        raise FileNotFoundError(f"no token cache at {folder}: run `voice codec tokenize --corpus {corpus}` first")
+    index = {r["id"]: r for r in map(json.loads, index_path.read_text().splitlines()) if r}
+    by_dialogue: dict[str, list[dict]] = defaultdict(list)
+    for record in read_manifest(corpus):
+        if record["split"] in splits:
+            by_dialogue[record["dialogue_id"]].append(record)
+    dialogues, missing = [], 0
+    for did, records in by_dialogue.items():
+        records.sort(key=lambda r: (r["turn_index"], r["role"] != "user"))
+        if any(r["id"] not in index for r in records):
+            missing += 1
+            continue
+        turns = []
+        for r in records:
+            codes = np.load(Path(corpus) / index[r["id"]]["path"]).astype(np.int64)
+            turns.append(Turn(r["role"], r["text"], codes[:num_codebooks] if num_codebooks else codes))
+        users = [r for r in records if r["role"] == "user"]
+        dialogues.append(Dialogue(did, records[0]["split"], records[0].get("context") or "", turns,
+                                  [r.get("intent") or "" for r in users], [str(r.get("expected") or "") for r in users],
+                                  users[0]["voice"] if users else ""))
+    if missing:
+        log.warning("%d dialogues skipped: not every utterance is tokenized with %s", missing, codec_id)
+    return dialogues
+
+
+def examples_of(dialogue: Dialogue, task: str, rng: np.random.Generator) -> Example:
+    """The dialogue as one example of `task` (s2t and t2s take one utterance of the right role)."""
+    if task in ("s2s", "t2t"):
+        return Example(task, dialogue.context, list(dialogue.turns))
+    role = "user" if task == "s2t" else "assistant"
+    turns = [t for t in dialogue.turns if t.role == role]
+    turn = turns[int(rng.integers(len(turns)))]
+    if task == "s2t":
+        return Example(task, "", [turn])
+    return Example(task, "", [Turn("user", turn.text), turn])
+
+
+class ExampleStream:
+    """Endless random examples of the task mix, laid out in steps (cut at `max_steps`)."""
+
+    def __init__(self, dialogues: list[Dialogue], vocab: Vocab, layout: Layout, tokenize,
+                 mix: dict[str, float] | None = None, max_steps: int = 1024, seed: int = 0) -> None:
+        if not dialogues:
+            raise ValueError("no dialogues to train on")
+        self.dialogues, self.vocab, self.layout, self.tokenize = dialogues, vocab, layout, tokenize
+        mix = mix or DEFAULT_MIX
+        self.tasks = list(mix)
+        p = np.array([mix[t] for t in self.tasks], float)
+        self.p = p / p.sum()
+        self.max_steps = max_steps
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self) -> tuple[str, Steps]:
+        task = self.tasks[int(self.rng.choice(len(self.tasks), p=self.p))]
+        dialogue = self.dialogues[int(self.rng.integers(len(self.dialogues)))]
+        steps = layout_example(examples_of(dialogue, task, self.rng), self.vocab, self.layout, self.tokenize)
+        if len(steps) > self.max_steps:
+            steps = Steps(steps.text[: self.max_steps], steps.audio[:, : self.max_steps],
+                          steps.text_target[: self.max_steps], steps.audio_target[:, : self.max_steps])
+        return task, steps

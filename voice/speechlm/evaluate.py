@@ -1,0 +1,246 @@
+"""`voice eval lm`: spoken and text answers, hearing, speaking and speed of a speech LM on the corpus test split.
+
+Every answer's codes are decoded by the codec and transcribed by Whisper tiny.en; `check_answer`
+judges the transcript (spoken-answer accuracy) and the model's own words (text-stream accuracy).
+Hearing is the speech -> text task's WER on the user's question; speaking is the WER of the answer
+audio against the model's own text stream. Results per intent and per user voice; the worst
+examples' audio goes to a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voice.speechlm.format import StepWriter
+from voice.speechlm.generate import Sampling, SpeechGenerator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnResult:
+    dialogue_id: str
+    turn: int
+    intent: str
+    expected: str
+    voice: str
+    text: str                 # the model's own words
+    heard: str                # Whisper on the answer audio
+    text_ok: bool
+    spoken_ok: bool
+    speaking_wer: float
+    frames: int
+    audio: np.ndarray | None = None
+
+
+def _wer(ref: str, hyp: str) -> float:
+    import jiwer
+
+    from voice.data.answers import normalize_text
+
+    ref, hyp = normalize_text(ref), normalize_text(hyp)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp))
+
+
+def answer_turn(gen: SpeechGenerator, session, max_steps: int = 1200) -> tuple[list[int], np.ndarray, dict]:
+    """Generate one spoken answer; returns text ids, codes [K, T] and timings (first frame, steps)."""
+    t0 = time.perf_counter()
+    out = gen.begin_answer(session)
+    first_frame_s = None
+    words, frames, steps = [], [], 1
+    while True:
+        words += out.text_ids
+        if out.frames is not None:
+            frames.append(out.frames)
+            if first_frame_s is None:
+                first_frame_s = time.perf_counter() - t0
+        if out.done or steps >= max_steps:
+            break
+        out = gen.step([session])[0]
+        steps += 1
+    codes = np.concatenate(frames, 1) if frames else np.zeros((gen.vocab.num_codebooks, 0), np.int64)
+    return words, codes, {"first_frame_s": first_frame_s, "steps": steps, "seconds": time.perf_counter() - t0}
+
+
+def _history(gen, session, dialogue, upto: int, tokenize) -> None:
+    """Prefill the context and the reference turns before user turn `upto` (teacher-forced history)."""
+    gen.feed_text(session, "context", tokenize(dialogue.context))
+    users = 0
+    for turn in dialogue.turns:
+        if turn.role == "user":
+            if users == upto:
+                gen.feed_user_speech(session, turn.codes)
+                return
+            users += 1
+            gen.feed_user_speech(session, turn.codes)
+        else:
+            w = StepWriter(gen.vocab, gen.layout, tokenize)
+            w.assistant_speech(turn.text, turn.codes)
+            steps = w.steps()
+            gen.feed_steps(session, steps.text.tolist(), steps.audio.tolist())
+
+
+def evaluate_answers(gen, codec, whisper, dialogues, tokenizer, limit: int, keep_audio: bool = True) -> list[TurnResult]:
+    from tqdm import tqdm
+
+    from voice.codec.evaluate import transcribe
+    from voice.data.answers import check_answer
+    from voice.speechlm.cli import text_ids
+
+    tokenize = text_ids(tokenizer)
+    jobs = [(d, i) for d in dialogues for i in range(len(d.intents))][:limit]
+    results = []
+    for dialogue, i in tqdm(jobs, desc="eval lm answers"):
+        session = gen.open()
+        try:
+            _history(gen, session, dialogue, i, tokenize)
+            words, codes, _ = answer_turn(gen, session)
+        finally:
+            gen.close(session)
+        text = tokenizer.decode(words)
+        audio = codec.decode(codes) if codes.shape[1] else np.zeros(0, np.float32)
+        heard = transcribe(whisper, audio) if audio.size > 1600 else ""
+        intent, expected = dialogue.intents[i], dialogue.expected[i]
+        results.append(TurnResult(dialogue.dialogue_id, i, intent, expected, dialogue.voice, text, heard,
+                                  check_answer(intent, expected, text), check_answer(intent, expected, heard),
+                                  _wer(text, heard), int(codes.shape[1]), audio if keep_audio else None))
+    return results
+
+
+def evaluate_hearing(gen, dialogues, tokenizer, limit: int) -> list[dict]:
+    """Speech -> text: the model transcribes each user turn; WER against the corpus text."""
+    from tqdm import tqdm
+
+    tokenize = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rows = []
+    users = [(d, t) for d in dialogues for t in d.turns if t.role == "user"][:limit]
+    for dialogue, turn in tqdm(users, desc="eval lm hearing"):
+        session = gen.open()
+        try:
+            gen.feed_text(session, "context", tokenize(""))
+            gen.feed_user_speech(session, turn.codes)
+            words = gen.generate_text(session, "transcribe")
+        finally:
+            gen.close(session)
+        hyp = tokenizer.decode(words)
+        rows.append({"voice": dialogue.voice, "ref": turn.text, "hyp": hyp, "wer": _wer(turn.text, hyp)})
+    return rows
+
+
+def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answer_steps: int = 150) -> dict:
+    """x real time of answer steps (frames of 20 ms per second of compute), for `sessions` sessions batched,
+    and ms from the user's last frame to the first answer frame (one session)."""
+    user = next(t for t in dialogue.turns if t.role == "user")
+    opened = [gen.open() for _ in range(sessions)]
+    try:
+        for s in opened:
+            gen.feed_text(s, "context", tokenize(dialogue.context))
+            gen.feed_user_speech(s, user.codes[:, :-2])
+        t0 = time.perf_counter()
+        gen.feed_user_speech(opened[0], user.codes[:, -2:])      # the last 40 ms arrive; then the answer starts
+        out = gen.begin_answer(opened[0])
+        while out.frames is None and not out.done:
+            out = gen.step([opened[0]])[0]
+        first_ms = (time.perf_counter() - t0) * 1000
+        for s in opened[1:]:
+            gen.feed_user_speech(s, user.codes[:, -2:])
+            gen.begin_answer(s)
+        # force long answers for the timing: steps run whatever the model says (a done session still steps)
+        for s in opened:
+            s.answer.done = False
+        t0 = time.perf_counter()
+        for _ in range(answer_steps):
+            for s in opened:
+                s.answer.done = False
+                s.answer.frames_end = None
+            gen.step(opened)
+        seconds = time.perf_counter() - t0
+    finally:
+        for s in opened:
+            gen.close(s)
+    audio_s = answer_steps * 0.02
+    return {"sessions": sessions, "x_real_time": round(audio_s / seconds, 2),
+            "ms_per_step": round(seconds / answer_steps * 1000, 2), "first_frame_ms": round(first_ms, 1)}
+
+
+def _group(results: list[TurnResult], key) -> dict:
+    groups = defaultdict(list)
+    for r in results:
+        groups[key(r)].append(r)
+    return {k: {"n": len(v), "spoken": round(np.mean([r.spoken_ok for r in v]), 3),
+                "text": round(np.mean([r.text_ok for r in v]), 3),
+                "speaking_wer": round(float(np.mean([r.speaking_wer for r in v])), 3)} for k, v in sorted(groups.items())}
+
+
+def report(results: list[TurnResult], hearing: list[dict], speed: list[dict]) -> dict:
+    out: dict = {"speed": speed}
+    if results:
+        out["answers"] = {"n": len(results), "spoken_accuracy": round(np.mean([r.spoken_ok for r in results]), 3),
+                          "text_accuracy": round(np.mean([r.text_ok for r in results]), 3),
+                          "speaking_wer": round(float(np.mean([r.speaking_wer for r in results])), 3),
+                          "per_intent": _group(results, lambda r: r.intent),
+                          "per_voice": _group(results, lambda r: r.voice)}
+    if hearing:
+        by_voice = defaultdict(list)
+        for h in hearing:
+            by_voice[h["voice"]].append(h["wer"])
+        out["hearing"] = {"n": len(hearing), "wer": round(float(np.mean([h["wer"] for h in hearing])), 3),
+                          "per_voice": {v: round(float(np.mean(w)), 3) for v, w in sorted(by_voice.items())},
+                          "examples": hearing[:5]}
+    return out
+
+
+def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n: int = 10) -> list[dict]:
+    """The n worst answers (wrong spoken answer first, then speaking WER): audio and a table."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    worst = sorted(results, key=lambda r: (r.spoken_ok, r.text_ok, -r.speaking_wer))[:n]
+    rows = []
+    for i, r in enumerate(worst):
+        name = f"{i:02d}_{r.dialogue_id}_t{r.turn}.wav"
+        if r.audio is not None and r.audio.size:
+            sf.write(str(folder / name), r.audio, sample_rate_hz)
+        rows.append({"file": name, "intent": r.intent, "expected": r.expected, "voice": r.voice, "text": r.text,
+                     "heard": r.heard, "text_ok": r.text_ok, "spoken_ok": r.spoken_ok})
+    (folder / "worst.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
+             worst_dir: Path | None, threads: int = 2) -> dict:
+    import torch
+
+    from voice.codec.evaluate import load_whisper
+    from voice.codec.loader import load_codec
+    from voice.codec.tokenize import cache_id
+    from voice.speechlm.cli import load_tokenizer, text_ids
+    from voice.speechlm.data import load_dialogues
+    from voice.speechlm.model import SpeechLM
+
+    torch.set_num_threads(threads)
+    model = SpeechLM.from_pretrained(checkpoint).eval()
+    tokenizer = load_tokenizer(str(checkpoint))
+    codec8 = load_codec(codec_source)
+    if cache_id(codec8) != model.config.codec_id:
+        raise SystemExit(f"{checkpoint} was trained on codes of {model.config.codec_id}, not of {cache_id(codec8)}")
+    k = model.config.num_codebooks
+    codec = load_codec(codec_source, k)
+    dialogues = load_dialogues(corpus, model.config.codec_id, ("test",), k)
+    gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling())
+    speed_rows = [measure_speed(gen, dialogues[0], text_ids(tokenizer), n) for n in (1, 4)] if speed else []
+    results = evaluate_answers(gen, codec, load_whisper(), dialogues, tokenizer, limit) if limit else []
+    hearing = evaluate_hearing(gen, dialogues, tokenizer, hearing_limit) if hearing_limit else []
+    out = report(results, hearing, speed_rows)
+    if worst_dir and results:
+        out["worst"] = write_worst(results, worst_dir, codec.sample_rate_hz)
+    return out

@@ -1,0 +1,246 @@
+"""Streaming generation: sessions share one model and one slot cache; answer steps of sessions are batched.
+
+A session prefills its context and the user's frames while the user speaks (`feed_text`,
+`feed_user_speech`), then `begin_answer` and `step` run the answer block of `voice.speechlm.format`:
+each step hands out the new text of the inner monologue and every audio frame that just became
+complete (all K codebooks known, so the decoder can play it), until codebook 0 says the audio ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from voice.speechlm.kvcache import SlotDecoder
+from voice.speechlm.model import SpeechLM
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """temperature 0 = greedy; top_k 0 = the whole distribution."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    max_text_tokens: int = 64      # an answer's words end here at the latest
+    max_frames: int = 750          # an answer's audio ends here at the latest (15 s at 50 Hz)
+
+
+@dataclass
+class StepOutput:
+    """What one step produced for one session."""
+
+    text_ids: list[int] = field(default_factory=list)      # new words of the inner monologue
+    frames: np.ndarray | None = None                         # complete frames [K, n] (None if none yet)
+    done: bool = False                                       # the answer is over
+
+
+@dataclass
+class _Answer:
+    step: int = 0                       # block step of the pending input (0 = the marker)
+    text_ids: list[int] = field(default_factory=list)
+    text_done: bool = False
+    frames_end: int | None = None       # number of frames, once codebook 0 said END
+    codes: list[list[int]] = field(default_factory=list)   # per codebook, per frame
+    frames_out: int = 0                 # frames handed out so far
+    done: bool = False
+
+
+@dataclass
+class Session:
+    """One conversation's place in the shared cache."""
+
+    slot: int
+    pending_text: int | None = None           # a step decided but not fed yet (the answer's end_of_turn)
+    user_open: bool = False                   # a user speech block has started
+    answer: _Answer | None = None
+
+    @property
+    def answering(self) -> bool:
+        return self.answer is not None and not self.answer.done
+
+
+class SpeechGenerator:
+    """The model, its tokenizer and a slot cache for `max_sessions` sessions."""
+
+    def __init__(self, model: SpeechLM, max_sessions: int = 4, sampling: Sampling = Sampling(),
+                 max_len: int | None = None, seed: int = 0) -> None:
+        self.model = model.eval()
+        self.cfg = model.config
+        self.vocab, self.layout = self.cfg.vocab, self.cfg.layout
+        self.decoder = SlotDecoder(model, max_sessions, max_len)
+        self.sampling = sampling
+        self.free = list(range(max_sessions))
+        self.rng = torch.Generator().manual_seed(seed)
+        none = self.vocab.audio_none
+        self._none_audio = [none] * self.vocab.num_codebooks
+        # the text stream may write words or end its text; other specials are never sampled
+        self._text_mask = torch.full((self.vocab.text_stream_size,), float("-inf"))
+        self._text_mask[: self.vocab.text_size] = 0.0
+        self._text_mask[self.vocab.special("end_of_text")] = 0.0
+
+    # -- sessions -------------------------------------------------------------------------------
+    def open(self) -> Session:
+        if not self.free:
+            raise RuntimeError("no free session slot")
+        slot = self.free.pop(0)
+        self.decoder.reset(slot)
+        return Session(slot)
+
+    def close(self, session: Session) -> None:
+        if session.slot not in self.free:
+            self.free.append(session.slot)
+            self.free.sort()
+
+    # -- prefill ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _feed(self, session: Session, text: list[int], audio: list[list[int]]) -> torch.Tensor:
+        """Feed steps to one session: text ids [T], audio [T][K] -> hidden [T, H]."""
+        t = torch.tensor(text, dtype=torch.long)[None]                        # [1, T]
+        a = torch.tensor(audio, dtype=torch.long).T[None]                     # [1, K, T]
+        self.model.check_ids(t, a)
+        return self.decoder.forward([session.slot], self.model.embed(t, a))[0]
+
+    def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
+        if session.pending_text is None:
+            return [], []
+        text, session.pending_text = [session.pending_text], None
+        return text, [self._none_audio]
+
+    def feed_text(self, session: Session, marker: str, ids: list[int]) -> None:
+        """A text block (context, user text): its marker, then the text ids."""
+        text, audio = self._flush(session)
+        text += [self.vocab.special(marker), *ids]
+        audio += [self._none_audio] * (1 + len(ids))
+        session.user_open = False
+        self._feed(session, text, audio)
+
+    def feed_user_speech(self, session: Session, codes: np.ndarray) -> None:
+        """More frames of the user's turn, codes [K, n] (the block's marker goes in with the first ones)."""
+        codes = np.asarray(codes)
+        k = self.vocab.num_codebooks
+        if codes.ndim != 2 or codes.shape[0] < k:
+            raise ValueError(f"codes must be [{k}, n], got {codes.shape}")
+        if codes.size and (codes.min() < 0 or codes[:k].max() >= self.vocab.codebook_size):
+            raise ValueError(f"codes must be in 0..{self.vocab.codebook_size - 1}, got {codes.min()}..{codes.max()}")
+        text, audio = self._flush(session)
+        if not session.user_open:
+            text.append(self.vocab.special("user_speech"))
+            audio.append(self._none_audio)
+            session.user_open = True
+        text += [self.vocab.special("pad")] * codes.shape[1]
+        audio += codes[:k].T.tolist()
+        if text:
+            self._feed(session, text, audio)
+
+    def feed_steps(self, session: Session, text: list[int], audio: list[list[int]]) -> None:
+        """Steps laid out elsewhere (a reference history by `voice.speechlm.format.StepWriter`): text [T], audio [K][T]."""
+        head_text, head_audio = self._flush(session)
+        session.user_open = False
+        if len(text) or head_text:
+            self._feed(session, head_text + list(text), head_audio + [list(c) for c in zip(*audio)])
+
+    @torch.no_grad()
+    def generate_text(self, session: Session, marker: str, max_tokens: int = 64) -> list[int]:
+        """A text answer after `marker` (assistant_text, transcribe): sampled until <|end_of_text|>."""
+        text, audio = self._flush(session)
+        session.user_open = False
+        text.append(self.vocab.special(marker))
+        audio.append(self._none_audio)
+        hidden = self._feed(session, text, audio)[-1]
+        end, out = self.vocab.special("end_of_text"), []
+        for _ in range(max_tokens):
+            token = self._sample(self.model.text_head(hidden) + self._text_mask)
+            if token == end:
+                break
+            out.append(token)
+            hidden = self._feed(session, [token], [self._none_audio])[-1]
+        session.pending_text = end      # the block's end, fed with the next block
+        return out
+
+    # -- the answer -----------------------------------------------------------------------------
+    def begin_answer(self, session: Session) -> StepOutput:
+        """Start the assistant's spoken answer (the marker step); returns what it produced."""
+        text, audio = self._flush(session)
+        session.user_open = False
+        session.answer = _Answer(codes=[[] for _ in range(self.vocab.num_codebooks)])
+        text.append(self.vocab.special("assistant_speech"))
+        audio.append(self._none_audio)
+        hidden = self._feed(session, text, audio)[-1:]
+        return self._decide([session], hidden)[0]
+
+    @torch.no_grad()
+    def step(self, sessions: list[Session]) -> list[StepOutput]:
+        """One answer step for each session (one batched forward pass)."""
+        active = [s for s in sessions if s.answering]
+        if not active:
+            return [StepOutput(done=True) for _ in sessions]
+        text = torch.tensor([[s.answer.pending[0]] for s in active])                     # [B, 1]
+        audio = torch.tensor([[[c] for c in s.answer.pending[1]] for s in active])       # [B, K, 1]
+        hidden = self.decoder.forward([s.slot for s in active], self.model.embed(text, audio))[:, -1]
+        outs = dict(zip((id(s) for s in active), self._decide(active, hidden)))
+        return [outs.get(id(s), StepOutput(done=True)) for s in sessions]
+
+    def _decide(self, sessions: list[Session], hidden: torch.Tensor) -> list[StepOutput]:
+        """From the hidden state of block step s, choose each session's ids for step s + 1."""
+        need_text = [not s.answer.text_done for s in sessions]
+        text_logits, audio_logits = self.model.heads(hidden[:, None], text=False)
+        audio_logits = audio_logits[:, 0]                                               # [B, K, N + 1]
+        if any(need_text):
+            text_logits = self.model.text_head(hidden) + self._text_mask                # [B, V]
+        outs = []
+        for row, s in enumerate(sessions):
+            outs.append(self._advance(s, text_logits[row] if need_text[row] else None, audio_logits[row]))
+        return outs
+
+    def _advance(self, s: Session, text_logits, audio_logits) -> StepOutput:
+        a, v, lay, cfg = s.answer, self.vocab, self.layout, self.sampling
+        out = StepOutput()
+        nxt = a.step + 1
+        if a.text_done:
+            text_id = v.special("pad")
+        else:
+            text_id = self._sample(text_logits)
+            if text_id == v.special("end_of_text") or len(a.text_ids) >= cfg.max_text_tokens:
+                text_id, a.text_done = v.special("end_of_text"), True
+            else:
+                a.text_ids.append(text_id)
+                out.text_ids.append(text_id)
+        audio_ids = []
+        for k, d in enumerate(lay.delays):
+            f = nxt - 1 - lay.text_lead - d          # the frame codebook k holds at step nxt
+            if f < 0 or (a.frames_end is not None and f >= a.frames_end):
+                audio_ids.append(v.audio_none)
+                continue
+            logits = audio_logits[k]
+            if k == 0:
+                code = self._sample(logits) if f < cfg.max_frames else v.audio_none
+                if code == v.audio_none:
+                    a.frames_end = f
+            else:
+                code = self._sample(logits[: v.codebook_size])
+            audio_ids.append(code)
+            if code != v.audio_none:
+                a.codes[k].append(code)
+        complete = min(len(c) for c in a.codes)
+        if complete > a.frames_out:
+            out.frames = np.array([c[a.frames_out:complete] for c in a.codes], dtype=np.int64)
+            a.frames_out = complete
+        a.step = nxt
+        a.pending = (text_id, audio_ids)
+        last = max(len(a.text_ids) + 1, lay.text_lead + (a.frames_end or 0) + 1 + lay.max_delay)
+        if a.text_done and a.frames_end is not None and a.frames_out >= a.frames_end and nxt > last:
+            a.done = out.done = True
+            s.pending_text = v.special("end_of_turn")      # the block's last step, fed with the next block
+        return out
+
+    def _sample(self, logits: torch.Tensor) -> int:
+        cfg = self.sampling
+        if cfg.temperature <= 0:
+            return int(torch.argmax(logits))
+        logits = logits / cfg.temperature
+        if cfg.top_k > 0:
+            kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1])).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=self.rng))

@@ -1,0 +1,118 @@
+"""A lean decoder for inference: the SpeechLM's Llama layers run step by step over a KV cache with slots.
+
+`transformers` runs the model for training and saving; a CPU step of a small model there costs
+milliseconds of Python around the arithmetic. This module reads the same weights and runs the same
+arithmetic (RMSNorm, rotary attention with grouped KV heads, SwiGLU) with one preallocated cache of
+`slots` sequences, so that the steps of several sessions at different lengths go through one
+forward pass. `tests/test_speechlm.py` checks it against the model's full forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from voice.speechlm.model import SpeechLM
+
+
+@dataclass(frozen=True)
+class _Layer:
+    norm1: torch.Tensor
+    qkv: torch.Tensor           # [H, (nq + 2 nkv) hd]: q, k and v projections side by side
+    o: torch.Tensor             # [nq hd, H]
+    norm2: torch.Tensor
+    gate_up: torch.Tensor       # [H, 2 I]
+    down: torch.Tensor          # [I, H]
+
+
+class ContextFullError(ValueError):
+    """A sequence would grow past the model's context (max_position_embeddings)."""
+
+
+class SlotDecoder:
+    """Per-slot KV cache over the model's backbone. Not thread-safe: one caller steps it."""
+
+    def __init__(self, model: SpeechLM, slots: int, max_len: int | None = None) -> None:
+        cfg = model.config
+        self.model = model
+        self.nq, self.nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.hd = cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.max_len = int(max_len or cfg.max_position_embeddings)
+        self.slots = slots
+        bb = model.backbone
+        with torch.no_grad():
+            self.layers = [_Layer(
+                l.input_layernorm.weight.detach().clone(),
+                torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]).t().contiguous(),
+                l.self_attn.o_proj.weight.t().contiguous(),
+                l.post_attention_layernorm.weight.detach().clone(),
+                torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]).t().contiguous(),
+                l.mlp.down_proj.weight.t().contiguous(),
+            ) for l in bb.layers]
+            self.final_norm = bb.norm.weight.detach().clone()
+            inv_freq = bb.rotary_emb.inv_freq.detach().float()
+            scale = float(getattr(bb.rotary_emb, "attention_scaling", 1.0))
+            angles = torch.arange(self.max_len, dtype=torch.float32)[:, None] * inv_freq[None]   # [L, hd/2]
+            angles = torch.cat([angles, angles], -1)
+            self.cos, self.sin = angles.cos() * scale, angles.sin() * scale                      # [L, hd]
+        n_layers = len(self.layers)
+        self.k = torch.zeros(n_layers, slots, self.nkv, self.max_len, self.hd)
+        self.v = torch.zeros_like(self.k)
+        self.lengths = [0] * slots
+
+    def reset(self, slot: int) -> None:
+        self.lengths[slot] = 0
+
+    def truncate(self, slot: int, length: int) -> None:
+        """Forget everything after the first `length` positions of `slot` (e.g. the unplayed part of an answer)."""
+        self.lengths[slot] = min(self.lengths[slot], max(0, length))
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
+        return x * cos + rotated * sin
+
+    @torch.no_grad()
+    def forward(self, slots: list[int], x: torch.Tensor) -> torch.Tensor:
+        """Append T steps to each of `slots`: embeddings x [B, T, H] -> final hidden states [B, T, H]."""
+        b, t, _ = x.shape
+        if len(slots) != b or len(set(slots)) != b:
+            raise ValueError("one distinct slot per row")
+        starts = torch.tensor([self.lengths[s] for s in slots])
+        end = int(starts.max()) + t
+        if end > self.max_len:
+            raise ContextFullError(f"sequence of {end} steps exceeds the context of {self.max_len}")
+        pos = starts[:, None] + torch.arange(t)[None]                                   # [B, T]
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]                       # [B, 1, T, hd]
+        keys = torch.arange(end)[None, None, None, :]                                   # [1, 1, 1, E]
+        mask = keys <= pos[:, None, :, None]                                            # [B, 1, T, E]
+        idx = torch.tensor(slots)
+        contiguous = slots == list(range(slots[0], slots[0] + b))
+        for li, layer in enumerate(self.layers):
+            h = self._rms(x, layer.norm1) @ layer.qkv                                   # [B, T, (nq+2nkv) hd]
+            q, k, v = h.split([self.nq * self.hd, self.nkv * self.hd, self.nkv * self.hd], -1)
+            q = self._rotate(q.view(b, t, self.nq, self.hd).transpose(1, 2), cos, sin)  # [B, nq, T, hd]
+            k = self._rotate(k.view(b, t, self.nkv, self.hd).transpose(1, 2), cos, sin)
+            v = v.view(b, t, self.nkv, self.hd).transpose(1, 2)
+            for row, slot in enumerate(slots):
+                s0 = self.lengths[slot]
+                self.k[li, slot, :, s0:s0 + t] = k[row]
+                self.v[li, slot, :, s0:s0 + t] = v[row]
+            if contiguous:
+                ks, vs = self.k[li, slots[0]:slots[0] + b, :, :end], self.v[li, slots[0]:slots[0] + b, :, :end]
+            else:
+                ks, vs = self.k[li, idx, :, :end], self.v[li, idx, :, :end]
+            att = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask, enable_gqa=self.nq != self.nkv)
+            x = x + att.transpose(1, 2).reshape(b, t, self.nq * self.hd) @ layer.o
+            gate, up = (self._rms(x, layer.norm2) @ layer.gate_up).chunk(2, -1)
+            x = x + (F.silu(gate) * up) @ layer.down
+        for slot in slots:
+            self.lengths[slot] += t
+        return self._rms(x, self.final_norm)

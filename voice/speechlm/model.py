@@ -1,0 +1,152 @@
+"""The speech LM: a Llama-style `transformers` model that reads and writes a text stream and K codebooks.
+
+One step per codec frame. The step's input is the sum of the text-stream embedding and the audio
+input: each codebook's code looked up in the *codec's own codebook vectors* (a fixed, meaningful
+embedding: a probe heard far better through them than through fresh learned embeddings, see
+docs/speechlm.md), projected per codebook to the model width; a learned vector stands for "no code".
+Outputs: the text-stream head (tied to its embedding) and one head per codebook over its entries
+plus "no code" (which codebook 0 uses to say the answer's audio is over).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
+
+from voice.speechlm.format import Layout
+from voice.speechlm.vocab import SPECIALS, Vocab
+
+
+class SpeechLMConfig(PretrainedConfig):
+    """Backbone size (Llama fields) plus what ties the model to its codec and tokenizer."""
+
+    model_type = "voice_speechlm"
+
+    def __init__(self, text_vocab_size: int = 49152, num_codebooks: int = 8, codebook_size: int = 1024,
+                 codec_dim: int = 128, codec_id: str = "", delays: tuple[int, ...] | list[int] | None = None,
+                 text_lead: int = 2, hidden_size: int = 384, intermediate_size: int = 1024,
+                 num_hidden_layers: int = 6, num_attention_heads: int = 6, num_key_value_heads: int = 2,
+                 max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
+                 initializer_range: float = 0.02, tie_word_embeddings: bool = True, **kwargs) -> None:
+        self.text_vocab_size = text_vocab_size          # the tokenizer's ids (SmolLM2: 49152)
+        self.num_codebooks = num_codebooks              # codebooks the LM reads and writes (a prefix of the codec's)
+        self.codebook_size = codebook_size              # entries per codebook
+        self.codec_dim = codec_dim                      # codebook vector size of the codec
+        self.codec_id = codec_id                        # the codec the codes come from (its cache id)
+        self.delays = list(delays) if delays is not None else [0] + [1] * (num_codebooks - 1)
+        self.text_lead = text_lead                      # steps the answer's words start before its audio
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.max_position_embeddings = max_position_embeddings
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.initializer_range = initializer_range
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @property
+    def vocab(self) -> Vocab:
+        return Vocab(self.text_vocab_size, self.num_codebooks, self.codebook_size)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(tuple(self.delays), self.text_lead)
+
+    def backbone_config(self) -> LlamaConfig:
+        return LlamaConfig(vocab_size=self.vocab.text_stream_size, hidden_size=self.hidden_size,
+                           intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
+                           num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_key_value_heads,
+                           max_position_embeddings=self.max_position_embeddings, rms_norm_eps=self.rms_norm_eps,
+                           rope_theta=self.rope_theta, initializer_range=self.initializer_range,
+                           tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
+
+
+class SpeechLM(PreTrainedModel):
+    """text ids [B, S] + codes [B, K, S] -> text logits [B, S, V] and audio logits [B, S, K, N + 1]."""
+
+    config_class = SpeechLMConfig
+    base_model_prefix = "speechlm"
+    _tied_weights_keys = {"text_head.weight": "backbone.embed_tokens.weight"}
+
+    def __init__(self, config: SpeechLMConfig, codebooks: torch.Tensor | None = None) -> None:
+        super().__init__(config)
+        k, n, d, h = config.num_codebooks, config.codebook_size, config.codec_dim, config.hidden_size
+        self.backbone = LlamaModel(config.backbone_config())
+        # the codec's codebook vectors, one row per entry plus a zero row for "no code": [K, N + 1, D]
+        table = torch.zeros(k, n + 1, d)
+        if codebooks is not None:
+            if tuple(codebooks.shape) != (k, n, d):
+                raise ValueError(f"codebooks must be [{k}, {n}, {d}], got {tuple(codebooks.shape)}")
+            table[:, :n] = codebooks
+        self.register_buffer("codebooks", table)
+        self.audio_proj = nn.Parameter(torch.empty(k, d, h))     # per codebook: codec vector -> model width
+        self.audio_none = nn.Parameter(torch.zeros(k, h))        # "no code" for codebook k at this step
+        self.text_head = nn.Linear(h, config.vocab.text_stream_size, bias=False)
+        self.audio_head = nn.Linear(h, k * (n + 1), bias=False)
+        self.post_init()
+        self._init_audio()
+
+    def _init_audio(self) -> None:
+        if self.codebooks.is_meta:        # from_pretrained builds on the meta device, then loads the weights
+            return
+        with torch.no_grad():
+            scale = float(self.codebooks[:, :-1].std()) if self.codebooks.abs().sum() > 0 else 1.0
+            shared = torch.randn(self.config.codec_dim, self.config.hidden_size) / (scale * math.sqrt(self.config.codec_dim))
+            self.audio_proj.copy_(shared[None].expand_as(self.audio_proj) * self.config.initializer_range * 25)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(0.0, self.config.initializer_range)
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, self.config.initializer_range)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.backbone.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.text_head
+
+    def check_ids(self, text: torch.Tensor, audio: torch.Tensor) -> None:
+        """Raise ValueError for ids outside the vocabulary (never index out of range)."""
+        v = self.config.vocab
+        if text.numel() and (int(text.min()) < 0 or int(text.max()) >= v.text_stream_size):
+            raise ValueError(f"text-stream ids must be in 0..{v.text_stream_size - 1}, got "
+                             f"{int(text.min())}..{int(text.max())}")
+        if audio.numel() and (int(audio.min()) < 0 or int(audio.max()) > v.audio_none):
+            raise ValueError(f"codes must be in 0..{v.codebook_size - 1} (or {v.audio_none} for none), got "
+                             f"{int(audio.min())}..{int(audio.max())}")
+
+    def embed(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """text [B, S], audio [B, K, S] -> step embeddings [B, S, H]."""
+        x = self.backbone.embed_tokens(text)                                     # [B, S, H]
+        latents = torch.stack([self.codebooks[k][audio[:, k]] for k in range(audio.shape[1])], 1)  # [B, K, S, D]
+        x = x + torch.einsum("bksd,kdh->bsh", latents, self.audio_proj)
+        none = (audio == self.config.vocab.audio_none).to(x.dtype)              # [B, K, S]
+        return x + torch.einsum("bks,kh->bsh", none, self.audio_none)
+
+    def heads(self, hidden: torch.Tensor, text: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """hidden [B, S, H] -> text logits [B, S, V] (or None) and audio logits [B, S, K, N + 1]."""
+        k, n = self.config.num_codebooks, self.config.codebook_size
+        audio = self.audio_head(hidden).unflatten(-1, (k, n + 1))
+        return (self.text_head(hidden) if text else None), audio
+
+    def forward(self, text_ids: torch.Tensor, audio_codes: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                return_hidden: bool = False, **kwargs):
+        """Logits of both heads at every step, or with `return_hidden` the final hidden states [B, S, H]
+        (training applies the heads only where there are targets: the text head is the costly one)."""
+        self.check_ids(text_ids, audio_codes)
+        hidden = self.backbone(inputs_embeds=self.embed(text_ids, audio_codes), attention_mask=attention_mask,
+                               use_cache=False).last_hidden_state
+        return hidden if return_hidden else self.heads(hidden)
+
+
+def special_names() -> tuple[str, ...]:
+    return SPECIALS

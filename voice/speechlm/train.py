@@ -1,0 +1,182 @@
+"""`voice train lm`: train the speech LM on a corpus's token cache; resumable; one process, or DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voice.speechlm.batch import collate, lm_loss
+from voice.speechlm.model import SpeechLM, SpeechLMConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe; stored beside every checkpoint."""
+
+    steps: int = 3000              # total optimizer steps (a resume continues to this number)
+    batch_size: int = 8            # examples per step (per process under DDP)
+    max_steps_per_example: int = 512   # LM steps an example is cut to
+    lr: float = 1e-3               # AdamW learning rate after warm-up (cosine decay to lr / 10)
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    text_weight: float = 1.0       # text-stream loss weight (audio loss weight is 1)
+    eval_every: int = 250          # validation loss and accuracy every this many steps
+    eval_examples: int = 32        # validation examples (fixed)
+    save_every: int = 250          # checkpoint every this many steps (and at the end)
+    threads: int = 2               # torch threads per process
+    seed: int = 0
+
+
+# Model sizes and recipes. `cpu`: what 2 cores train usefully in about 90 minutes; `gpu`: one GPU, 10 minutes.
+PRESETS: dict[str, tuple[dict, TrainConfig]] = {
+    "tiny": (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2), TrainConfig(steps=20, batch_size=2, max_steps_per_example=256,
+                                                      eval_every=10, eval_examples=4, save_every=10)),
+    "cpu": (dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4,
+                 num_key_value_heads=2), TrainConfig(steps=3000, batch_size=8, max_steps_per_example=512)),
+    "gpu": (dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
+                 num_key_value_heads=2), TrainConfig(steps=6000, batch_size=64, max_steps_per_example=768,
+                                                     lr=1.5e-3, warmup_steps=300, threads=8)),
+}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def codec_codebooks(codec, num_codebooks: int) -> torch.Tensor:
+    """The codec's codebook vectors [K, N, D] (the LM reads codes through them)."""
+    layers = codec.quantizer.vq.layers
+    return torch.stack([layers[k]._codebook.embed.detach().float().clone() for k in range(num_codebooks)])
+
+
+def build_model(preset: dict, tokenizer, codec, codec_id: str, num_codebooks: int, delays: list[int],
+                text_lead: int, base: str | None = None) -> SpeechLM:
+    """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`)."""
+    books = codec_codebooks(codec, num_codebooks)
+    common = dict(text_vocab_size=len(tokenizer), num_codebooks=num_codebooks, codebook_size=books.shape[1],
+                  codec_dim=books.shape[2], codec_id=codec_id, delays=delays, text_lead=text_lead)
+    if base is None:
+        return SpeechLM(SpeechLMConfig(**common, **preset), codebooks=books)
+    from transformers import AutoModelForCausalLM
+
+    text_lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    c = text_lm.config
+    cfg = SpeechLMConfig(**common, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                         num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+                         num_key_value_heads=c.num_key_value_heads, rms_norm_eps=c.rms_norm_eps,
+                         rope_theta=getattr(c, "rope_theta", None) or (getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0),
+                         max_position_embeddings=max(2048, c.max_position_embeddings))
+    model = SpeechLM(cfg, codebooks=books)
+    state = {k.removeprefix("model."): v for k, v in text_lm.state_dict().items() if k.startswith("model.")}
+    embed = state.pop("embed_tokens.weight")
+    missing = model.backbone.load_state_dict(state, strict=False)
+    assert missing.missing_keys == ["embed_tokens.weight"], missing
+    with torch.no_grad():   # AnyGPT's recipe: keep the text rows, new rows for the special tokens
+        n = min(embed.shape[0], cfg.text_vocab_size)
+        model.backbone.embed_tokens.weight[:n] = embed[:n]
+    log.info("started from %s (%d layers, width %d)", base, c.num_hidden_layers, c.hidden_size)
+    return model
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _evaluate(model, batches, device) -> dict:
+    model.eval()
+    parts = [lm_loss(model, b.to(device)) for b in batches]
+    model.train()
+    mean = lambda xs: float(np.nanmean(xs))  # noqa: E731
+    return {"val_loss": mean([float(p.loss) for p in parts]), "val_text_acc": mean([p.text_acc for p in parts]),
+            "val_audio_acc": mean([p.audio_acc for p in parts]),
+            "val_audio_acc_first": mean([p.audio_acc_first for p in parts])}
+
+
+def save(out: Path, model, tokenizer, optimizer, step: int, cfg: TrainConfig, history: list[dict]) -> None:
+    """checkpoint/ (save_pretrained + tokenizer) and trainer.pt (optimizer, step), replaced atomically."""
+    tmp = out / "checkpoint.tmp"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "train_config": asdict(cfg)}, tmp / "trainer.pt")
+    (tmp / "history.json").write_text(json.dumps(history, indent=1))
+    final = out / "checkpoint"
+    if final.exists():
+        old = out / "checkpoint.old"
+        final.replace(old)
+        tmp.replace(final)
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.replace(final)
+
+
+def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: TrainConfig, device: str = "cpu") -> dict:
+    """Train to cfg.steps, resuming from out/checkpoint when it is there. Returns the last metrics."""
+    from tqdm import tqdm
+
+    rank, world = _distributed()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    out.mkdir(parents=True, exist_ok=True)
+    start, history = 0, []
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    state_path = out / "checkpoint" / "trainer.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        history = json.loads((out / "checkpoint" / "history.json").read_text())
+        log.info("resumed at step %d from %s", start, out / "checkpoint")
+    model.to(device).train()
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    metrics: dict = history[-1] if history else {}
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train lm", disable=rank != 0)
+    tokens, t0 = 0, time.monotonic()
+    for step in bar:
+        batch = collate([stream.sample()[1] for _ in range(cfg.batch_size)], stream.vocab).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        parts = lm_loss(net, batch, cfg.text_weight)
+        optimizer.zero_grad(set_to_none=True)
+        parts.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        tokens += int(batch.text.numel()) * world
+        rate = tokens / max(1e-6, time.monotonic() - t0)
+        bar.set_postfix(loss=f"{float(parts.loss):.3f}", text=f"{parts.text_loss:.2f}", audio=f"{parts.audio_loss:.2f}",
+                        steps_per_s=f"{rate:.0f}")
+        done = step + 1
+        if rank == 0 and (done % cfg.eval_every == 0 or done == cfg.steps):
+            metrics = {"step": done, "loss": float(parts.loss), "lm_steps_per_s": round(rate, 1),
+                       **_evaluate(model, val_batches, device)}
+            history.append(metrics)
+            bar.write(json.dumps(metrics))
+        if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps):
+            save(out, model, tokenizer, optimizer, done, cfg, history)
+    if world > 1:
+        torch.distributed.barrier()
+    return metrics
+
+
+def config_with(preset: TrainConfig, **overrides) -> TrainConfig:
+    return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
