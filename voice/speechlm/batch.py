@@ -50,34 +50,33 @@ class LossParts:
     audio_acc_first: float        # accuracy on codebook 0 targets
 
 
-def lm_loss(model, batch: Batch, text_weight: float = 1.0, codebook_weights: torch.Tensor | None = None) -> LossParts:
-    """Cross-entropy of step s's logits against step s + 1's ids, over target positions only.
+def lm_loss(model, batch: Batch, text_weight: float = 1.0) -> LossParts:
+    """The training loss of `model` (plain or wrapped in DDP, whose forward must see the whole loss)."""
+    return model(batch.text, batch.audio, targets=batch, text_weight=text_weight)
 
-    `model` may be wrapped (DDP): its forward gives the hidden states, and the heads run only on the
-    positions that have targets."""
-    core = getattr(model, "module", model)
-    hidden = model(batch.text, batch.audio, return_hidden=True)[:, :-1]          # [B, S-1, H]
+
+def loss_from_hidden(model, hidden: torch.Tensor, batch: Batch, text_weight: float = 1.0) -> LossParts:
+    """Cross-entropy of step s's heads against step s + 1's ids, over target positions only.
+
+    Every head takes part in every loss (times 0 when a batch has no target for it), so that DDP sees
+    a gradient for each parameter at each step."""
+    hidden = hidden[:, :-1]                                                       # [B, S-1, H]
     mask_text = batch.text_target[:, 1:]
     ty = batch.text[:, 1:][mask_text]
     if ty.numel():
-        tl = core.text_head(hidden[mask_text])                                    # [M, V]
+        tl = model.text_head(hidden[mask_text])                                   # [M, V]
         text_loss = F.cross_entropy(tl, ty)
     else:
-        tl, text_loss = None, hidden.sum() * 0
+        tl, text_loss = None, model.text_head(hidden[:, :1]).sum() * 0
     am = batch.audio_target[:, :, 1:]                                             # [B, K, S-1]
     rows = am.any(1)                                                              # steps with any audio target
     if rows.any():
-        _, al = core.heads(hidden[rows], text=False)                             # [R, K, N + 1]
+        _, al = model.heads(hidden[rows], text=False)                            # [R, K, N + 1]
         ay = batch.audio[:, :, 1:].permute(0, 2, 1)[rows]                         # [R, K]
         m = am.permute(0, 2, 1)[rows]                                             # [R, K]
-        per_code = F.cross_entropy(al[m], ay[m], reduction="none")
-        if codebook_weights is not None:
-            w = codebook_weights.to(per_code)[torch.nonzero(m)[:, 1]]
-            audio_loss = (per_code * w).sum() / w.sum()
-        else:
-            audio_loss = per_code.mean()
+        audio_loss = F.cross_entropy(al[m], ay[m])
     else:
-        al, audio_loss = None, hidden.sum() * 0
+        al, audio_loss = None, model.heads(hidden[:, :1], text=False)[1].sum() * 0
     with torch.no_grad():
         text_acc = float((tl.argmax(-1) == ty).float().mean()) if tl is not None else float("nan")
         if al is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def _train(args: argparse.Namespace) -> int:
     train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), k)
     val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k) or train_set[:64]
     mix = json.loads(args.mix) if args.mix else None
-    stream = ExampleStream(train_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=cfg.seed)
+    rank = int(os.environ.get("RANK", "0"))        # under torchrun each process draws its own examples
+    stream = ExampleStream(train_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=cfg.seed + rank)
     val_stream = ExampleStream(val_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=1234)
     val_items = [val_stream.sample()[1] for _ in range(cfg.eval_examples)]
     val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]

@@ -139,13 +139,17 @@ class SpeechLM(PreTrainedModel):
         return (self.text_head(hidden) if text else None), audio
 
     def forward(self, text_ids: torch.Tensor, audio_codes: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                return_hidden: bool = False, **kwargs):
-        """Logits of both heads at every step, or with `return_hidden` the final hidden states [B, S, H]
-        (training applies the heads only where there are targets: the text head is the costly one)."""
+                targets=None, text_weight: float = 1.0, **kwargs):
+        """Logits of both heads at every step; or, given `targets` (a `voice.speechlm.batch.Batch`), the
+        training loss, with the heads applied only where there are targets (the text head is the costly one)."""
         self.check_ids(text_ids, audio_codes)
         hidden = self.backbone(inputs_embeds=self.embed(text_ids, audio_codes), attention_mask=attention_mask,
                                use_cache=False).last_hidden_state
-        return hidden if return_hidden else self.heads(hidden)
+        if targets is not None:
+            from voice.speechlm.batch import loss_from_hidden
+
+            return loss_from_hidden(self, hidden, targets, text_weight)
+        return self.heads(hidden)
 
 
 def special_names() -> tuple[str, ...]:

@@ -163,11 +163,11 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
         optimizer.step()
         tokens += int(batch.text.numel()) * world
         rate = tokens / max(1e-6, time.monotonic() - t0)
-        bar.set_postfix(loss=f"{float(parts.loss):.3f}", text=f"{parts.text_loss:.2f}", audio=f"{parts.audio_loss:.2f}",
+        bar.set_postfix(loss=f"{float(parts.loss.detach()):.3f}", text=f"{parts.text_loss:.2f}", audio=f"{parts.audio_loss:.2f}",
                         steps_per_s=f"{rate:.0f}")
         done = step + 1
         if rank == 0 and (done % cfg.eval_every == 0 or done == cfg.steps):
-            metrics = {"step": done, "loss": float(parts.loss), "lm_steps_per_s": round(rate, 1),
+            metrics = {"step": done, "loss": float(parts.loss.detach()), "lm_steps_per_s": round(rate, 1),
                        **_evaluate(model, val_batches, device)}
             history.append(metrics)
             bar.write(json.dumps(metrics))
