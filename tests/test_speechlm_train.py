@@ -38,11 +38,13 @@ def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> No
     assert {"val_loss", "val_text_acc", "val_audio_acc"} <= set(history[-1])
     capsys.readouterr()
     assert main(["eval", "lm", str(run / "checkpoint"), "--corpus", str(corpus), "--limit", "2",
-                 "--hearing-limit", "2", "--speed", "--json", "--worst", str(tmp_path / "worst")]) == 0
+                 "--hearing-limit", "2", "--speed", "--json", "--worst", str(tmp_path / "worst"),
+                 "--real-speech", "--real-limit", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["answers"]["n"] == 2 and report["hearing"]["n"] == 2
     assert {r["sessions"] for r in report["speed"]} == {1, 4}
     assert (tmp_path / "worst" / "worst.json").exists()
+    assert len(report["real_speech"]) == 1 and {"file", "text", "heard"} <= set(report["real_speech"][0])
 
 
 def test_a_checkpoint_for_another_codec_is_refused(corpus: Path, tmp_path: Path) -> None:
@@ -64,3 +66,34 @@ def test_ddp_on_two_cpu_processes(corpus: Path, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [h["step"] for h in _history(run)] == [6]
+
+
+def test_base_starts_from_smollm2_weights() -> None:
+    """--base: SmolLM2-135M's layers and text embedding rows are copied; specials and audio parts are new."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from voice.codec.loader import load_codec
+    from voice.models import resolve_model
+    from voice.speechlm.cli import load_tokenizer
+    from voice.speechlm.train import build_model
+
+    where = resolve_model("smollm2", kind="causal_lm").location
+    tokenizer = load_tokenizer(where)
+    codec = load_codec("compact", 4)
+    model = build_model({}, tokenizer, codec, "compact-test-k4", 4, [0, 1, 1, 1], 2, base=where)
+    text_lm = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+    assert model.config.num_hidden_layers == text_lm.config.num_hidden_layers == 30
+    n = len(tokenizer)
+    torch.testing.assert_close(model.backbone.embed_tokens.weight[:n], text_lm.model.embed_tokens.weight[:n])
+    torch.testing.assert_close(model.backbone.layers[7].mlp.down_proj.weight, text_lm.model.layers[7].mlp.down_proj.weight)
+    assert model.backbone.embed_tokens.weight.shape[0] == model.config.vocab.text_stream_size
+    torch.testing.assert_close(model.codebooks[:, :1024], torch.stack(
+        [codec.quantizer.vq.layers[k]._codebook.embed for k in range(4)]))
+    # the copied text LM still knows its words: its next-token guess survives inside the speech LM
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want = text_lm(ids).logits[0, -1].argmax()
+        hidden = model.backbone(inputs_embeds=model.backbone.embed_tokens(ids)).last_hidden_state
+        got = model.text_head(hidden)[0, -1, :n].argmax()
+    assert int(got) == int(want)

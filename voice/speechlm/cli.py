@@ -72,11 +72,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def real_speech_dir(arg: str) -> Path:
+    from voice.assets import speech_dir
+
+    return Path(arg) if arg else speech_dir()
+
+
 def _eval(args: argparse.Namespace) -> int:
     from voice.speechlm.evaluate import run_eval
 
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
-                   args.speed, Path(args.worst) if args.worst else None, args.threads)
+                   args.speed, Path(args.worst) if args.worst else None, args.threads,
+                   real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -95,6 +102,8 @@ def _eval(args: argparse.Namespace) -> int:
         h = out["hearing"]
         print(f"hearing (speech -> text, n={h['n']}): WER {h['wer']:.1%}; "
               + ", ".join(f"{v} {w:.0%}" for v, w in h["per_voice"].items()))
+    for row in out.get("real_speech", []):
+        print(f"  real speech {row['file']}: text {row['text']!r}, heard {row['heard']!r} ({row['seconds']} s)")
     for row in out.get("worst", []):
         print(f"  worst: {row['file']}: {row['intent']} expected {row['expected']!r}: text {row['text']!r}, "
               f"heard {row['heard']!r}")
@@ -133,5 +142,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--speed", action="store_true", help="also measure x real time (1 and 4 sessions) and first-frame latency")
     p.add_argument("--worst", default="", help="folder for the 10 worst answers' audio and worst.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--real-speech", nargs="?", const="", default=None,
+                   help="also answer real recordings (default folder: the carried ones) and report what it says")
+    p.add_argument("--real-limit", type=int, default=21, help="at most this many real recordings")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_eval)

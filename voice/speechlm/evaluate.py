@@ -136,6 +136,35 @@ def evaluate_hearing(gen, dialogues, tokenizer, limit: int) -> list[dict]:
     return rows
 
 
+def evaluate_real_speech(gen, codec, whisper, tokenizer, speech_dir: Path, limit: int = 21) -> list[dict]:
+    """Real recordings (no questions of the corpus's domain): what the model says to each, heard by Whisper."""
+    import datetime as dt
+
+    import soundfile as sf
+
+    from voice.cascade.conversation import clock_text
+    from voice.codec.evaluate import transcribe
+    from voice.speechlm.cli import text_ids
+
+    tokenize = text_ids(tokenizer)
+    context = clock_text(dt.datetime(2026, 12, 2, 15, 30))
+    rows = []
+    for path in sorted(Path(speech_dir).glob("*.wav"))[:limit]:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        codes = codec.encode(audio.T, rate)
+        session = gen.open()
+        try:
+            gen.feed_text(session, "context", tokenize(context))
+            gen.feed_user_speech(session, codes[: gen.vocab.num_codebooks])
+            words, answer, _ = answer_turn(gen, session)
+        finally:
+            gen.close(session)
+        pcm = codec.decode(answer) if answer.shape[1] else np.zeros(0, np.float32)
+        rows.append({"file": path.name, "text": tokenizer.decode(words),
+                     "heard": transcribe(whisper, pcm) if pcm.size > 1600 else "", "seconds": round(pcm.size / codec.sample_rate_hz, 2)})
+    return rows
+
+
 def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answer_steps: int = 150) -> dict:
     """x real time of answer steps (frames of 20 ms per second of compute), for `sessions` sessions batched,
     and ms from the user's last frame to the first answer frame (one session)."""
@@ -217,7 +246,7 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 
 
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
-             worst_dir: Path | None, threads: int = 2) -> dict:
+             worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21) -> dict:
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -237,10 +266,15 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     codec = load_codec(codec_source, k)
     dialogues = load_dialogues(corpus, model.config.codec_id, ("test",), k)
     gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling())
+    if speed:   # one untimed pass first: the first steps of a process pay for allocation and thread start-up
+        measure_speed(gen, dialogues[0], text_ids(tokenizer), 1, answer_steps=20)
     speed_rows = [measure_speed(gen, dialogues[0], text_ids(tokenizer), n) for n in (1, 4)] if speed else []
-    results = evaluate_answers(gen, codec, load_whisper(), dialogues, tokenizer, limit) if limit else []
+    whisper = load_whisper()
+    results = evaluate_answers(gen, codec, whisper, dialogues, tokenizer, limit) if limit else []
     hearing = evaluate_hearing(gen, dialogues, tokenizer, hearing_limit) if hearing_limit else []
     out = report(results, hearing, speed_rows)
+    if real_speech is not None:
+        out["real_speech"] = evaluate_real_speech(gen, codec, whisper, tokenizer, real_speech, real_limit)
     if worst_dir and results:
         out["worst"] = write_worst(results, worst_dir, codec.sample_rate_hz)
     return out

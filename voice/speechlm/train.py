@@ -106,7 +106,7 @@ def _evaluate(model, batches, device) -> dict:
     parts = [lm_loss(model, b.to(device)) for b in batches]
     model.train()
     mean = lambda xs: float(np.nanmean(xs))  # noqa: E731
-    return {"val_loss": mean([float(p.loss) for p in parts]), "val_text_acc": mean([p.text_acc for p in parts]),
+    return {"val_loss": mean([float(p.loss.detach()) for p in parts]), "val_text_acc": mean([p.text_acc for p in parts]),
             "val_audio_acc": mean([p.audio_acc for p in parts]),
             "val_audio_acc_first": mean([p.audio_acc_first for p in parts])}
 
