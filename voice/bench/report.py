@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over ../shared/speech
+ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over the carried recordings (voice/assets/speech)
 METRICS = ("v2v_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms", "vad_end_error_ms",
            "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms")
 
