@@ -156,6 +156,10 @@ class StreamingCodec:
             "table": torch.cat(embeds), "offsets": torch.arange(len(embeds))[:, None] * self.codebook_size}
         return self._books
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """A copy of every codebook's entries [K, N, D]: what the speech LM reads codes through."""
+        return self._codebooks()["table"].detach().float().view(self.num_codebooks, self.codebook_size, -1).clone()
+
     def _dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
         """codes [K, T] -> summed codebook vectors [1, D, T] (one gather instead of K lookups)."""
         books = self._codebooks()

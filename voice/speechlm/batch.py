@@ -23,11 +23,9 @@ class Batch:
         return Batch(*(t.to(device) for t in (self.text, self.audio, self.text_target, self.audio_target)))
 
 
-def collate(items: list[Steps], vocab: Vocab, max_steps: int | None = None) -> Batch:
-    """Right-pad to the longest (a causal model needs no mask for padding at the end); cut at max_steps."""
+def collate(items: list[Steps], vocab: Vocab) -> Batch:
+    """Right-pad to the longest (a causal model needs no mask for padding at the end)."""
     length = max(len(s) for s in items)
-    if max_steps:
-        length = min(length, max_steps)
     b, k = len(items), vocab.num_codebooks
     text = np.full((b, length), vocab.special("pad"), np.int64)
     audio = np.full((b, k, length), vocab.audio_none, np.int64)

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
 
 from voice.speechlm.format import Layout
-from voice.speechlm.vocab import SPECIALS, Vocab
+from voice.speechlm.vocab import Vocab
 
 
 class SpeechLMConfig(PretrainedConfig):
@@ -150,7 +150,3 @@ class SpeechLM(PreTrainedModel):
 
             return loss_from_hidden(self, hidden, targets, text_weight)
         return self.heads(hidden)
-
-
-def special_names() -> tuple[str, ...]:
-    return SPECIALS

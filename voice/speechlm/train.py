@@ -57,16 +57,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def codec_codebooks(codec, num_codebooks: int) -> torch.Tensor:
-    """The codec's codebook vectors [K, N, D] (the LM reads codes through them)."""
-    layers = codec.quantizer.vq.layers
-    return torch.stack([layers[k]._codebook.embed.detach().float().clone() for k in range(num_codebooks)])
-
-
 def build_model(preset: dict, tokenizer, codec, codec_id: str, num_codebooks: int, delays: list[int],
                 text_lead: int, base: str | None = None) -> SpeechLM:
     """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`)."""
-    books = codec_codebooks(codec, num_codebooks)
+    books = codec.codebook_vectors()[:num_codebooks]                      # [K, N, D]
     common = dict(text_vocab_size=len(tokenizer), num_codebooks=num_codebooks, codebook_size=books.shape[1],
                   codec_dim=books.shape[2], codec_id=codec_id, delays=delays, text_lead=text_lead)
     if base is None:
