@@ -27,10 +27,19 @@ CASES = [
     ("second hello", [HELLO, HELLO], "duplicate_hello", None),
     ("audio before hello", [b"\x00\x00" * 160], "not_ready", 1002),
     ("interrupt before hello", [{"type": "interrupt"}], "not_ready", 1002),
+    # before the hello, anything but a valid hello ends the session (issue 16, protocol item 1)
+    ("not json before hello", ["this is not json"], "not_ready", 1002),
+    ("json array before hello", ["[1, 2]"], "not_ready", 1002),
+    ("hello without type", [{k: v for k, v in HELLO.items() if k != "type"}], "not_ready", 1002),
+    ("unknown type before hello", [{"type": "dance"}], "not_ready", 1002),
+    ("version not an int", [{**HELLO, "version": "1"}], "version_mismatch", 1002),
+    ("version a float", [{**HELLO, "version": 1.0}], "version_mismatch", 1002),
     ("version mismatch", [{**HELLO, "version": 99}], "version_mismatch", 1002),
     ("rate too low", [{**HELLO, "sample_rate": 4000}], "bad_sample_rate", 1007),
     ("rate too high", [{**HELLO, "sample_rate": 96000}], "bad_sample_rate", 1007),
     ("rate not a number", [{**HELLO, "sample_rate": "fast"}], "bad_sample_rate", 1007),
+    ("rate a float", [{**HELLO, "sample_rate": 16000.0}], "bad_sample_rate", 1007),     # item 2
+    ("rate missing", [{k: v for k, v in HELLO.items() if k != "sample_rate"}], "bad_sample_rate", 1007),
     ("bad vad option", [{**HELLO, "options": {"threshold": 7}}], "bad_options", 1007),
     ("unknown pipeline", [{**HELLO, "pipeline": "telepathy"}], "unknown_pipeline", 1008),
     ("frame over 1 MiB", [HELLO, b"\x00" * ((1 << 20) + 2)], "message_too_big", 1009),
@@ -92,7 +101,8 @@ def test_parser_rejects_every_malformed_hello_field():
     assert ok.sample_rate_hz == 16000 and ok.pipeline == "echo"
     assert parse_hello({"type": "hello", "sample_rate": 8000}, ["echo"], "echo").pipeline == "echo"
     for bad, code in [({"sample_rate": True}, "bad_sample_rate"), ({"sample_rate": float("nan")}, "bad_sample_rate"),
-                      ({"sample_rate": 16000.5}, "bad_sample_rate"), ({"version": "1"}, "invalid_message"),
+                      ({"sample_rate": 16000.5}, "bad_sample_rate"), ({"sample_rate": 16000.0}, "bad_sample_rate"),
+                      ({"version": "1"}, "version_mismatch"),
                       ({"options": []}, "bad_options")]:
         with pytest.raises(ProtocolError) as err:
             parse_hello({**HELLO, **bad}, ["echo"], "echo")

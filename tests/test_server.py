@@ -108,3 +108,47 @@ def test_healthz_and_static_files():
 def test_unknown_default_pipeline_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown pipeline"):
         VoiceServer(ServerConfig(port=0, pipeline="nonexistent"))
+
+
+@pytest.mark.parametrize("client", ["answers the close", "reads nothing"])
+def test_sigterm_with_an_idle_session_exits_within_a_second(client):
+    """`voice serve` with one idle session: SIGTERM to process exit under 1 s, even when the client
+    never answers the closing handshake (a frozen tab, a half-open connection)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from websockets.asyncio.client import connect
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("VOICE_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "voice.cli", "serve", "--port", "0", "--pipelines", "echo"],
+                            cwd=Path(__file__).resolve().parents[1], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "ready at" in line, line
+        url = line.split("ready at", 1)[1].strip()
+
+        async def main():
+            ws = await connect(url, close_timeout=30)
+            await ws.send(json.dumps({"type": "hello", "version": 1, "sample_rate": 16000}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            if client == "reads nothing":
+                ws.transport.pause_reading()
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            while proc.poll() is None and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.01)
+            return time.monotonic() - t0
+
+        exit_s = run(main())
+        assert proc.returncode == 0
+        assert exit_s < 1.0, f"exit took {exit_s:.2f} s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

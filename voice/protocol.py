@@ -7,7 +7,6 @@ binary messages are PCM16 little-endian mono audio (client rate in, server rate 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +41,9 @@ ERRORS: dict[str, ErrorCode] = {e.code: e for e in [
     ErrorCode("duplicate_hello", None, "a second hello on the same connection"),
     ErrorCode("bad_audio", None, "binary audio with an odd number of bytes (the frame is dropped)"),
     ErrorCode("rate_limited", None, "too many control messages per second (the message is dropped)"),
-    ErrorCode("not_ready", CLOSE_PROTOCOL_ERROR, "audio or a message other than hello before the hello"),
-    ErrorCode("version_mismatch", CLOSE_PROTOCOL_ERROR, "the client speaks another protocol version"),
-    ErrorCode("bad_sample_rate", CLOSE_INVALID_DATA, "client sample rate outside 8000-48000 Hz"),
+    ErrorCode("not_ready", CLOSE_PROTOCOL_ERROR, "audio, or anything but a hello, before the hello (not JSON, no type too)"),
+    ErrorCode("version_mismatch", CLOSE_PROTOCOL_ERROR, "the client speaks another protocol version (or sent no integer)"),
+    ErrorCode("bad_sample_rate", CLOSE_INVALID_DATA, "no sample rate, or one that is not an integer in 8000-48000 Hz"),
     ErrorCode("bad_options", CLOSE_INVALID_DATA, "hello options with invalid values"),
     ErrorCode("unknown_pipeline", CLOSE_POLICY, "the hello names a pipeline the server does not have"),
     ErrorCode("unauthorized", CLOSE_POLICY, "missing or wrong token, or a disallowed Origin"),
@@ -108,12 +107,15 @@ def parse_hello(msg: dict[str, Any], pipelines: list[str], default_pipeline: str
     """Validate a hello message (already parsed by `parse_text`). Raises ProtocolError."""
     version = msg.get("version", PROTOCOL_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ProtocolError("invalid_message", "hello.version must be an integer")
+        raise ProtocolError("version_mismatch", f"hello.version must be the integer {PROTOCOL_VERSION}, not {str(version)[:32]!r}")
     if version != PROTOCOL_VERSION:
         raise ProtocolError("version_mismatch", f"server speaks protocol version {PROTOCOL_VERSION}, client sent {version}")
-    rate = msg.get("sample_rate")
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not math.isfinite(rate) or rate != int(rate):
-        raise ProtocolError("bad_sample_rate", "hello.sample_rate must be an integer number of Hz")
+    if "sample_rate" not in msg:
+        raise ProtocolError("bad_sample_rate", "hello.sample_rate is required: the rate in Hz of the audio the client "
+                            f"will send, an integer in {MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ}")
+    rate = msg["sample_rate"]
+    if not isinstance(rate, int) or isinstance(rate, bool):   # JSON 16000.0 is a float: refused like 16000.5
+        raise ProtocolError("bad_sample_rate", f"hello.sample_rate must be an integer number of Hz, not {str(rate)[:32]}")
     if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
         raise ProtocolError("bad_sample_rate", f"sample_rate {rate} Hz is outside {MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ} Hz")
     pipeline = msg.get("pipeline") or default_pipeline
@@ -123,4 +125,45 @@ def parse_hello(msg: dict[str, Any], pipelines: list[str], default_pipeline: str
     options = {} if options is None else options
     if not isinstance(options, dict):
         raise ProtocolError("bad_options", "hello.options must be an object")
-    return Hello(sample_rate_hz=int(rate), pipeline=pipeline, version=version, options=options)
+    return Hello(sample_rate_hz=rate, pipeline=pipeline, version=version, options=options)
+
+
+class AskedOptions(dict):
+    """Hello options that remember which names were asked for (`in`, `get`, `[]`).
+
+    The VAD and the pipeline read their options by name; what none of them asked for is an
+    option this session ignores (a typo, or another pipeline's option), which `ready` lists.
+    Iterating marks every option as asked, so a reader that walks them is never second-guessed.
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self.asked: set[str] = set()
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+    def __getitem__(self, key: str) -> Any:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __iter__(self):
+        self.asked.update(super().keys())
+        return super().__iter__()
+
+    def keys(self):
+        self.asked.update(super().keys())
+        return super().keys()
+
+    def items(self):
+        self.asked.update(super().keys())
+        return super().items()
+
+    def ignored(self) -> list[str]:
+        """The options nobody asked for, sorted."""
+        return sorted(k for k in super().keys() if k not in self.asked)

@@ -39,7 +39,8 @@ class ServerConfig:
     pipelines: tuple[str, ...] = ()   # pipelines offered to clients; () = every registered one
     warmup_all: bool = False          # warm every offered pipeline at start-up (what `voice serve` does)
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    shutdown_grace_s: float = 3.0     # on stop(): how long sessions get to flush and close (1001)
+    shutdown_grace_s: float = 3.0     # on stop(): how long sessions get to flush and close (1001) ...
+    shutdown_handshake_s: float = 0.2  # ... of which at most this waiting for a client's close reply
 
 
 class StartupError(RuntimeError):
@@ -110,7 +111,7 @@ class VoiceServer:
             return
         self._server.server.close()                       # the listening socket: no new connections
         for session in list(self.sessions.values()):
-            session.end(Close(code, reason))
+            session.end(Close(code, reason, handshake_s=self.config.shutdown_handshake_s))
         handlers = [t for t in self._handlers if not t.done()]
         if handlers:
             _, pending = await asyncio.wait(handlers, timeout=self.config.shutdown_grace_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -82,6 +83,9 @@ async def _serve(server) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    # The models and modules loaded so far live as long as the process: keep the collector off
+    # them (shorter pauses while serving, and an exit in a fraction of the time).
+    gc.freeze()
     print(f"voice server ready at {server.url}", flush=True)
     await stop.wait()
     log.info("shutting down: closing %d session(s)", len(server.sessions))

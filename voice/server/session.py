@@ -17,7 +17,7 @@ from voice.audio import float_to_pcm16, pcm16_to_float
 from voice.frames import (AssistantAudio, AssistantText, ErrorFrame, Frame, Metric, SpeechStarted,
                           SpeechStopped, Transcript, TurnEnd, UserAudio, now_s)
 from voice.protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_POLICY, PROTOCOL_VERSION,
-                            Hello, ProtocolError, parse_hello, parse_text)
+                            AskedOptions, Hello, ProtocolError, parse_hello, parse_text)
 from voice.runtime.pipeline import Pipeline
 from voice.runtime.tracer import Tracer
 from voice.server.limits import SessionLimits, TokenBucket
@@ -28,11 +28,12 @@ __all__ = ["Close", "Session", "SessionLimits"]
 
 
 class Close(Exception):
-    """Ends the session with a close code."""
+    """Ends the session with a close code; `handshake_s` caps the wait for the client's close reply
+    (None: the connection's close timeout)."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, handshake_s: float | None = None) -> None:
         super().__init__(reason)
-        self.code, self.reason = code, reason
+        self.code, self.reason, self.handshake_s = code, reason, handshake_s
 
 
 class Session:
@@ -158,7 +159,7 @@ class Session:
         if not self._control_bucket.allow():
             self._rate_limited()
             return
-        msg = parse_text(message)
+        msg = self._parse_text(message)
         kind = msg["type"]
         if kind == "hello":
             await self._on_hello(msg)
@@ -170,6 +171,15 @@ class Session:
             await self._send_event({"type": "pong", "t": msg.get("t")})
         elif kind == "bye":
             raise Close(CLOSE_NORMAL, "bye")
+
+    def _parse_text(self, message: str) -> dict[str, Any]:
+        """A text message as a JSON object; before the hello, anything else is `not_ready` (close 1002)."""
+        try:
+            return parse_text(message)
+        except ProtocolError as err:
+            if self.hello is None and err.close_code is None:
+                raise ProtocolError("not_ready", f"the first message must be a hello ({err.message})") from None
+            raise
 
     def _rate_limited(self) -> None:
         """Drop a control message over the rate; tell the client at most once a second."""
@@ -184,20 +194,24 @@ class Session:
             raise ProtocolError("duplicate_hello", "this session already said hello")
         hello = parse_hello(msg, self.pipeline_names, self.default_pipeline)
         self._hello_received = True           # a slow pipeline build must not trip the hello timeout
+        options = AskedOptions(hello.options)  # what the VAD and the pipeline never ask for is ignored
         try:
-            vad_config = VadConfig.from_options(hello.options)
+            vad_config = VadConfig.from_options(options)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError("bad_options", str(exc)[:200]) from None
         defn = pipelines.get(hello.pipeline)
         try:
             # in a thread: loading a model named in the options must not stall other sessions
-            built = await asyncio.to_thread(defn.build, hello.options, self.models)
+            built = await asyncio.to_thread(defn.build, options, self.models)
         except (TypeError, ValueError, OverflowError) as exc:   # pipelines reject bad options with ValueError
             raise ProtocolError("bad_options", str(exc)[:200]) from None
         stages = [VadStage(hello.sample_rate_hz, vad_config), *built]
         for stage in stages:
             stage.bind(self)
-        self.output_rate_hz = defn.output_sample_rate_hz(hello.options, self.models)
+        self.output_rate_hz = defn.output_sample_rate_hz(options, self.models)
+        ignored = options.ignored()
+        if ignored:
+            log.warning("session %s: pipeline %s ignores the options %s", self.session_id, hello.pipeline, ignored)
         self.pipeline = Pipeline(stages, queue_size=self.limits.queue_size, tracer=self.tracer,
                                  on_stage_error=self._on_stage_error, head_observer=self.on_head_frame)
         await self.pipeline.start()
@@ -205,7 +219,7 @@ class Session:
         self._tasks.append(asyncio.create_task(self._reader(), name=f"reader:{self.session_id}"))
         await self._send_event({"type": "ready", "version": PROTOCOL_VERSION, "session_id": self.session_id,
                                 "pipeline": hello.pipeline, "input_sample_rate": hello.sample_rate_hz,
-                                "sample_rate": self.output_rate_hz})
+                                "sample_rate": self.output_rate_hz, "ignored_options": ignored})
 
     async def _on_audio(self, data: bytes) -> None:
         if self.hello is None or self.pipeline is None:
@@ -270,9 +284,7 @@ class Session:
             self._pending_head.append({"type": "speech_started", "turn": frame.turn_id, "t": frame.stream_s})
         elif isinstance(frame, SpeechStopped):
             self._answering.add(frame.turn_id)
-            arrived = self._arrival_of(frame.stream_s)
-            if arrived is not None:
-                self._endpointing_ms[frame.turn_id] = round((frame.created_s - arrived) * 1000, 1)
+            self._endpointing_ms[frame.turn_id] = self._endpointing_of(frame)
             self._pending_head.append({"type": "speech_stopped", "turn": frame.turn_id, "t": frame.stream_s,
                                        "start": frame.speech_start_s})
 
@@ -285,6 +297,24 @@ class Session:
         self.tracer.forget(0)
         self._first_audio_sent.discard(turn)
         return event
+
+    def _endpointing_of(self, stopped: SpeechStopped) -> float | None:
+        """Milliseconds from the end of speech to its detection.
+
+        The audio the VAD waited for after the last speech sample (on the input timeline, up to
+        the end of the chunk being pushed) plus the time from reading that chunk to the detection;
+        or, if longer, the time from reading the last speech sample to the detection (the server
+        fell behind the audio meanwhile). Never the arrival times alone: after a stall (the
+        barge-in's own interrupt, a busy CPU) the chunks that piled up are read at once, and the
+        silence would seem to have taken less than `end_silence_ms`.
+        """
+        if not self._arrival:
+            return None
+        chunk_end_s, chunk_read_s = self._arrival[-1]
+        waited_s = chunk_end_s - stopped.stream_s + stopped.created_s - chunk_read_s
+        read_s = self._arrival_of(stopped.stream_s)
+        behind_s = stopped.created_s - read_s if read_s is not None else 0.0
+        return round(max(waited_s, behind_s) * 1000, 1)
 
     def _arrival_of(self, stream_s: float) -> float | None:
         """When the audio at `stream_s` on the input timeline reached the server."""
@@ -358,8 +388,8 @@ class Session:
         await asyncio.gather(writer, return_exceptions=True)
         discard = asyncio.create_task(self._discard_incoming())   # so the client's close reply is read
         try:
-            await self.ws.close(close.code, close.reason)
-        except Exception:
+            await asyncio.wait_for(self.ws.close(close.code, close.reason), close.handshake_s)
+        except Exception:   # no reply in time (a client that reads nothing), or the socket broke
             self.ws.transport.abort()
         discard.cancel()
         await asyncio.gather(discard, return_exceptions=True)
