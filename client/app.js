@@ -1,9 +1,15 @@
 // Browser voice client: microphone -> capture worklet -> WebSocket (protocol v1) -> playback worklet.
 // Exposes window.voiceStats (counters) and window.voiceApp (actions) for tests and debugging.
 import { drawLatencyChart, median } from "./chart.js";
+import { Backoff, ConnectError, closeProblem, probeProblem, probeServer } from "./connection.js";
+import { TurnList } from "./turns.js";
 
 const PROTOCOL_VERSION = 1;
 const SEND_RATE_HZ = 16000;
+const STATE_LABELS = {
+  idle: "idle", connecting: "connecting…", reconnecting: "reconnecting…", listening: "listening",
+  hearing: "hearing you", muted: "muted", thinking: "thinking", speaking: "speaking",
+};
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // A server bound off loopback requires a token: open the page as /?token=... ; it is passed on
@@ -20,44 +26,50 @@ function withToken(url) {
   return u.toString();
 }
 const serverUrl = params.get("server") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+const healthUrl = withToken(new URL("/healthz", serverUrl.replace(/^ws/, "http")).toString());
 
 const stats = window.voiceStats = {
   state: "idle", connected: false, chunksSent: 0, samplesSent: 0, audioChunksReceived: 0,
   samplesReceived: 0, samplesPlayed: 0, bufferedSamples: 0, underruns: 0, droppedSamples: 0,
-  clears: 0, flushedSamples: 0, turns: [], latenciesMs: [], errors: [], events: 0,
+  clears: 0, flushedSamples: 0, turns: [], latenciesMs: [], errors: [], events: 0, sessions: 0,
 };
-let session = null;   // {ws, ctx, stream, capture, playback, captureOrigin, turns: Map, audioTurn, muted}
+const turns = new TurnList($("turns"), stats.turns);
+const backoff = new Backoff();
+let session = null;   // {ws, ctx, stream, capture, playback, captureOrigin, audioTurn, cutTurn, muted, serverRate}
+let connecting = false;
+let retry = null;     // {timer, at, text}: a reconnect is scheduled
 
-function showError(message) {
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = !message;
-  if (message) stats.errors.push(message);
+function showError(message, { canRetry = false, record = true } = {}) {
+  $("error-text").textContent = message;
+  $("error").hidden = !message;
+  $("reconnect").hidden = !canRetry;
+  if (message && record) stats.errors.push(message);
 }
 
 function setState(state) {
   stats.state = state;
   const el = $("state");
-  el.textContent = state;
+  el.textContent = STATE_LABELS[state] || state;
   el.className = `state ${state}`;
+}
+
+function fillPipelines(health) {
+  const select = $("pipeline");
+  const chosen = select.value || params.get("pipeline");
+  select.replaceChildren(...health.pipelines.map((name) => new Option(name, name, false, name === health.default_pipeline)));
+  if (chosen && health.pipelines.includes(chosen)) select.value = chosen;
 }
 
 async function loadPipelines() {
   $("server").textContent = serverUrl;
-  try {
-    const health = await (await fetch(withToken(new URL("/healthz", serverUrl.replace(/^ws/, "http")).toString()))).json();
-    const select = $("pipeline");
-    select.replaceChildren(...health.pipelines.map((name) => new Option(name, name, false, name === health.default_pipeline)));
-    const wanted = params.get("pipeline");
-    if (wanted && health.pipelines.includes(wanted)) select.value = wanted;
-  } catch (err) {
-    showError(`Cannot reach the server at ${serverUrl}: is \`voice serve\` running?`);
-  }
+  const probe = await probeServer(healthUrl);
+  if (probe.status === "ok") fillPipelines(probe.health);
+  else showError(probeProblem(probe.status, serverUrl, !!token).message);
 }
 
 async function openMicrophone() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw new Error("This page cannot use the microphone here: open it over https or on localhost.");
+    throw new ConnectError("This page cannot use the microphone here: open it over https or on localhost.");
   }
   try {
     return await navigator.mediaDevices.getUserMedia({
@@ -65,17 +77,26 @@ async function openMicrophone() {
     });
   } catch (err) {
     if (err.name === "NotAllowedError" || err.name === "SecurityError") {
-      throw new Error("Microphone access was denied. Allow the microphone for this site in the browser's settings, then connect again.");
+      throw new ConnectError("Microphone access was denied. Allow the microphone for this site in the browser's settings, then connect again.");
     }
-    if (err.name === "NotFoundError") throw new Error("No microphone was found.");
-    throw new Error(`Cannot open the microphone: ${err.message || err.name}`);
+    if (err.name === "NotFoundError") throw new ConnectError("No microphone was found.");
+    throw new ConnectError(`Cannot open the microphone: ${err.message || err.name}`);
   }
 }
 
+// The AudioContext and both worklets; on any failure the context is closed again.
 async function setUpAudio(stream) {
   const ctx = new AudioContext({ latencyHint: "interactive" });
-  await ctx.audioWorklet.addModule("capture-worklet.js");
-  await ctx.audioWorklet.addModule("playback-worklet.js");
+  try {
+    await ctx.audioWorklet.addModule("capture-worklet.js");
+    await ctx.audioWorklet.addModule("playback-worklet.js");
+  } catch (err) {
+    ctx.close();
+    // the worklets come from the page's own server: when that is the voice server, it is gone
+    const sameServer = new URL(healthUrl).host === location.host;
+    throw sameServer ? probeProblem("unreachable", serverUrl, !!token)
+      : new ConnectError(`Cannot load this page's audio code from ${location.origin}: ${err.message}`, true);
+  }
   const capture = new AudioWorkletNode(ctx, "capture", {
     numberOfInputs: 1, numberOfOutputs: 0, processorOptions: { targetRate: SEND_RATE_HZ, chunkMs: 20 },
   });
@@ -102,35 +123,85 @@ function openSocket(pipeline) {
       const msg = JSON.parse(e.data);
       settled = true;
       if (msg.type === "ready") resolve({ ws, ready: msg });
-      else reject(new Error(`The server refused the session: ${msg.code}: ${msg.message}`));
+      else reject(new ConnectError(`The server refused the session: ${msg.code}: ${msg.message}`, msg.code === "server_full"));
     };
-    ws.onclose = () => { if (!settled) { settled = true; reject(new Error(`Cannot reach the server at ${serverUrl}: is \`voice serve\` running?`)); } };
+    ws.onclose = async () => {
+      if (settled) return;
+      settled = true;
+      // a browser does not say why a handshake failed (refused Origin or token, or no server): ask /healthz
+      const probe = await probeServer(healthUrl);
+      reject(probe.status === "ok" ? new ConnectError("The server closed the connection before the session started.", true)
+        : probeProblem(probe.status, serverUrl, !!token));
+    };
   });
 }
 
-async function connect() {
-  showError("");
-  $("connect").disabled = true;
-  setState("connecting");
+// Open a session. A user's Connect reports a failure; an automatic reconnect tries again later.
+async function connect({ auto = false } = {}) {
+  if (connecting || session) return;
+  cancelRetry();
+  connecting = true;
+  $("connect").setAttribute("aria-busy", "true");   // stays enabled: Enter keeps the focus on it
+  if (!auto) showError("");
+  setState(auto ? "reconnecting" : "connecting");
   let stream = null;
+  let audio = null;
   try {
+    const probe = await probeServer(healthUrl);
+    if (probe.status !== "ok") throw probeProblem(probe.status, serverUrl, !!token);
+    if (!$("pipeline").options.length) fillPipelines(probe.health);
     stream = await openMicrophone();
-    const audio = await setUpAudio(stream);
+    audio = await setUpAudio(stream);
     const { ws, ready } = await openSocket($("pipeline").value);
-    session = { ...audio, ws, stream, turns: new Map(), audioTurn: 0, muted: false, captureOrigin: null };
+    session = { ...audio, ws, stream, audioTurn: 0, cutTurn: 0, muted: false, captureOrigin: null, serverRate: ready.sample_rate };
     session.playback.port.postMessage({ type: "format", sampleRate: ready.sample_rate });
+    turns.startSession();
     wireSession(session);
     stats.connected = true;
+    stats.sessions += 1;
+    backoff.reset();
+    showError("");
     setState("listening");
     $("connect").textContent = "Disconnect";
+    $("pipeline").disabled = true;   // a pipeline is chosen per session
     $("mute").disabled = $("interrupt").disabled = false;
   } catch (err) {
     if (stream) stream.getTracks().forEach((t) => t.stop());
-    showError(err.message);
-    setState("idle");
+    if (audio) audio.ctx.close();
+    if (auto && err.retry) scheduleRetry(err.message);
+    else {
+      showError(err.message || String(err));
+      setState("idle");
+    }
   } finally {
-    $("connect").disabled = false;
+    connecting = false;
+    $("connect").removeAttribute("aria-busy");
   }
+}
+
+function scheduleRetry(text) {
+  const delayMs = backoff.next();
+  stats.errors.push(text);
+  const at = performance.now() + delayMs;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((at - performance.now()) / 1000));
+    showError(`${text} Reconnecting in ${left} s…`, { canRetry: true, record: false });
+    if (performance.now() >= at) {
+      cancelRetry();
+      connect({ auto: true });
+    }
+  };
+  retry = { timer: setInterval(tick, 250), text };
+  setState("reconnecting");
+  $("connect").textContent = "Stop reconnecting";
+  tick();
+}
+
+function cancelRetry() {
+  if (!retry) return;
+  clearInterval(retry.timer);
+  retry = null;
+  $("connect").textContent = "Connect";
 }
 
 function wireSession(s) {
@@ -141,7 +212,7 @@ function wireSession(s) {
       stats.chunksSent += 1;
       stats.samplesSent += m.pcm.length;
     } else if (m.type === "level") {
-      $("level").style.width = `${Math.max(0, Math.min(100, (m.rmsDb + 60) * 100 / 60))}%`;
+      showLevel(m.rmsDb);
     } else if (m.type === "start") {
       s.captureOrigin = m.ctxTime;
     }
@@ -153,36 +224,47 @@ function wireSession(s) {
       const pcm = new Int16Array(e.data);
       stats.audioChunksReceived += 1;
       stats.samplesReceived += pcm.length;
+      if (s.audioTurn) turns.get(s.audioTurn).audioSamples += pcm.length;
       s.playback.port.postMessage({ type: "audio", pcm, turn: s.audioTurn }, [pcm.buffer]);
     }
   };
   s.ws.onclose = (e) => {
-    if (session === s) {
-      if (e.code !== 1000) showError(`The connection closed (${e.code} ${e.reason || "no reason given"}).`);
-      disconnect();
-    }
+    if (session !== s) return;
+    const problem = e.code === 1000 ? { text: "The server closed the session.", retry: false } : closeProblem(e.code, e.reason);
+    endSession();
+    if (problem.retry) scheduleRetry(problem.text);
+    else showError(problem.text);
   };
+}
+
+function showLevel(rmsDb) {
+  const db = Math.max(-60, Math.min(0, Math.round(rmsDb)));
+  $("level").style.width = `${(db + 60) * 100 / 60}%`;
+  $("meter").setAttribute("aria-valuenow", String(db));
+  $("meter").setAttribute("aria-valuetext", `${db} dB`);
 }
 
 function onEvent(s, ev) {
   stats.events += 1;
-  const turn = ev.turn !== undefined ? turnRecord(s, ev.turn) : null;
+  const turn = ev.turn !== undefined ? turns.get(ev.turn) : null;
   switch (ev.type) {
-    case "speech_started": turn.speechStart = ev.t; renderTurn(turn); break;
-    case "speech_stopped": turn.speechEnd = ev.t; turn.waiting = true; renderTurn(turn); break;
-    case "transcript": turn.userText = ev.text; renderTurn(turn); break;
-    case "assistant_text": turn.assistantText = (turn.assistantText || "") + ev.text; renderTurn(turn); break;
-    case "audio_start": s.audioTurn = ev.turn; turn.audio = true; renderTurn(turn); break;
+    case "speech_started": turn.speechStart = ev.t; turns.render(turn); break;
+    case "speech_stopped": turn.speechEnd = ev.t; turn.waiting = true; turns.render(turn); break;
+    case "transcript": turn.userText = ev.text; turns.render(turn); break;
+    case "assistant_text": turn.assistantText = (turn.assistantText || "") + ev.text; turns.render(turn); break;
+    case "audio_start": s.audioTurn = ev.turn; turn.audio = true; turns.render(turn); break;
     case "clear":
       flushPlayback(s);
-      for (const id of ev.turns || []) markInterrupted(s, id);
+      for (const id of ev.turns || []) markInterrupted(id);
       break;
     case "turn_end":
       turn.waiting = false;
-      turn.interrupted = ev.interrupted;
+      turn.interrupted = turn.interrupted || ev.interrupted;
+      turn.complete = !ev.interrupted;
       turn.timings = ev.timings_ms;
+      if (turn.complete) turns.learnRate(turn, s.serverRate);
       s.playback.port.postMessage({ type: "end", turn: ev.turn });
-      renderTurn(turn);
+      turns.render(turn);
       break;
     case "error": showError(`Server error ${ev.code}: ${ev.message}`); break;
     default: break;
@@ -190,16 +272,8 @@ function onEvent(s, ev) {
   updateState(s);
 }
 
-function turnRecord(s, id) {
-  if (!s.turns.has(id)) {
-    const rec = { id };
-    s.turns.set(id, rec);
-    stats.turns.push(rec);
-  }
-  return s.turns.get(id);
-}
-
 function onPlaybackMessage(s, m) {
+  if (session !== s) return;
   if (m.type === "stats") {
     stats.samplesPlayed = m.played;
     stats.bufferedSamples = m.buffered;
@@ -209,78 +283,63 @@ function onPlaybackMessage(s, m) {
     stats.playing = m.playing;
     $("buffer").textContent = `playback buffer ${Math.round(m.buffered / s.ctx.sampleRate * 1000)} ms, underruns ${m.underruns}`;
     updateState(s);
+  } else if (m.type === "cleared") {
+    const id = s.cutTurn;
+    s.cutTurn = 0;
+    if (!id || m.flushed <= 0) return;
+    // what of the cut turn was heard: its audio so far minus what the clear dropped
+    const turn = turns.get(id);
+    turns.cut(turn, turn.audioSamples / s.serverRate - m.flushed / s.ctx.sampleRate, s.serverRate, !!turn.complete);
+    turns.render(turn);
   } else if (m.type === "first_audio") {
-    const turn = turnRecord(s, m.turn);
+    const turn = turns.get(m.turn);
     if (turn.speechEnd === undefined || s.captureOrigin === null || turn.latencyMs !== undefined) return;
     // Both times are on the AudioContext clock: capture origin + stream time vs. the playout time.
     const endCtx = s.captureOrigin + turn.speechEnd;
     turn.latencyMs = Math.round((m.ctxTime + (s.ctx.outputLatency || 0) - endCtx) * 1000);
     stats.latenciesMs.push(turn.latencyMs);
-    renderTurn(turn);
+    turns.render(turn);
     renderLatencies();
   }
 }
 
-function markInterrupted(s, id) {
-  const turn = turnRecord(s, id);
+function markInterrupted(id) {
+  const turn = turns.get(id);
   turn.interrupted = true;
-  renderTurn(turn);
+  turns.render(turn);
 }
 
 function flushPlayback(s) {
-  if (stats.playing || stats.bufferedSamples > 0) markInterrupted(s, s.audioTurn);
+  if (stats.playing || stats.bufferedSamples > 0) {
+    markInterrupted(s.audioTurn);
+    s.cutTurn = s.audioTurn;
+  }
   s.playback.port.postMessage({ type: "clear" });
   stats.clears += 1;
 }
 
 function updateState(s) {
   if (session !== s) return;
-  const waiting = [...s.turns.values()].some((t) => t.waiting);
-  setState(stats.playing || stats.bufferedSamples > 0 ? "speaking" : waiting ? "thinking" : "listening");
-}
-
-function renderTurn(turn) {
-  let li = document.querySelector(`#turns li[data-turn="${turn.id}"]`);
-  if (!li) {
-    li = document.createElement("li");
-    li.dataset.turn = turn.id;
-    $("turns").append(li);
-  }
-  const you = turn.userText || (turn.speechEnd !== undefined
-    ? `(speech ${turn.speechStart.toFixed(2)}–${turn.speechEnd.toFixed(2)} s)` : "(speaking…)");
-  const bot = turn.assistantText || (turn.audio ? "(audio)" : turn.waiting ? "…" : "");
-  li.innerHTML = "";
-  const latency = document.createElement("span");
-  latency.className = "latency";
-  latency.textContent = turn.latencyMs !== undefined ? `${turn.latencyMs} ms` : "";
-  li.append(latency, line("You", you), line("Assistant", bot));
-  if (turn.interrupted) {
-    const tag = document.createElement("span");
-    tag.className = "interrupted";
-    tag.textContent = "interrupted";
-    li.lastChild.append(tag);
-  }
-  li.scrollIntoView({ block: "nearest" });
-}
-
-function line(who, text) {
-  const div = document.createElement("div");
-  const b = document.createElement("span");
-  b.className = "who";
-  b.textContent = `${who}:`;
-  div.append(b, document.createTextNode(text));
-  return div;
+  const all = [...turns.values()];
+  const waiting = all.some((t) => t.waiting);
+  const hearing = all.some((t) => t.speechStart !== undefined && t.speechEnd === undefined);
+  if (stats.playing || stats.bufferedSamples > 0) setState("speaking");
+  else if (s.muted) setState(waiting ? "thinking" : "muted");
+  else setState(hearing ? "hearing" : waiting ? "thinking" : "listening");
 }
 
 function renderLatencies() {
   drawLatencyChart($("chart"), stats.latenciesMs);
   const v = [...stats.latenciesMs].sort((a, b) => a - b);
   const p95 = v[Math.min(v.length - 1, Math.ceil(0.95 * v.length) - 1)];
-  $("latency-summary").textContent = v.length
+  const summary = v.length
     ? `${v.length} turn(s): median ${Math.round(median(v))} ms, p95 ${p95} ms, last ${stats.latenciesMs.at(-1)} ms` : "No turns yet.";
+  $("latency-summary").textContent = summary;
+  $("chart").setAttribute("aria-label", `Voice-to-voice latency per turn. ${summary}`);
 }
 
-function disconnect() {
+// Close the session and its audio; the page is back to idle (a shown error stays).
+function endSession() {
   const s = session;
   session = null;
   if (s) {
@@ -289,10 +348,23 @@ function disconnect() {
     s.ctx.close();
   }
   stats.connected = false;
+  stats.playing = false;
+  stats.bufferedSamples = 0;
+  $("buffer").textContent = "";
+  showLevel(-60);
   setState("idle");
   $("connect").textContent = "Connect";
+  $("pipeline").disabled = false;
   $("mute").disabled = $("interrupt").disabled = true;
+  $("mute").textContent = "Mute";
+  $("mute").setAttribute("aria-pressed", "false");
   $("mute").classList.remove("on");
+}
+
+function disconnect() {
+  if (retry) showError("");
+  cancelRetry();
+  endSession();
 }
 
 function toggleMute() {
@@ -300,7 +372,9 @@ function toggleMute() {
   session.muted = !session.muted;
   session.capture.port.postMessage({ type: "mute", muted: session.muted });
   $("mute").textContent = session.muted ? "Unmute" : "Mute";
+  $("mute").setAttribute("aria-pressed", String(session.muted));
   $("mute").classList.toggle("on", session.muted);
+  updateState(session);
 }
 
 function interrupt() {
@@ -309,7 +383,8 @@ function interrupt() {
   session.ws.send(JSON.stringify({ type: "interrupt" }));
 }
 
-$("connect").onclick = () => (session ? disconnect() : connect());
+$("connect").onclick = () => (session || retry ? disconnect() : connect());
+$("reconnect").onclick = () => { cancelRetry(); connect({ auto: true }); };
 $("mute").onclick = toggleMute;
 $("interrupt").onclick = interrupt;
 window.voiceApp = { connect, disconnect, interrupt, toggleMute };

@@ -1,4 +1,5 @@
 // A small canvas chart of voice-to-voice latency per turn (bars, with the median as a line).
+// The median's label sits in a band above the plot, where no bar reaches.
 
 export function median(values) {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -7,10 +8,11 @@ export function median(values) {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
+// Draws the chart; returns where things went: {bars: [{x, y, w, h}], label: {x, y, w, h} | null}.
 export function drawLatencyChart(canvas, latenciesMs) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
-  const left = 44, bottom = 22, top = 10, right = 8;
+  const left = 44, bottom = 22, top = 24, right = 8;   // top: the band for the median's label
   ctx.clearRect(0, 0, w, h);
   ctx.font = "11px system-ui, sans-serif";
   ctx.fillStyle = "#6b7280";
@@ -24,14 +26,16 @@ export function drawLatencyChart(canvas, latenciesMs) {
     ctx.fillText(`${ms}`, 4, y(ms) + 4);
   }
   ctx.fillText("ms", 4, h - 6);
-  if (!values.length) { ctx.fillText("no turns yet", left + 8, h / 2); return; }
+  if (!values.length) { ctx.fillText("no turns yet", left + 8, h / 2); return { bars: [], label: null }; }
   const n = latenciesMs.length;
   const slot = (w - left - right) / Math.max(n, 8);
+  const bars = [];
   latenciesMs.forEach((ms, i) => {
     const x = left + i * slot + slot * 0.15;
     if (!Number.isFinite(ms)) return;
     ctx.fillStyle = "#2563eb";
     ctx.fillRect(x, y(ms), slot * 0.7, y(0) - y(ms));
+    bars.push({ x, y: y(ms), w: slot * 0.7, h: y(0) - y(ms) });
     ctx.fillStyle = "#6b7280";
     if (slot > 18) ctx.fillText(`${i + 1}`, x + slot * 0.2, h - 6);
   });
@@ -40,6 +44,14 @@ export function drawLatencyChart(canvas, latenciesMs) {
   ctx.setLineDash([4, 3]);
   ctx.beginPath(); ctx.moveTo(left, y(mid)); ctx.lineTo(w - right, y(mid)); ctx.stroke();
   ctx.setLineDash([]);
+  // the label, in the band above the plot, with a dashed sample of the line
+  const text = `median ${Math.round(mid)} ms`;
+  const textW = ctx.measureText(text).width;
+  const labelX = w - right - textW, baseline = top - 9;
+  ctx.setLineDash([4, 3]);
+  ctx.beginPath(); ctx.moveTo(labelX - 22, baseline - 4); ctx.lineTo(labelX - 4, baseline - 4); ctx.stroke();
+  ctx.setLineDash([]);
   ctx.fillStyle = "#dc2626";
-  ctx.fillText(`median ${Math.round(mid)}`, w - right - 80, y(mid) - 4);
+  ctx.fillText(text, labelX, baseline);
+  return { bars, label: { x: labelX - 22, y: baseline - 10, w: textW + 22, h: 13 } };
 }

@@ -4,6 +4,7 @@
 //               {type: "end", turn}                        no more audio for now: play even below the start threshold
 //               {type: "clear"}                            drop everything buffered, at once (interrupt)
 // Messages out: {type: "first_audio", turn, ctxTime}   when a turn's first non-silent sample is played
+//               {type: "cleared", flushed}              after a clear: the samples it dropped (context rate)
 //               {type: "stats", ...counters}            about 10 times a second, and right after a clear
 // Policy: start once `startMs` is buffered (or the turn has ended), drop the oldest audio when
 // `maxMs` is exceeded, fade in on start, fade out on underrun and on clear.
@@ -70,6 +71,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   }
 
   clear() {
+    this.port.postMessage({ type: "cleared", flushed: this.write - this.read });
     this.stats.flushed += this.write - this.read;
     this.read = this.write;
     this.marks = [];

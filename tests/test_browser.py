@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import shutil
@@ -54,25 +55,34 @@ def _skip_without_browser() -> None:
         pytest.skip("Debian chromium is not installed")
 
 
-async def _with_page(pipeline: str, args: list[str], body, query: str = ""):
+@contextlib.asynccontextmanager
+async def chromium(args: list[str], init_script: str | None = None):
+    """A fresh Chromium page (running `init_script` before the page's own); page errors fail the test."""
     from playwright.async_api import async_playwright
 
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 640})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            if init_script:
+                await page.add_init_script(init_script)
+            yield page
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
+async def _with_page(pipeline: str, args: list[str], body, query: str = ""):
     from voice.server.app import ServerConfig, VoiceServer
 
     server = VoiceServer(ServerConfig(port=0, pipeline=pipeline))
     await server.start()
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=args)
-            try:
-                page = await browser.new_page(viewport={"width": 1100, "height": 640})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"http://127.0.0.1:{server.port}/{query}")
-                await body(page)
-                assert not errors, errors
-            finally:
-                await browser.close()
+        async with chromium(args) as page:
+            await page.goto(f"http://127.0.0.1:{server.port}/{query}")
+            await body(page)
     finally:
         await server.stop()
 

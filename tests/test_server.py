@@ -152,3 +152,21 @@ def test_sigterm_with_an_idle_session_exits_within_a_second(client):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def test_healthz_is_readable_by_allowed_origins_only():
+    """The browser client probes /healthz across origins (?server=): allowed Origins may read it."""
+    from voice.server.security import SecurityConfig
+
+    async def main(srv):
+        def get(origin):
+            req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/healthz", headers={"Origin": origin})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.headers.get("Access-Control-Allow-Origin")
+        return [await asyncio.to_thread(get, o) for o in
+                ("http://app.example.com", "http://evil.example.com", f"http://127.0.0.1:{srv.port}")]
+
+    from tests.conftest import serve
+    allowed, refused, same = serve(main, security=SecurityConfig(allowed_origins=("http://app.example.com",)))
+    assert allowed == "http://app.example.com" and refused is None
+    assert same is not None

@@ -19,7 +19,7 @@ from websockets.http11 import Request, Response
 from voice import __version__, pipelines
 from voice.protocol import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, PROTOCOL_VERSION, TRANSPORT_MAX_BYTES
 from voice.server.limits import LoopLagMonitor, SessionLimits
-from voice.server.security import SecurityConfig, origin_ok, ssl_context, token_ok
+from voice.server.security import SecurityConfig, cors_headers, origin_ok, ssl_context, token_ok
 from voice.server.session import Close, Session
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,10 @@ class VoiceServer:
                 return connection.respond(http.HTTPStatus.UPGRADE_REQUIRED, "WebSocket endpoint\n")
             return None
         if path == "/healthz":
-            detail = token_ok(request, self.config.security.token)
-            return _response(200, json.dumps(self.health(detail)).encode(), "application/json")
+            sec = self.config.security
+            detail = token_ok(request, sec.token)
+            return _response(200, json.dumps(self.health(detail)).encode(), "application/json",
+                             cors_headers(request, sec.allowed_origins, tls=self._ssl is not None))
         return self._static(path)
 
     def health(self, detail: bool = True) -> dict:

@@ -106,6 +106,19 @@ def origin_ok(request: Request, allowed: tuple[str, ...], tls: bool) -> bool:
     return norm in {normalize_origin(a) for a in allowed if a != "null"}
 
 
+def cors_headers(request: Request, allowed: tuple[str, ...], tls: bool) -> list[tuple[str, str]]:
+    """Let a page from an allowed Origin read the response (the browser client's /healthz probe).
+
+    Pages from other origins cannot read it, which the client takes for a refused Origin.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return []
+    if not origin_ok(request, allowed, tls):
+        return [("Vary", "Origin")]
+    return [("Access-Control-Allow-Origin", origin.strip()), ("Vary", "Origin")]
+
+
 def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2+) from PEM files. Raises ValueError with the file named."""
     for name in (certfile, keyfile):
