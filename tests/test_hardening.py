@@ -54,7 +54,8 @@ RAW_CASES = [
     ("huge int option", HELLO_TEXT.replace("}", ', "options": {"min_speech_ms": ' + "9" * 400 + "}}"), "bad_options", 1007),
     ("infinite rate", HELLO_TEXT.replace("16000", "1e999"), "bad_sample_rate", 1007),
     ("negative rate", HELLO_TEXT.replace("16000", "-16000"), "bad_sample_rate", 1007),
-    ("deep nesting", '{"type": "hello", "options": ' + "[" * 50000 + "]" * 50000 + "}", "invalid_json", None),
+    # before the hello, text that is not JSON ends the session (issue 16)
+    ("deep nesting", '{"type": "hello", "options": ' + "[" * 50000 + "]" * 50000 + "}", "not_ready", 1002),
 ]
 
 
