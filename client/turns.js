@@ -65,7 +65,8 @@ export class TurnList {
     }
     const you = turn.userText || (turn.speechEnd !== undefined
       ? `(speech ${turn.speechStart.toFixed(2)}–${turn.speechEnd.toFixed(2)} s)` : "(speaking…)");
-    const said = turn.heardText !== undefined ? (turn.heardText ? `${turn.heardText} …` : "…") : turn.assistantText;
+    const cut = turn.heardText !== undefined && turn.assistantText;   // an answer without text stays "(audio)"
+    const said = cut ? (turn.heardText ? `${turn.heardText} …` : "…") : turn.assistantText;
     const bot = said || (turn.audio ? "(audio)" : turn.waiting ? "…" : "");
     li.innerHTML = "";
     const latency = document.createElement("span");
@@ -75,7 +76,7 @@ export class TurnList {
     if (turn.interrupted) {
       const tag = document.createElement("span");
       tag.className = "interrupted";
-      tag.textContent = turn.heardText !== undefined ? "interrupted: the rest was not heard" : "interrupted";
+      tag.textContent = turn.heardS !== undefined ? "interrupted: the rest was not heard" : "interrupted";
       li.lastChild.append(tag);
     }
     li.scrollIntoView({ block: "nearest" });
