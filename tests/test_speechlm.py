@@ -234,3 +234,62 @@ def test_save_and_load_with_transformers(tmp_path) -> None:
             torch.testing.assert_close(x, y)
     torch.testing.assert_close(loaded.codebooks, model.codebooks)
     assert loaded.text_head.weight.data_ptr() == loaded.backbone.embed_tokens.weight.data_ptr()
+
+
+def test_kept_text_ids_write_every_text_and_read_it_back() -> None:
+    from voice.speechlm.cli import load_tokenizer
+    from voice.speechlm.text import TextIds, choose_ids
+
+    tokenizer = load_tokenizer("smollm2")
+    kept = choose_ids(tokenizer, ["What is the capital of Pakistan?", "Islamabad."], common=300)
+    text = TextIds(tokenizer, kept)
+    assert text.size == len(kept) < 400
+    for s in ["What is the capital of Pakistan?", "Zanzibar, quixotically: émigré naïve 😀 12:45"]:
+        ids = text.encode(s)
+        assert max(ids) < text.size and text.decode(ids) == s
+    assert len(text.encode(" Pakistan")) == 1                     # a training word stays one id
+    assert len(text.encode(" Zanzibar")) > len(tokenizer(" Zanzibar", add_special_tokens=False)["input_ids"])
+    full = TextIds(tokenizer)
+    assert full.size == len(tokenizer) and full.decode(full.encode("Islamabad.")) == "Islamabad."
+
+
+def test_the_model_hears_only_its_heard_codebooks_in_training_and_in_streaming() -> None:
+    model = tiny_model(heard_codebooks=1)
+    v, lay = model.config.vocab, model.config.layout
+    user = codes(3, 6, 7)
+    steps = layout_example(Example("s2t", "", [Turn("user", "hi", user)]), v, lay, tokenize)
+    frames = steps.text == v.special("pad")
+    assert np.array_equal(steps.audio[0, frames], user[0])
+    assert (steps.audio[1:, frames] == v.audio_none).all()            # the finer codebooks are not read
+    gen = SpeechGenerator(model, max_sessions=1)
+    session = gen.open()
+    gen.feed_text(session, "context", [])
+    gen.feed_user_speech(session, user)
+    streamed = gen.generate_text(session, "transcribe", max_tokens=5)
+    gen.close(session)
+    other = user.copy()
+    other[1:] = codes(2, 6, 8)                                       # other fine codes: the same transcript
+    session = gen.open()
+    gen.feed_text(session, "context", [])
+    gen.feed_user_speech(session, other)
+    assert gen.generate_text(session, "transcribe", max_tokens=5) == streamed
+
+
+def test_the_hearing_loss_reads_the_user_frames_and_their_words() -> None:
+    model = tiny_model(2)
+    v, lay = model.config.vocab, model.config.layout
+    steps = layout_example(s2s_example(), v, lay, tokenize)
+    assert [(b - a, ids) for a, b, ids in steps.user_spans] == [(9, tokenize("hi")), (5, tokenize("bye"))]
+    for a, b, _ in steps.user_spans:                       # the spans are exactly the user's frames
+        assert steps.text[a - 1] == v.special("user_speech") and (steps.text[a:b] == v.special("pad")).all()
+        assert (steps.audio[0, a:b] != v.audio_none).all()
+    assert len(steps.cut(steps.user_spans[1][1] - 1).user_spans) == 1
+    batch = collate([steps, layout_example(Example("s2t", "", [Turn("user", "go", codes(3, 4, 5))]), v, lay, tokenize)], v)
+    assert [s[0] for s in batch.user_spans] == [0, 0, 1]
+    model.train()
+    plain = lm_loss(model, batch)
+    heard = lm_loss(model, batch, hearing_weight=0.5)
+    assert np.isnan(plain.hearing_loss) and np.isfinite(heard.hearing_loss) and heard.hearing_loss > 0
+    torch.testing.assert_close(heard.loss, plain.loss + 0.5 * heard.hearing_loss, atol=1e-3, rtol=1e-4)
+    heard.loss.backward()
+    assert model.hearing_blank.grad is not None and model.hearing_blank.grad.abs().sum() > 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from voice.cli import main
@@ -76,12 +77,13 @@ def test_base_starts_from_smollm2_weights() -> None:
     from voice.codec.loader import load_codec
     from voice.models import resolve_model
     from voice.speechlm.cli import load_tokenizer
+    from voice.speechlm.text import TextIds
     from voice.speechlm.train import build_model
 
     where = resolve_model("smollm2", kind="causal_lm").location
     tokenizer = load_tokenizer(where)
     codec = load_codec("compact", 4)
-    model = build_model({}, tokenizer, codec, "compact-test-k4", 4, [0, 1, 1, 1], 2, base=where)
+    model = build_model({}, TextIds(tokenizer), codec, "compact-test-k4", 4, [0, 1, 1, 1], 2, base=where)
     text_lm = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
     assert model.config.num_hidden_layers == text_lm.config.num_hidden_layers == 30
     n = len(tokenizer)
@@ -97,3 +99,28 @@ def test_base_starts_from_smollm2_weights() -> None:
         hidden = model.backbone(inputs_embeds=model.backbone.embed_tokens(ids)).last_hidden_state
         got = model.text_head(hidden)[0, -1, :n].argmax()
     assert int(got) == int(want)
+
+
+def test_voice_variants_are_cached_resumably_and_feed_training(corpus: Path, tmp_path: Path, capsys) -> None:
+    from voice.codec.tokenize import load_variant_index
+    from voice.speechlm.data import load_dialogues
+
+    assert main(["codec", "tokenize", "--corpus", str(corpus), "--user-variants", "2", "--limit", "4"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["encoded_now"] == 8
+    assert main(["codec", "tokenize", "--corpus", str(corpus), "--user-variants", "2", "--limit", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["encoded_now"] == 0          # resumed: nothing left to do
+    codec_id = first["codec_id"]
+    index = load_variant_index(corpus, codec_id)
+    assert len(index) == 4 and all(sorted(r["variant"] for r in rows) == [0, 1] for rows in index.values())
+    with pytest.raises(ValueError, match="training splits"):
+        load_dialogues(corpus, codec_id, ("test",), variants=True)
+    dialogues = load_dialogues(corpus, codec_id, ("train",), variants=True)
+    varied = [d for d in dialogues if d.user_variants]
+    assert varied, "a dialogue whose user turns all have variants carries them"
+    users = [t for t in varied[0].turns if t.role == "user"]
+    assert all(len(v) == len(users) for v in varied[0].user_variants)
+    assert not any(np.array_equal(v[0], users[0].codes) for v in varied[0].user_variants)
+    run = tmp_path / "run"
+    assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--steps", "2",
+                 "--user-variants", "--mix", '{"s2t": 1}']) == 0

@@ -15,7 +15,8 @@ SUBCOMMAND_MODULES = (
     "voice.models.cli",      # models (prepare, list)
     "voice.data.cli",        # data (build, import)
     "voice.codec.cli",       # train codec, eval codec
-    "voice.speechlm.cli",    # train lm
+    "voice.speechlm.cli",    # train lm, eval lm
+    "voice.speechlm.export", # lm export
     "voice.bench.cli",       # bench
     "voice.loadtest",        # loadtest
 )

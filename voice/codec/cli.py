@@ -71,8 +71,14 @@ def _pack(args) -> int:
 
 
 def _tokenize(args) -> int:
-    from voice.codec.tokenize import tokenize_corpus
+    from voice.codec.tokenize import tokenize_corpus, tokenize_user_variants
 
+    if args.user_variants:
+        splits = tuple(s for s in args.splits if s not in ("validation", "test")) or ("train",)
+        summary = tokenize_user_variants(args.source, Path(args.corpus), args.user_variants, splits, args.limit,
+                                         check=args.check)
+        print(json.dumps(summary, indent=1))
+        return 0
     summary = tokenize_corpus(args.source, Path(args.corpus), num_codebooks=args.num_codebooks,
                               splits=tuple(args.splits), limit=args.limit)
     print(json.dumps(summary, indent=1))
@@ -161,6 +167,9 @@ def _add_codec(sub) -> None:
     p.add_argument("--num-codebooks", type=int, default=None)
     p.add_argument("--splits", nargs="+", default=["train", "validation", "test"])
     p.add_argument("--limit", type=int, default=None, help="at most this many utterances (for a quick check)")
+    p.add_argument("--user-variants", type=int, default=0,
+                   help="instead: encode this many new-voice versions of each train-split user utterance")
+    p.add_argument("--check", type=int, default=0, help="with --user-variants: Whisper WER of this many variants")
     p.set_defaults(func=_tokenize)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,9 +18,11 @@ class Batch:
     audio: torch.Tensor           # [B, K, S]
     text_target: torch.Tensor     # [B, S] bool
     audio_target: torch.Tensor    # [B, K, S] bool
+    user_spans: list[tuple[int, int, int, list[int]]] = field(default_factory=list)   # (row, start, end, text ids)
 
-    def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.text, self.audio, self.text_target, self.audio_target)))
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking)
+                       for t in (self.text, self.audio, self.text_target, self.audio_target)), self.user_spans)
 
 
 def collate(items: list[Steps], vocab: Vocab) -> Batch:
@@ -35,7 +37,8 @@ def collate(items: list[Steps], vocab: Vocab) -> Batch:
         n = min(len(s), length)
         text[i, :n], audio[i, :, :n] = s.text[:n], s.audio[:, :n]
         tt[i, :n], at[i, :, :n] = s.text_target[:n], s.audio_target[:, :n]
-    return Batch(torch.from_numpy(text), torch.from_numpy(audio), torch.from_numpy(tt), torch.from_numpy(at))
+    spans = [(i, a, b, ids) for i, s in enumerate(items) for a, b, ids in s.user_spans if ids and b <= length]
+    return Batch(torch.from_numpy(text), torch.from_numpy(audio), torch.from_numpy(tt), torch.from_numpy(at), spans)
 
 
 @dataclass
@@ -46,18 +49,37 @@ class LossParts:
     text_acc: float               # next-token accuracy on text targets
     audio_acc: float              # accuracy on audio targets (all codebooks)
     audio_acc_first: float        # accuracy on codebook 0 targets
+    hearing_loss: float = float("nan")   # the auxiliary CTC loss on the user's frames (when weighted in)
 
 
-def lm_loss(model, batch: Batch, text_weight: float = 1.0) -> LossParts:
+def lm_loss(model, batch: Batch, text_weight: float = 1.0, hearing_weight: float = 0.0) -> LossParts:
     """The training loss of `model` (plain or wrapped in DDP, whose forward must see the whole loss)."""
-    return model(batch.text, batch.audio, targets=batch, text_weight=text_weight)
+    return model(batch.text, batch.audio, targets=batch, text_weight=text_weight, hearing_weight=hearing_weight)
 
 
-def loss_from_hidden(model, hidden: torch.Tensor, batch: Batch, text_weight: float = 1.0) -> LossParts:
+def hearing_loss(model, hidden: torch.Tensor, spans: list[tuple[int, int, int, list[int]]]) -> torch.Tensor:
+    """CTC of the user's words on the model's outputs at the user's own frames: the text head's text
+    ids plus a learned blank. It makes each frame's state say which words it holds, so that the answer
+    can read them; it costs nothing at inference (the frames' outputs are otherwise unused)."""
+    v = model.config.text_vocab_size
+    rows = [hidden[b, a:e] for b, a, e, _ in spans]                                  # each [T, H]
+    flat = torch.cat(rows)
+    logits = torch.cat([model.text_head(flat)[:, :v], flat @ model.hearing_blank[:, None]], -1)
+    logp = logits.float().log_softmax(-1)
+    lengths = torch.tensor([r.shape[0] for r in rows])
+    padded = torch.nn.utils.rnn.pad_sequence(list(logp.split(lengths.tolist())))    # [T, N, V + 1]
+    targets = torch.tensor([i for *_, ids in spans for i in ids], device=hidden.device)
+    target_lengths = torch.tensor([len(ids) for *_, ids in spans])
+    return F.ctc_loss(padded, targets, lengths, target_lengths, blank=v, zero_infinity=True)
+
+
+def loss_from_hidden(model, hidden: torch.Tensor, batch: Batch, text_weight: float = 1.0,
+                     hearing_weight: float = 0.0) -> LossParts:
     """Cross-entropy of step s's heads against step s + 1's ids, over target positions only.
 
     Every head takes part in every loss (times 0 when a batch has no target for it), so that DDP sees
     a gradient for each parameter at each step."""
+    hear = hearing_loss(model, hidden, batch.user_spans) if hearing_weight and batch.user_spans else None
     hidden = hidden[:, :-1]                                                       # [B, S-1, H]
     mask_text = batch.text_target[:, 1:]
     ty = batch.text[:, 1:][mask_text]
@@ -84,4 +106,9 @@ def loss_from_hidden(model, hidden: torch.Tensor, batch: Batch, text_weight: flo
         else:
             audio_acc = audio_acc_first = float("nan")
     loss = text_weight * text_loss + audio_loss
-    return LossParts(loss, float(text_loss.detach()), float(audio_loss.detach()), text_acc, audio_acc, audio_acc_first)
+    if hear is not None:
+        loss = loss + hearing_weight * hear
+    else:                         # DDP: every parameter takes part in every step's loss
+        loss = loss + model.hearing_blank.sum() * 0
+    return LossParts(loss, float(text_loss.detach()), float(audio_loss.detach()), text_acc, audio_acc, audio_acc_first,
+                     float(hear.detach()) if hear is not None else float("nan"))

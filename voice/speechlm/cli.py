@@ -20,8 +20,12 @@ def load_tokenizer(ref: str):
     return AutoTokenizer.from_pretrained(resolve_model(ref).location)
 
 
-def text_ids(tokenizer):
-    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+def load_text_ids(checkpoint: str | Path):
+    """The text ids of a saved model: its tokenizer and the ids it kept."""
+    from voice.speechlm.model import SpeechLMConfig
+    from voice.speechlm.text import TextIds
+
+    return TextIds(load_tokenizer(str(checkpoint)), SpeechLMConfig.from_pretrained(checkpoint).text_token_ids)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -32,42 +36,56 @@ def _train(args: argparse.Namespace) -> int:
     from voice.speechlm.batch import collate
     from voice.speechlm.data import ExampleStream, load_dialogues
     from voice.speechlm.model import SpeechLM
+    from voice.speechlm.text import TextIds, choose_ids
     from voice.speechlm.train import PRESETS, build_model, config_with, train
 
     preset_model, preset_train = PRESETS[args.preset]
     cfg = config_with(preset_train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                       eval_every=args.eval_every, save_every=args.save_every,
-                      max_steps_per_example=args.max_steps_per_example)
+                      max_steps_per_example=args.max_steps_per_example, max_minutes=args.minutes,
+                      data_workers=args.data_workers, hearing_weight=args.hearing_weight)
     out = Path(args.out or f"runs/lm/{args.preset}")
     codec = load_codec(args.codec)
     codec_id = cache_id(codec)
     resume = (out / "checkpoint" / "config.json").exists()
+    k = model_k = args.num_codebooks
     if resume:
-        model = SpeechLM.from_pretrained(out / "checkpoint")
-        tokenizer = load_tokenizer(str(out / "checkpoint"))
+        model = SpeechLM.from_pretrained(out / "checkpoint", dtype=torch.float32)
+        text = load_text_ids(out / "checkpoint")
         if model.config.codec_id != codec_id:
             raise SystemExit(f"{out} was trained on codes of {model.config.codec_id}, not {codec_id}")
-    else:
+        model_k = model.config.num_codebooks
+    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants)
+    if not resume:
         tokenizer = load_tokenizer(args.base or args.tokenizer)
-        k = args.num_codebooks
+        kept = None
+        if (args.text_vocab or ("full" if args.base else "corpus")) == "corpus":
+            if args.base:
+                raise SystemExit("--text-vocab corpus is for a model trained from scratch (a --base keeps its vocabulary)")
+            kept = choose_ids(tokenizer, [t.text for d in train_set for t in d.turns] + [d.context for d in train_set])
+        text = TextIds(tokenizer, kept)
         delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
-        model = build_model(preset_model, tokenizer, codec, codec_id, k, delays, args.text_lead, args.base)
+        model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
+                            args.heard_codebooks)
     vocab, layout = model.config.vocab, model.config.layout
-    tok = text_ids(tokenizer)
     k = model.config.num_codebooks
-    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), k)
+    with_variants = sum(bool(d.user_variants) for d in train_set)
+    if args.user_variants and not with_variants:
+        raise SystemExit(f"no voice variants cached: run `voice codec tokenize --corpus {args.corpus} --user-variants N`")
     val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k) or train_set[:64]
     mix = json.loads(args.mix) if args.mix else None
     rank = int(os.environ.get("RANK", "0"))        # under torchrun each process draws its own examples
-    stream = ExampleStream(train_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=cfg.seed + rank)
-    val_stream = ExampleStream(val_set, vocab, layout, tok, mix, cfg.max_steps_per_example, seed=1234)
+    stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank)
+    val_stream = ExampleStream(val_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=1234)
     val_items = [val_stream.sample()[1] for _ in range(cfg.eval_examples)]
     val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[lm] {len(train_set)} train / {len(val_set)} validation dialogues; model {n_params / 1e6:.1f} M "
-          f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}; out {out}", flush=True)
+          f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}, "
+          f"hears {model.config.heard_codebooks or k} codebooks; "
+          f"{with_variants} dialogues with voice variants; out {out}", flush=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = train(out, model, tokenizer, stream, val_batches, cfg, device)
+    metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device)
     print(json.dumps(metrics))
     return 0
 
@@ -83,7 +101,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
-                   real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit)
+                   real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
+                   args.split)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -100,7 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
                       f"speaking WER {g['speaking_wer']:.0%}")
     if "hearing" in out:
         h = out["hearing"]
-        print(f"hearing (speech -> text, n={h['n']}): WER {h['wer']:.1%}; "
+        print(f"hearing ({out['split']} split, speech -> text, n={h['n']}): WER {h['wer']:.1%}, CER {h['cer']:.1%}; "
               + ", ".join(f"{v} {w:.0%}" for v, w in h["per_voice"].items()))
     for row in out.get("real_speech", []):
         print(f"  real speech {row['file']}: text {row['text']!r}, heard {row['heard']!r} ({row['seconds']} s)")
@@ -121,14 +140,23 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="model size and recipe")
     p.add_argument("--base", default=None, help="start from a pretrained Llama-style text LM (a folder or smollm2)")
     p.add_argument("--tokenizer", default="smollm2", help="tokenizer for a from-scratch model")
+    p.add_argument("--text-vocab", default=None, choices=["corpus", "full"],
+                   help="corpus: keep the tokenizer's first 4096 ids and those of the training texts (a smaller, "
+                        "faster text head); full: every id (the default with --base)")
     p.add_argument("--out", default=None, help="run folder (default runs/lm/PRESET); resumes when it has a checkpoint")
     p.add_argument("--num-codebooks", type=int, default=8, help="codebooks the LM reads and writes (a prefix)")
     p.add_argument("--delays", default="", help="comma-separated delay per codebook (default 0,1,1,...)")
     p.add_argument("--text-lead", type=int, default=2, help="steps the answer's words start before its audio")
+    p.add_argument("--heard-codebooks", type=int, default=0,
+                   help="codebooks of the user's speech the model reads (0: all K)")
+    p.add_argument("--user-variants", action="store_true",
+                   help="also train on the cached voice variants of the user's turns (voice codec tokenize --user-variants)")
     p.add_argument("--mix", default="", help='task mix as JSON, e.g. {"s2s": 0.5, "t2t": 0.1, "s2t": 0.3, "t2s": 0.1}')
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("threads", int), ("eval-every", int),
-                       ("save-every", int), ("max-steps-per-example", int)):
+                       ("save-every", int), ("max-steps-per-example", int), ("data-workers", int),
+                       ("hearing-weight", float)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
+    p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     p.set_defaults(func=_train)
 
@@ -137,6 +165,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder (runs/lm/cpu/checkpoint or models/speechlm)")
     p.add_argument("--corpus", default="data/corpus/v2")
     p.add_argument("--codec", default="compact")
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="test: new voices and phrasings; validation: the training voices, new phrasings")
     p.add_argument("--limit", type=int, default=200, help="answers to evaluate (0: none)")
     p.add_argument("--hearing-limit", type=int, default=100, help="user turns to transcribe (0: none)")
     p.add_argument("--speed", action="store_true", help="also measure x real time (1 and 4 sessions) and first-frame latency")

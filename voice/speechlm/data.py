@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,16 @@ class Dialogue:
     intents: list[str]
     expected: list[str]
     voice: str                     # the user's voice
+    # other voices saying the user's turns (voice codec tokenize --user-variants): per variant, the
+    # codes of every user turn, in order; a training example takes the original or one of them
+    user_variants: list[list[np.ndarray]] = field(default_factory=list)
 
 
 def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("train",),
-                   num_codebooks: int | None = None) -> list[Dialogue]:
-    """Dialogues of `splits` whose every utterance is in the token cache `tokens/<codec_id>`."""
+                   num_codebooks: int | None = None, variants: bool = False) -> list[Dialogue]:
+    """Dialogues of `splits` whose every utterance is in the token cache `tokens/<codec_id>`; with
+    `variants`, also the cached voice variants of their user turns (training splits only)."""
+    from voice.codec.tokenize import load_variant_index
     from voice.data.manifest import read_manifest
 
     folder = Path(corpus) / "tokens" / codec_id
@@ -47,6 +52,9 @@ def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("trai
     for record in read_manifest(corpus):
         if record["split"] in splits:
             by_dialogue[record["dialogue_id"]].append(record)
+    if variants and set(splits) & {"validation", "test"}:
+        raise ValueError("voice variants are for training splits only")
+    variant_index = load_variant_index(corpus, codec_id) if variants else {}
     dialogues, missing = [], 0
     for did, records in by_dialogue.items():
         records.sort(key=lambda r: (r["turn_index"], r["role"] != "user"))
@@ -60,14 +68,40 @@ def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("trai
         users = [r for r in records if r["role"] == "user"]
         dialogues.append(Dialogue(did, records[0]["split"], records[0].get("context") or "", turns,
                                   [r.get("intent") or "" for r in users], [str(r.get("expected") or "") for r in users],
-                                  users[0]["voice"] if users else ""))
+                                  users[0]["voice"] if users else "",
+                                  _user_variants(corpus, users, variant_index, num_codebooks) if variants else []))
     if missing:
         log.warning("%d dialogues skipped: not every utterance is tokenized with %s", missing, codec_id)
     return dialogues
 
 
+def _user_variants(corpus: Path, users: list[dict], index: dict, num_codebooks: int | None) -> list[list[np.ndarray]]:
+    """Per variant number that every user turn has: the codes of all user turns in that voice."""
+    common = set.intersection(*(set(row["variant"] for row in index.get(r["id"], [])) for r in users)) if users else set()
+    out = []
+    for v in sorted(common):
+        codes = []
+        for r in users:
+            row = next(x for x in index[r["id"]] if x["variant"] == v)
+            c = np.load(Path(corpus) / row["path"]).astype(np.int64)
+            codes.append(c[:num_codebooks] if num_codebooks else c)
+        out.append(codes)
+    return out
+
+
+def in_some_voice(dialogue: Dialogue, rng: np.random.Generator) -> list[Turn]:
+    """The dialogue's turns with the user speaking in its original voice or one of its variants."""
+    choice = int(rng.integers(len(dialogue.user_variants) + 1))
+    if choice == 0:
+        return list(dialogue.turns)
+    codes = iter(dialogue.user_variants[choice - 1])
+    return [replace(t, codes=next(codes)) if t.role == "user" else t for t in dialogue.turns]
+
+
 def examples_of(dialogue: Dialogue, task: str, rng: np.random.Generator) -> Example:
     """The dialogue as one example of `task` (s2t and t2s take one utterance of the right role)."""
+    if dialogue.user_variants and task in ("s2s", "s2t"):
+        dialogue = replace(dialogue, turns=in_some_voice(dialogue, rng))
     if task in ("s2s", "t2t"):
         return Example(task, dialogue.context, list(dialogue.turns))
     role = "user" if task == "s2t" else "assistant"
@@ -98,6 +132,5 @@ class ExampleStream:
         dialogue = self.dialogues[int(self.rng.integers(len(self.dialogues)))]
         steps = layout_example(examples_of(dialogue, task, self.rng), self.vocab, self.layout, self.tokenize)
         if len(steps) > self.max_steps:
-            steps = Steps(steps.text[: self.max_steps], steps.audio[:, : self.max_steps],
-                          steps.text_target[: self.max_steps], steps.audio_target[:, : self.max_steps])
+            steps = steps.cut(self.max_steps)
         return task, steps

@@ -40,7 +40,8 @@ class TurnResult:
     audio: np.ndarray | None = None
 
 
-def _wer(ref: str, hyp: str) -> float:
+def _wer(ref: str, hyp: str, measure: str = "wer") -> float:
+    """Word (or with measure="cer", character) error rate after the corpus's text normalisation."""
     import jiwer
 
     from voice.data.answers import normalize_text
@@ -48,7 +49,7 @@ def _wer(ref: str, hyp: str) -> float:
     ref, hyp = normalize_text(ref), normalize_text(hyp)
     if not ref:
         return 0.0 if not hyp else 1.0
-    return float(jiwer.wer(ref, hyp))
+    return float(getattr(jiwer, measure)(ref, hyp))
 
 
 def answer_turn(gen: SpeechGenerator, session, max_steps: int = 1200) -> tuple[list[int], np.ndarray, dict]:
@@ -89,54 +90,53 @@ def _history(gen, session, dialogue, upto: int, tokenize) -> None:
             gen.feed_steps(session, steps.text.tolist(), steps.audio.tolist())
 
 
-def evaluate_answers(gen, codec, whisper, dialogues, tokenizer, limit: int, keep_audio: bool = True) -> list[TurnResult]:
+def evaluate_answers(gen, codec, whisper, dialogues, text, limit: int, keep_audio: bool = True) -> list[TurnResult]:
+    """`text`: the model's `voice.speechlm.text.TextIds`."""
     from tqdm import tqdm
 
     from voice.codec.evaluate import transcribe
     from voice.data.answers import check_answer
-    from voice.speechlm.cli import text_ids
 
-    tokenize = text_ids(tokenizer)
     jobs = [(d, i) for d in dialogues for i in range(len(d.intents))][:limit]
     results = []
     for dialogue, i in tqdm(jobs, desc="eval lm answers"):
         session = gen.open()
         try:
-            _history(gen, session, dialogue, i, tokenize)
+            _history(gen, session, dialogue, i, text.encode)
             words, codes, _ = answer_turn(gen, session)
         finally:
             gen.close(session)
-        text = tokenizer.decode(words)
+        said = text.decode(words)
         audio = codec.decode(codes) if codes.shape[1] else np.zeros(0, np.float32)
         heard = transcribe(whisper, audio) if audio.size > 1600 else ""
         intent, expected = dialogue.intents[i], dialogue.expected[i]
-        results.append(TurnResult(dialogue.dialogue_id, i, intent, expected, dialogue.voice, text, heard,
-                                  check_answer(intent, expected, text), check_answer(intent, expected, heard),
-                                  _wer(text, heard), int(codes.shape[1]), audio if keep_audio else None))
+        results.append(TurnResult(dialogue.dialogue_id, i, intent, expected, dialogue.voice, said, heard,
+                                  check_answer(intent, expected, said), check_answer(intent, expected, heard),
+                                  _wer(said, heard), int(codes.shape[1]), audio if keep_audio else None))
     return results
 
 
-def evaluate_hearing(gen, dialogues, tokenizer, limit: int) -> list[dict]:
+def evaluate_hearing(gen, dialogues, text, limit: int) -> list[dict]:
     """Speech -> text: the model transcribes each user turn; WER against the corpus text."""
     from tqdm import tqdm
 
-    tokenize = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
     rows = []
     users = [(d, t) for d in dialogues for t in d.turns if t.role == "user"][:limit]
     for dialogue, turn in tqdm(users, desc="eval lm hearing"):
         session = gen.open()
         try:
-            gen.feed_text(session, "context", tokenize(""))
+            gen.feed_text(session, "context", text.encode(""))
             gen.feed_user_speech(session, turn.codes)
             words = gen.generate_text(session, "transcribe")
         finally:
             gen.close(session)
-        hyp = tokenizer.decode(words)
-        rows.append({"voice": dialogue.voice, "ref": turn.text, "hyp": hyp, "wer": _wer(turn.text, hyp)})
+        hyp = text.decode(words)
+        rows.append({"voice": dialogue.voice, "ref": turn.text, "hyp": hyp, "wer": _wer(turn.text, hyp),
+                     "cer": _wer(turn.text, hyp, "cer")})
     return rows
 
 
-def evaluate_real_speech(gen, codec, whisper, tokenizer, speech_dir: Path, limit: int = 21) -> list[dict]:
+def evaluate_real_speech(gen, codec, whisper, text, speech_dir: Path, limit: int = 21) -> list[dict]:
     """Real recordings (no questions of the corpus's domain): what the model says to each, heard by Whisper."""
     import datetime as dt
 
@@ -144,9 +144,7 @@ def evaluate_real_speech(gen, codec, whisper, tokenizer, speech_dir: Path, limit
 
     from voice.cascade.conversation import clock_text
     from voice.codec.evaluate import transcribe
-    from voice.speechlm.cli import text_ids
 
-    tokenize = text_ids(tokenizer)
     context = clock_text(dt.datetime(2026, 12, 2, 15, 30))
     rows = []
     for path in sorted(Path(speech_dir).glob("*.wav"))[:limit]:
@@ -154,13 +152,13 @@ def evaluate_real_speech(gen, codec, whisper, tokenizer, speech_dir: Path, limit
         codes = codec.encode(audio.T, rate)
         session = gen.open()
         try:
-            gen.feed_text(session, "context", tokenize(context))
+            gen.feed_text(session, "context", text.encode(context))
             gen.feed_user_speech(session, codes[: gen.vocab.num_codebooks])
             words, answer, _ = answer_turn(gen, session)
         finally:
             gen.close(session)
         pcm = codec.decode(answer) if answer.shape[1] else np.zeros(0, np.float32)
-        rows.append({"file": path.name, "text": tokenizer.decode(words),
+        rows.append({"file": path.name, "text": text.decode(words),
                      "heard": transcribe(whisper, pcm) if pcm.size > 1600 else "", "seconds": round(pcm.size / codec.sample_rate_hz, 2)})
     return rows
 
@@ -221,6 +219,7 @@ def report(results: list[TurnResult], hearing: list[dict], speed: list[dict]) ->
         for h in hearing:
             by_voice[h["voice"]].append(h["wer"])
         out["hearing"] = {"n": len(hearing), "wer": round(float(np.mean([h["wer"] for h in hearing])), 3),
+                          "cer": round(float(np.mean([h["cer"] for h in hearing])), 3),
                           "per_voice": {v: round(float(np.mean(w)), 3) for v, w in sorted(by_voice.items())},
                           "examples": hearing[:5]}
     return out
@@ -244,35 +243,38 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 
 
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
-             worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21) -> dict:
+             worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
+             split: str = "test") -> dict:
     import torch
 
     from voice.codec.evaluate import load_whisper
     from voice.codec.loader import load_codec
     from voice.codec.tokenize import cache_id
-    from voice.speechlm.cli import load_tokenizer, text_ids
+    from voice.speechlm.cli import load_text_ids
     from voice.speechlm.data import load_dialogues
     from voice.speechlm.model import SpeechLM
 
     torch.set_num_threads(threads)
-    model = SpeechLM.from_pretrained(checkpoint).eval()
-    tokenizer = load_tokenizer(str(checkpoint))
+    model = SpeechLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    text = load_text_ids(checkpoint)
     codec8 = load_codec(codec_source)
     if cache_id(codec8) != model.config.codec_id:
         raise SystemExit(f"{checkpoint} was trained on codes of {model.config.codec_id}, not of {cache_id(codec8)}")
     k = model.config.num_codebooks
     codec = load_codec(codec_source, k)
-    dialogues = load_dialogues(corpus, model.config.codec_id, ("test",), k)
+    if split not in ("test", "validation"):
+        raise SystemExit(f"evaluate on the test or the validation split, not {split!r}")
+    dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k)
     gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling())
     if speed:   # one untimed pass first: the first steps of a process pay for allocation and thread start-up
-        measure_speed(gen, dialogues[0], text_ids(tokenizer), 1, answer_steps=20)
-    speed_rows = [measure_speed(gen, dialogues[0], text_ids(tokenizer), n) for n in (1, 4)] if speed else []
+        measure_speed(gen, dialogues[0], text.encode, 1, answer_steps=20)
+    speed_rows = [measure_speed(gen, dialogues[0], text.encode, n) for n in (1, 4)] if speed else []
     whisper = load_whisper()
-    results = evaluate_answers(gen, codec, whisper, dialogues, tokenizer, limit) if limit else []
-    hearing = evaluate_hearing(gen, dialogues, tokenizer, hearing_limit) if hearing_limit else []
-    out = report(results, hearing, speed_rows)
+    results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []
+    hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
+    out = {"split": split, **report(results, hearing, speed_rows)}
     if real_speech is not None:
-        out["real_speech"] = evaluate_real_speech(gen, codec, whisper, tokenizer, real_speech, real_limit)
+        out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)
     if worst_dir and results:
         out["worst"] = write_worst(results, worst_dir, codec.sample_rate_hz)
     return out

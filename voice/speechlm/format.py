@@ -34,6 +34,7 @@ class Layout:
 
     delays: tuple[int, ...]       # steps codebook k lags codebook 0 (delay pattern); delays[0] == 0
     text_lead: int = 2            # steps the answer's text starts before its audio
+    heard_codebooks: int = 0      # codebooks of the user's speech the model reads (0: all; the finer ones carry the voice)
 
     @property
     def max_delay(self) -> int:
@@ -67,9 +68,17 @@ class Steps:
     audio: np.ndarray
     text_target: np.ndarray
     audio_target: np.ndarray
+    # the user's speech and its words: (first frame step, end step, text ids) per user turn that has
+    # a transcript (the auxiliary hearing loss reads it; nothing else does)
+    user_spans: list[tuple[int, int, list[int]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.text.shape[0])
+
+    def cut(self, n: int) -> "Steps":
+        """The first n steps (user spans that do not fit are dropped)."""
+        return Steps(self.text[:n], self.audio[:, :n], self.text_target[:n], self.audio_target[:, :n],
+                     [sp for sp in self.user_spans if sp[1] <= n])
 
 
 class StepWriter:
@@ -83,6 +92,7 @@ class StepWriter:
         self.text_target: list[bool] = []
         self.audio: list[list[int]] = [[] for _ in range(vocab.num_codebooks)]
         self.audio_target: list[list[bool]] = [[] for _ in range(vocab.num_codebooks)]
+        self.user_spans: list[tuple[int, int, list[int]]] = []
 
     def _step(self, text_id: int, target: bool = False) -> None:
         self.text.append(text_id)
@@ -98,12 +108,16 @@ class StepWriter:
         if end:
             self._step(self.vocab.special("end_of_text"), target)
 
-    def user_speech(self, codes: np.ndarray) -> None:
+    def user_speech(self, codes: np.ndarray, words: str | None = None) -> None:
+        """The user's audio frames; `words` (its transcript, when known) is kept as a user span."""
         codes = self._check_codes(codes)
+        heard = self.layout.heard_codebooks or self.vocab.num_codebooks
         self._step(self.vocab.special("user_speech"))
+        if words is not None and codes.shape[1]:
+            self.user_spans.append((len(self.text), len(self.text) + codes.shape[1], list(self.tokenize(words))))
         for f in range(codes.shape[1]):
             self._step(self.vocab.special("pad"))
-            for k in range(self.vocab.num_codebooks):
+            for k in range(heard):
                 self.audio[k][-1] = int(codes[k, f])
 
     def assistant_speech(self, text: str, codes: np.ndarray) -> None:
@@ -137,7 +151,7 @@ class StepWriter:
     def steps(self) -> Steps:
         return Steps(np.asarray(self.text, np.int64), np.asarray(self.audio, np.int64).reshape(self.vocab.num_codebooks, -1),
                      np.asarray(self.text_target, bool),
-                     np.asarray(self.audio_target, bool).reshape(self.vocab.num_codebooks, -1))
+                     np.asarray(self.audio_target, bool).reshape(self.vocab.num_codebooks, -1), list(self.user_spans))
 
 
 def layout_example(example: Example, vocab: Vocab, layout: Layout, tokenize) -> Steps:
@@ -149,7 +163,7 @@ def layout_example(example: Example, vocab: Vocab, layout: Layout, tokenize) -> 
     for turn in example.turns:
         if turn.role == "user":
             if example.task in ("s2s", "s2t"):
-                w.user_speech(turn.codes)
+                w.user_speech(turn.codes, turn.text)
                 if example.task == "s2t":
                     w.text_block("transcribe", turn.text, target=True, end=True)
             elif example.task == "t2s":

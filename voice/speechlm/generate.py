@@ -130,7 +130,9 @@ class SpeechGenerator:
             audio.append(self._none_audio)
             session.user_open = True
         text += [self.vocab.special("pad")] * codes.shape[1]
-        audio += codes[:k].T.tolist()
+        heard = np.array(codes[:k], dtype=np.int64)
+        heard[self.layout.heard_codebooks or k:] = self.vocab.audio_none     # codebooks the model does not read
+        audio += heard.T.tolist()
         if text:
             self._feed(session, text, audio)
 

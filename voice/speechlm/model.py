@@ -27,17 +27,22 @@ class SpeechLMConfig(PretrainedConfig):
 
     def __init__(self, text_vocab_size: int = 49152, num_codebooks: int = 8, codebook_size: int = 1024,
                  codec_dim: int = 128, codec_id: str = "", delays: tuple[int, ...] | list[int] | None = None,
-                 text_lead: int = 2, hidden_size: int = 384, intermediate_size: int = 1024,
+                 text_lead: int = 2, heard_codebooks: int = 0, hidden_size: int = 384, intermediate_size: int = 1024,
                  num_hidden_layers: int = 6, num_attention_heads: int = 6, num_key_value_heads: int = 2,
                  max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
-                 initializer_range: float = 0.02, tie_word_embeddings: bool = True, **kwargs) -> None:
-        self.text_vocab_size = text_vocab_size          # the tokenizer's ids (SmolLM2: 49152)
+                 initializer_range: float = 0.02, tie_word_embeddings: bool = True,
+                 text_token_ids: list[int] | None = None, **kwargs) -> None:
+        if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
+            raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
+        self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
+        self.text_token_ids = text_token_ids            # the tokenizer ids kept, in order (voice.speechlm.text); None: all
         self.num_codebooks = num_codebooks              # codebooks the LM reads and writes (a prefix of the codec's)
         self.codebook_size = codebook_size              # entries per codebook
         self.codec_dim = codec_dim                      # codebook vector size of the codec
         self.codec_id = codec_id                        # the codec the codes come from (its cache id)
         self.delays = list(delays) if delays is not None else [0] + [1] * (num_codebooks - 1)
         self.text_lead = text_lead                      # steps the answer's words start before its audio
+        self.heard_codebooks = heard_codebooks          # codebooks of the user's speech it reads (0: all)
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
@@ -55,7 +60,7 @@ class SpeechLMConfig(PretrainedConfig):
 
     @property
     def layout(self) -> Layout:
-        return Layout(tuple(self.delays), self.text_lead)
+        return Layout(tuple(self.delays), self.text_lead, self.heard_codebooks)
 
     def backbone_config(self) -> LlamaConfig:
         return LlamaConfig(vocab_size=self.vocab.text_stream_size, hidden_size=self.hidden_size,
@@ -88,6 +93,7 @@ class SpeechLM(PreTrainedModel):
         self.audio_none = nn.Parameter(torch.zeros(k, h))        # "no code" for codebook k at this step
         self.text_head = nn.Linear(h, config.vocab.text_stream_size, bias=False)
         self.audio_head = nn.Linear(h, k * (n + 1), bias=False)
+        self.hearing_blank = nn.Parameter(torch.zeros(h))        # CTC blank of the training-only hearing loss
         self.post_init()
         self._init_audio()
 
@@ -139,7 +145,7 @@ class SpeechLM(PreTrainedModel):
         return (self.text_head(hidden) if text else None), audio
 
     def forward(self, text_ids: torch.Tensor, audio_codes: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                targets=None, text_weight: float = 1.0, **kwargs):
+                targets=None, text_weight: float = 1.0, hearing_weight: float = 0.0, **kwargs):
         """Logits of both heads at every step; or, given `targets` (a `voice.speechlm.batch.Batch`), the
         training loss, with the heads applied only where there are targets (the text head is the costly one)."""
         self.check_ids(text_ids, audio_codes)
@@ -148,5 +154,5 @@ class SpeechLM(PreTrainedModel):
         if targets is not None:
             from voice.speechlm.batch import loss_from_hidden
 
-            return loss_from_hidden(self, hidden, targets, text_weight)
+            return loss_from_hidden(self, hidden, targets, text_weight, hearing_weight)
         return self.heads(hidden)

@@ -30,11 +30,14 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.01
     text_weight: float = 1.0       # text-stream loss weight (audio loss weight is 1)
+    hearing_weight: float = 0.0    # weight of the auxiliary CTC loss of the user's words on their frames
     eval_every: int = 250          # validation loss and accuracy every this many steps
     eval_examples: int = 32        # validation examples (fixed)
     save_every: int = 250          # checkpoint every this many steps (and at the end)
     threads: int = 2               # torch threads per process
     seed: int = 0
+    max_minutes: float = 0.0       # > 0: stop (and save) after this much wall time, even before `steps`
+    data_workers: int = 0          # processes laying out batches (a GPU outruns one Python process)
 
 
 # Model sizes and recipes. `cpu`: what 2 cores train usefully in about 90 minutes; `gpu`: one GPU, 10 minutes.
@@ -46,7 +49,7 @@ PRESETS: dict[str, tuple[dict, TrainConfig]] = {
                  num_key_value_heads=2), TrainConfig(steps=3000, batch_size=8, max_steps_per_example=512)),
     "gpu": (dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=6,
                  num_key_value_heads=2), TrainConfig(steps=6000, batch_size=64, max_steps_per_example=768,
-                                                     lr=1.5e-3, warmup_steps=300, threads=8)),
+                                                     lr=1.5e-3, warmup_steps=300, threads=4, data_workers=8)),
 }
 
 
@@ -57,12 +60,16 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def build_model(preset: dict, tokenizer, codec, codec_id: str, num_codebooks: int, delays: list[int],
-                text_lead: int, base: str | None = None) -> SpeechLM:
-    """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`)."""
+def build_model(preset: dict, text, codec, codec_id: str, num_codebooks: int, delays: list[int],
+                text_lead: int, base: str | None = None, heard_codebooks: int = 0) -> SpeechLM:
+    """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`);
+    `text` is a `voice.speechlm.text.TextIds` (a base model keeps every tokenizer id)."""
     books = codec.codebook_vectors()[:num_codebooks]                      # [K, N, D]
-    common = dict(text_vocab_size=len(tokenizer), num_codebooks=num_codebooks, codebook_size=books.shape[1],
-                  codec_dim=books.shape[2], codec_id=codec_id, delays=delays, text_lead=text_lead)
+    if base is not None and text.kept is not None:
+        raise ValueError("a model started from a pretrained text LM keeps its whole vocabulary")
+    common = dict(text_vocab_size=text.size, text_token_ids=text.kept, num_codebooks=num_codebooks, codebook_size=books.shape[1],
+                  codec_dim=books.shape[2], codec_id=codec_id, delays=delays, text_lead=text_lead,
+                  heard_codebooks=heard_codebooks)
     if base is None:
         return SpeechLM(SpeechLMConfig(**common, **preset), codebooks=books)
     from transformers import AutoModelForCausalLM
@@ -84,6 +91,34 @@ def build_model(preset: dict, tokenizer, codec, codec_id: str, num_codebooks: in
         model.backbone.embed_tokens.weight[:n] = embed[:n]
     log.info("started from %s (%d layers, width %d)", base, c.num_hidden_layers, c.hidden_size)
     return model
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless collated batches from an ExampleStream; each data worker draws with its own seed."""
+
+    def __init__(self, stream, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.stream, self.batch_size, self.seed = stream, batch_size, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            self.stream.rng = np.random.default_rng([self.seed, info.id])
+        while True:
+            yield collate([self.stream.sample()[1] for _ in range(self.batch_size)], self.stream.vocab)
+
+
+def batches(stream, batch_size: int, workers: int, seed: int = 0):
+    """Collated batches, laid out in this process or in `workers` background processes."""
+    source = _Batches(stream, batch_size, seed)
+    if workers <= 0:
+        return iter(source)
+    return iter(torch.utils.data.DataLoader(source, batch_size=None, num_workers=workers, collate_fn=_same,
+                                            prefetch_factor=4, persistent_workers=True))
+
+
+def _same(x):
+    return x
 
 
 def _distributed() -> tuple[int, int]:
@@ -145,12 +180,14 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     metrics: dict = history[-1] if history else {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train lm", disable=rank != 0)
+    source = batches(stream, cfg.batch_size, cfg.data_workers, seed=cfg.seed * 1000 + rank * 100 + start)
     tokens, t0 = 0, time.monotonic()
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     for step in bar:
-        batch = collate([stream.sample()[1] for _ in range(cfg.batch_size)], stream.vocab).to(device)
+        batch = next(source).to(device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        parts = lm_loss(net, batch, cfg.text_weight)
+        parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight)
         optimizer.zero_grad(set_to_none=True)
         parts.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -158,15 +195,22 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
         tokens += int(batch.text.numel()) * world
         rate = tokens / max(1e-6, time.monotonic() - t0)
         bar.set_postfix(loss=f"{float(parts.loss.detach()):.3f}", text=f"{parts.text_loss:.2f}", audio=f"{parts.audio_loss:.2f}",
-                        steps_per_s=f"{rate:.0f}")
+                        **({"hear": f"{parts.hearing_loss:.2f}"} if cfg.hearing_weight else {}), steps_per_s=f"{rate:.0f}")
         done = step + 1
-        if rank == 0 and (done % cfg.eval_every == 0 or done == cfg.steps):
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        if world > 1 and deadline is not None:     # every rank stops at the same step
+            flag = torch.tensor([float(out_of_time)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if rank == 0 and (done % cfg.eval_every == 0 or done == cfg.steps or out_of_time):
             metrics = {"step": done, "loss": float(parts.loss.detach()), "lm_steps_per_s": round(rate, 1),
-                       **_evaluate(model, val_batches, device)}
+                       **_evaluate(model, val_batches, device), **({"stopped": "max_minutes"} if out_of_time else {})}
             history.append(metrics)
             bar.write(json.dumps(metrics))
-        if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps):
+        if rank == 0 and (done % cfg.save_every == 0 or done == cfg.steps or out_of_time):
             save(out, model, tokenizer, optimizer, done, cfg, history)
+        if out_of_time:
+            break
     if world > 1:
         torch.distributed.barrier()
     return metrics
