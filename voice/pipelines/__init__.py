@@ -13,7 +13,7 @@ from voice.runtime.stage import Stage
 log = logging.getLogger(__name__)
 
 # Modules that register pipelines when imported; a missing optional module is skipped.
-PIPELINE_MODULES = ("voice.pipelines.echo", "voice.cascade.pipeline", "voice.e2e.pipeline")
+PIPELINE_MODULES = ("voice.pipelines.echo", "voice.cascade.pipeline", "voice.e2e.pipeline", "voice.e2e.e2e_pipeline")
 
 
 class ModelCache:

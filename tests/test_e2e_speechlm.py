@@ -1,0 +1,250 @@
+"""The `e2e` pipeline with a tiny real speech LM: the stage alone, through a real server, errors, barge-in."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+import numpy as np
+import pytest
+
+from tests.conftest import SPEECH_DIR, hello_error, run, serve
+from tests.test_e2e_codec_echo import _through, _turn_frames
+from voice.audio import read_wav
+from voice.frames import AssistantAudio, AssistantText, Codes, ErrorFrame, SpeechStopped, TurnEnd
+
+TEXTS = ["Today is Monday, May 4, 2026. The time is 3:30 PM.", "It is sunny and warm."]
+
+
+def _save_tiny_speechlm(folder, codec_id: str | None = None, seed: int = 0, max_len: int = 1024) -> None:
+    import torch
+
+    from voice.codec.loader import load_codec
+    from voice.codec.tokenize import cache_id
+    from voice.speechlm.cli import load_tokenizer
+    from voice.speechlm.model import SpeechLM, SpeechLMConfig
+    from voice.speechlm.text import choose_ids
+
+    codec = load_codec("compact")
+    books = codec.codebook_vectors()
+    tokenizer = load_tokenizer("smollm2")
+    kept = choose_ids(tokenizer, TEXTS, common=400)
+    k, n, d = books.shape
+    cfg = SpeechLMConfig(text_vocab_size=len(kept), text_token_ids=kept, num_codebooks=k, codebook_size=n, codec_dim=d,
+                         codec_id=codec_id or cache_id(codec), hidden_size=48, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_len, delays=[0] + [1] * (k - 1), text_lead=2)
+    torch.manual_seed(seed)
+    SpeechLM(cfg, codebooks=books).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("speechlm")
+    _save_tiny_speechlm(folder)
+    return folder
+
+
+@pytest.fixture
+def e2e_env(tiny_lm, monkeypatch):
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tiny_lm))
+    return tiny_lm
+
+
+def _stages(options: dict | None = None, models=None):
+    from voice import pipelines
+
+    return pipelines.get("e2e").build(options or {}, models or pipelines.ModelCache())
+
+
+def _answer(frames, k: int, max_frames: int) -> str:
+    """Checks one answer's frames; returns its text."""
+    kinds = [type(f).__name__ for f in frames]
+    assert kinds[-2:] == ["AssistantText", "TurnEnd"] and frames[-2].final, kinds
+    stopped = kinds.index("SpeechStopped")
+    codes = [f for f in frames if isinstance(f, Codes) and f.role == "assistant"]
+    assert codes and codes[0].codes.shape[1] == 1 and all(c.codes.shape[1] <= 2 for c in codes[1:])
+    assert all(c.codes.shape[0] == k and c.codes.min() >= 0 and c.codes.max() < 1024 for c in codes)
+    assert 0 < sum(c.codes.shape[1] for c in codes) <= max_frames
+    assert all(kinds.index(type(c).__name__) > stopped for c in codes)
+    deltas = [f.text for f in frames if isinstance(f, AssistantText) and not f.final]
+    assert deltas and all(deltas)
+    return "".join(deltas)
+
+
+def test_stage_answers_a_turn_and_keeps_the_context_for_a_follow_up(e2e_env):
+    encode, lm, decode = _stages({"max_answer_s": 0.5})
+    service, k = lm.service, lm.k
+    first, rate = read_wav(SPEECH_DIR / "sb_example2_culprit.wav")
+    out = run(_through([encode, lm], _turn_frames(first, rate, turn=1)))
+    assert not [f for f in out if isinstance(f, Codes) and f.role == "user"]      # the user's codes stay inside
+    said = _answer(out, k, 25)
+    assert said == service.text.decode(service.text.encode(said))
+    slot = lm._conv.session.slot
+    after_first = service.generator.decoder.lengths[slot]
+    second, rate = read_wav(SPEECH_DIR / "ps_cards_004.wav")
+    out2 = run(_through([encode, lm], _turn_frames(second, rate, turn=2)))
+    _answer(out2, k, 25)
+    assert lm._conv.session.slot == slot and service.generator.decoder.lengths[slot] > after_first + 70
+    # the answer's codes decode to audio
+    played = run(_through([decode], [f for f in out2 if isinstance(f, (Codes, TurnEnd))]))
+    assert sum(len(f.pcm) for f in played if hasattr(f, "pcm")) > 0.3 * 16000
+    run(lm.close())
+    assert len(service.generator.free) == service.max_sessions
+
+
+def test_an_interrupted_answer_stops_at_once_and_the_next_turn_is_answered(e2e_env):
+    """Pipeline.interrupt (what a barge-in runs) mid-answer: nothing more of it, the conversation goes on."""
+    from voice.runtime.pipeline import Pipeline
+
+    encode, lm, decode = _stages({"max_answer_s": 8.0})   # the tiny model never says END by itself: 400 frames
+    pcm, rate = read_wav(SPEECH_DIR / "ps_cards_004.wav")
+
+    async def go():
+        pipeline = Pipeline([encode, lm, decode])
+        await pipeline.start()
+        try:
+            for frame in _turn_frames(pcm, rate, turn=1):
+                await pipeline.push(frame)
+            while not isinstance(await pipeline.output.get(), AssistantAudio):
+                pass
+            await pipeline.interrupt()
+            await lm.service.call(lambda: None)              # the reset's work on the worker is done
+            gs = lm._conv.session
+            state = (gs.answering, gs.user_open, lm.service.generator.decoder.lengths[gs.slot])
+            await asyncio.sleep(0.2)
+            late = [pipeline.output.get_nowait() for _ in range(pipeline.output.qsize())]
+            for frame in _turn_frames(pcm, rate, turn=2):
+                await pipeline.push(frame)
+            out = []
+            while not out or not isinstance(out[-1], TurnEnd):
+                out.append(await pipeline.output.get())
+            kept = lm._conv.session is gs and lm.service.generator.decoder.lengths[gs.slot] > state[2] + 78 + 400
+            return kept, state, late, out
+        finally:
+            await pipeline.stop()
+
+    kept, (answering, user_open, length), late, out = run(go())
+    assert not answering and not user_open and not late
+    assert kept                                # turn 2 and its answer follow turn 1 in the same context
+    assert length < 78 + 40 + 400              # context + turn + a full answer: the answer stopped early
+    assert lm._conv.session is None and len(lm.service.generator.free) == lm.service.max_sessions   # closed
+    audio = [f for f in out if isinstance(f, AssistantAudio)]
+    assert all(f.turn_id == 2 for f in out) and sum(len(f.pcm) for f in audio) > 7 * 16000
+    assert [f for f in out if isinstance(f, AssistantText) and f.final]
+
+
+def test_a_full_context_starts_again_from_a_fresh_context_sentence(tmp_path, monkeypatch):
+    _save_tiny_speechlm(tmp_path, max_len=200)
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
+    encode, lm, _ = _stages({"max_answer_s": 0.5})
+    lengths = []
+    for turn, name in enumerate(["ps_cards_004.wav", "ps_cards_002.wav", "sb_example1_birch_canoe.wav"], 1):
+        pcm, rate = read_wav(SPEECH_DIR / name)                    # 78, 98 and 163 frames
+        _answer(run(_through([encode, lm], _turn_frames(pcm, rate, turn=turn))), lm.k, 25)
+        lengths.append(lm.service.generator.decoder.lengths[lm._conv.session.slot])
+    assert all(n <= 200 for n in lengths) and lengths[1] < lengths[0] + 98   # turn 2 began a fresh context
+    # turn 3 alone (163 frames) is too long: only its last frames went in, and room for its answer was left
+    assert lengths[2] < 31 + 163 - 25
+    run(lm.close())
+
+
+def test_a_conversation_beyond_the_generators_slots_gets_a_clear_error(e2e_env, monkeypatch):
+    monkeypatch.setenv("VOICE_SPEECHLM_SESSIONS", "1")
+    from voice import pipelines
+
+    models = pipelines.ModelCache()
+    first, second = _stages({"max_answer_s": 0.2}, models), _stages({"max_answer_s": 0.2}, models)
+    pcm, rate = read_wav(SPEECH_DIR / "tf_speech_commands_yes.wav")
+    _answer(run(_through(first[:2], _turn_frames(pcm, rate))), first[1].k, 10)
+    out = run(_through(second[:2], _turn_frames(pcm, rate)))
+    errors = [f for f in out if isinstance(f, ErrorFrame)]
+    assert [e.code for e in errors] == ["server_full"] and "at most 1 conversations" in errors[0].message
+    assert isinstance(out[-1], TurnEnd) and not any(isinstance(f, Codes) for f in out)
+    run(first[1].close())                                   # the first session ends: its slot is free again
+    _answer(run(_through(second[:2], _turn_frames(pcm, rate, turn=2))), second[1].k, 10)
+    run(second[1].close())
+
+
+async def _talk(url: str, turns: list[np.ndarray], rate: int, options: dict, gap_s: float = 0.9,
+                wait_turn: int | None = None):
+    from voice.client import VoiceClient
+
+    client = VoiceClient(url, rate, pipeline="e2e", options=options)
+    await client.connect()
+    gap = np.zeros(int(gap_s * rate), np.float32)
+    await client.stream(np.concatenate([x for pcm in turns for x in (pcm, gap)]))
+    await client.wait_for(lambda e: e["type"] == "turn_end" and e["turn"] == (wait_turn or len(turns)), 30.0,
+                          include_past=True)
+    await client.close()
+    return client
+
+
+def test_server_answers_a_spoken_turn_with_audio_and_words(e2e_env):
+    pcm, rate = read_wav(SPEECH_DIR / "sb_example1_birch_canoe.wav")
+    c = serve(lambda srv: _talk(srv.url, [pcm], rate, {"max_answer_s": 1.0}), pipeline="echo", warmup=False)
+    assert c.ready["pipeline"] == "e2e" and c.ready["sample_rate"] == 16000 and not c.ready["ignored_options"]
+    audio = np.concatenate([a.pcm for a in c.log.audio if a.turn_id == 1])
+    assert 0.5 * 16000 <= len(audio) <= 1.2 * 16000 and np.isfinite(audio).all()
+    texts = [e for e in c.log.of_type("assistant_text") if e["turn"] == 1]
+    assert texts[-1]["final"] and "".join(e["text"] for e in texts)
+    end = c.log.of_type("turn_end")[0]
+    assert end["turn"] == 1 and end["interrupted"] is False
+    assert "speechlm.AssistantText" in end["timings_ms"] and "codec-decode.AssistantAudio" in end["timings_ms"]
+
+
+def test_serving_starts_without_a_speech_lm_and_the_hello_says_why(tmp_path, monkeypatch):
+    from voice.server.app import ServerConfig, VoiceServer
+
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path / "none"))
+
+    async def go():
+        srv = VoiceServer(ServerConfig(port=0, pipelines=("echo", "e2e"), warmup_all=True))
+        await srv.start()              # warming e2e up only logs: the other pipelines are served
+        await srv.stop()
+    run(go())
+    message = hello_error("e2e", {})
+    assert "bad_options" in message and f"no speech LM at {tmp_path / 'none'}: train one (docs/speechlm.md)" in message
+
+
+def test_the_default_model_folder_is_named_in_the_error(monkeypatch):
+    from voice.e2e import e2e_pipeline
+
+    monkeypatch.delenv("VOICE_SPEECHLM", raising=False)
+    if (e2e_pipeline.ROOT / "models" / "speechlm" / "config.json").exists():
+        pytest.skip("a speech LM ships in models/speechlm")
+    with pytest.raises(ValueError, match=r"^no speech LM at models/speechlm: train one \(docs/speechlm.md\)$"):
+        _stages()
+
+
+@pytest.mark.parametrize("options,needle", [
+    ({"model": "/etc"}, "model is chosen by the server"),
+    ({"max_answer_s": 0}, "max_answer_s must be a number of seconds"),
+    ({"max_answer_s": "long"}, "max_answer_s must be a number of seconds"),
+    ({"step_frames": 0}, "step_frames must be an integer in 1..50"),
+])
+def test_bad_options_are_clear_errors(e2e_env, options, needle):
+    message = hello_error("e2e", options)
+    assert "bad_options" in message and needle in message
+
+
+def test_a_model_for_another_codec_is_refused_in_the_hello(tmp_path, monkeypatch):
+    _save_tiny_speechlm(tmp_path, codec_id="encodec_24khz-k2")
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
+    message = hello_error("e2e", {})
+    assert "bad_options" in message and "reads codes of 'encodec_24khz-k2'" in message
+
+
+def test_barge_in_stops_the_answer_and_the_next_turn_is_answered(e2e_env):
+    first, rate = read_wav(SPEECH_DIR / "ps_cards_005.wav")
+    second, _ = read_wav(SPEECH_DIR / "ps_cards_004.wav")
+    c = serve(lambda srv: _talk(srv.url, [first, second], rate, {"max_answer_s": 8.0}, wait_turn=2),
+              pipeline="echo", warmup=False)
+    clear_t, clear = next((t, e) for t, e in c.log.events if e["type"] == "clear")
+    assert clear["reason"] == "barge_in" and clear["turns"] == [1]
+    ended = [(t, e) for t, e in c.log.events if e["type"] == "turn_end" and e["turn"] == 1]
+    assert len(ended) == 1 and (ended[0][1]["interrupted"] or ended[0][0] < clear_t)
+    assert not [a for a in c.log.audio if a.turn_id == 1 and a.t_s > clear_t]
+    assert any(e["turn"] == 2 and not e["interrupted"] for e in c.log.of_type("turn_end"))
+    assert [a for a in c.log.audio if a.turn_id == 2]

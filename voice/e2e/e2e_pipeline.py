@@ -1,0 +1,111 @@
+"""The `e2e` pipeline: user audio -> streaming codec tokens -> the speech LM -> codec decoder -> audio.
+
+The model is chosen by the server, never by a client: the folder `models/speechlm` of the
+checkout, or the folder named by the environment variable VOICE_SPEECHLM. VOICE_SPEECHLM_SESSIONS
+(default 8) is how many conversations the shared generator holds at once. Hello options:
+`step_frames` (codec frames per encode step and per decoded chunk, default 2 = 40 ms) and
+`max_answer_s` (an answer's audio is cut there; 0.1 to 15 s, default 15). See docs/e2e.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from voice.e2e.codec_stages import CodecDecodeStage, CodecEncodeStage, check_step_frames
+from voice.e2e.pipeline import _codec
+from voice.e2e.speechlm_stage import SpeechLMService, SpeechLMStage
+from voice.pipelines import ModelCache, PipelineDef, register
+from voice.runtime.stage import Stage
+
+log = logging.getLogger(__name__)
+
+SPEECHLM_ENV = "VOICE_SPEECHLM"
+SESSIONS_ENV = "VOICE_SPEECHLM_SESSIONS"
+DEFAULT_SESSIONS = 8
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FOLDER = "models/speechlm"          # relative to the checkout
+MAX_ANSWER_S = 15.0
+
+
+def speechlm_folder() -> tuple[Path, str]:
+    """The model folder and how to name it in messages."""
+    named = os.environ.get(SPEECHLM_ENV, "").strip()
+    if named:
+        return Path(named), named
+    return ROOT / DEFAULT_FOLDER, DEFAULT_FOLDER
+
+
+def _sessions() -> int:
+    value = os.environ.get(SESSIONS_ENV, "").strip() or str(DEFAULT_SESSIONS)
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError(f"{SESSIONS_ENV} must be an integer in 1..64, not {value!r}")
+    return int(value)
+
+
+def _service(models: ModelCache) -> SpeechLMService:
+    folder, shown = speechlm_folder()
+    sessions = _sessions()
+    codec = _codec({}, models)              # what the encode stage uses: the shipped compact codec
+
+    def load() -> SpeechLMService:
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"no speech LM at {shown}: train one (docs/speechlm.md)")
+        import torch
+
+        from voice.codec.loader import load_codec
+        from voice.codec.tokenize import cache_id
+        from voice.speechlm.cli import load_text_ids
+        from voice.speechlm.model import SpeechLM
+
+        try:
+            model = SpeechLM.from_pretrained(folder, dtype=torch.float32).eval()
+            text = load_text_ids(folder)
+        except ValueError:
+            raise
+        except Exception as exc:   # a broken folder: the hello gets a clean error, the server goes on
+            raise ValueError(f"the speech LM at {shown} could not be loaded: {type(exc).__name__}: {exc}") from None
+        if model.config.codec_id != cache_id(codec):
+            raise ValueError(f"the speech LM at {shown} reads codes of {model.config.codec_id!r}, but this server's "
+                             f"codec is {cache_id(codec)!r}")
+        k = model.config.num_codebooks
+        decoder = codec if k == codec.num_codebooks else load_codec("compact", k)   # the model's K codebooks
+        return SpeechLMService(model, text, decoder, max_sessions=sessions)
+    return models.get(f"speechlm:{folder.resolve()}:{sessions}", load)
+
+
+def _max_answer_s(options: dict) -> float:
+    value = options.get("max_answer_s", MAX_ANSWER_S)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= MAX_ANSWER_S:
+        raise ValueError(f"max_answer_s must be a number of seconds in 0.1..{MAX_ANSWER_S:g}, got {value!r}")
+    return float(value)
+
+
+def build(options: dict, models: ModelCache) -> list[Stage]:
+    if "model" in options:
+        raise ValueError(f"the e2e pipeline's model is chosen by the server ({SPEECHLM_ENV}), not by the hello")
+    step_frames = check_step_frames(options.get("step_frames", 2))
+    max_answer_s = _max_answer_s(options)
+    codec = _codec({}, models)
+    service = _service(models)
+    return [CodecEncodeStage(codec, step_frames), SpeechLMStage(service, step_frames, max_answer_s),
+            CodecDecodeStage(service.codec)]
+
+
+def warmup(models: ModelCache) -> None:
+    """Load the codec and the speech LM at start-up; a missing or unusable model only logs (other pipelines go on)."""
+    _codec({}, models)
+    try:
+        _service(models)
+    except ValueError as exc:
+        log.warning("pipeline e2e is not usable yet: %s", exc)
+
+
+register(PipelineDef(
+    name="e2e",
+    description="the speech LM between the streaming codec stages (hears codec tokens, answers in them)",
+    build=build,
+    output_sample_rate_hz=lambda options, models: _codec({}, models).sample_rate_hz,
+    warmup=warmup,
+))

@@ -1,0 +1,320 @@
+"""`SpeechLMStage`: the speech LM between the codec stages (the `e2e` pipeline), and the service it shares.
+
+One `SpeechGenerator` (model, slot KV cache) serves every session of a server. It is not
+thread-safe, so `SpeechLMService` runs every call to it on one worker thread, in order: the event
+loop never waits on the model and two sessions' calls never overlap. Answer steps that several
+sessions ask for while the worker is busy run as one batched forward pass.
+
+Per session the stage keeps one conversation (a generator session: a cache slot) across turns:
+the context sentence (date and time) first, then the user's codes as they arrive (prefill while
+the user speaks), and at the end of the turn the spoken answer, streamed as `AssistantText` deltas
+and `Codes(role="assistant")`. See docs/e2e.md for the context and barge-in policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+
+from voice.frames import AssistantText, Codes, ErrorFrame, Frame, SpeechStarted, SpeechStopped, TurnEnd
+from voice.runtime.stage import Stage
+
+log = logging.getLogger(__name__)
+
+
+class SessionsFull(RuntimeError):
+    """Every slot of the shared generator holds a conversation."""
+
+
+class SpeechLMService:
+    """The shared generator, the model's text ids and the codec that decodes its codes, on one worker thread.
+
+    `call(fn, ...)` runs `fn` on the worker and awaits it; `post(fn, ...)` queues it without
+    waiting (for synchronous callers such as `Stage.reset`); `step(session)` queues one answer step:
+    every step waiting when the worker gets to it goes through `SpeechGenerator.step` together.
+    """
+
+    def __init__(self, model, text_ids, codec, max_sessions: int = 8, sampling=None) -> None:
+        from voice.speechlm.generate import Sampling, SpeechGenerator
+
+        self.generator = SpeechGenerator(model, max_sessions=max_sessions, sampling=sampling or Sampling())
+        self.text = text_ids
+        self.codec = codec                      # decodes the model's K codebooks
+        self.max_sessions = max_sessions
+        self.max_len = self.generator.decoder.max_len
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="speechlm")
+        self._steps: list[tuple[Any, concurrent.futures.Future]] = []
+        self._steps_lock = threading.Lock()
+
+    async def call(self, fn: Callable, *args) -> Any:
+        return await asyncio.wrap_future(self._worker.submit(fn, *args))
+
+    def post(self, fn: Callable, *args) -> None:
+        self._worker.submit(fn, *args).add_done_callback(_log_failure)
+
+    async def step(self, session) -> Any:
+        """One answer step of `session` (a `StepOutput`), batched with the other sessions' waiting steps."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._steps_lock:
+            self._steps.append((session, future))
+        self._worker.submit(self._run_steps)
+        return await asyncio.wrap_future(future)
+
+    def _run_steps(self) -> None:
+        with self._steps_lock:
+            waiting, self._steps = self._steps, []
+        batch = [(s, f) for s, f in waiting if f.set_running_or_notify_cancel()]   # a cancelled step is skipped
+        if not batch:
+            return
+        try:
+            outs = self.generator.step([s for s, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            outs = None
+        if outs is not None:
+            for (_, future), out in zip(batch, outs):
+                future.set_result(out)
+            return
+        for session, future in batch:        # one session's error (its context is full) must not fail the others
+            try:
+                future.set_result(self.generator.step([session])[0])
+            except Exception as exc:
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_failure(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("speech LM worker call failed: %r", future.exception())
+
+
+@dataclass
+class _Conversation:
+    """A stage's place in the shared generator; only the worker thread reads or changes `session`."""
+
+    session: Any = None          # a `voice.speechlm.generate.Session`, or None before the first turn
+
+
+class _TextDeltas:
+    """The answer's words as deltas: all its ids decoded again, and what was added since the last delta
+    (held back while the last character is an incomplete multi-byte one)."""
+
+    def __init__(self, text_ids) -> None:
+        self.text_ids, self.ids, self.sent = text_ids, [], ""
+
+    def add(self, ids: list[int], final: bool = False) -> str:
+        self.ids += ids
+        if not ids and not final:
+            return ""
+        text = self.text_ids.decode(self.ids)
+        if (text.endswith("\ufffd") and not final) or not text.startswith(self.sent):
+            return ""
+        delta, self.sent = text[len(self.sent):], text
+        return delta
+
+
+class _Chunks:
+    """Answer frames grouped `size` at a time for the decoder; the very first frame goes out alone (playback starts sooner)."""
+
+    def __init__(self, k: int, size: int) -> None:
+        self.size, self.first, self.buf = size, True, np.zeros((k, 0), np.int64)
+
+    def add(self, frames: np.ndarray) -> list[np.ndarray]:
+        self.buf = np.concatenate([self.buf, frames], axis=1)
+        n = self.buf.shape[1] if self.first else self.buf.shape[1] // self.size * self.size
+        if n == 0:
+            return []
+        self.first = False
+        out = [self.buf[:, i: min(n, i + self.size)] for i in range(0, n, self.size)]
+        self.buf = self.buf[:, n:]
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        out, self.buf = ([self.buf] if self.buf.shape[1] else []), self.buf[:, :0]
+        return out
+
+
+class SpeechLMStage(Stage):
+    """Hears the user's `Codes` while they speak; at `SpeechStopped` answers in speech and words, then `TurnEnd`.
+
+    - Context: the conversation starts at the first user turn with the context sentence
+      (`clock_text` of now) and keeps every turn after it. When a turn and a full-length answer
+      would no longer fit in the model's context, it starts again from a fresh context sentence
+      and the current turn (its last frames if the turn alone is too long): the simplest bounded
+      policy; earlier turns are forgotten.
+    - Barge-in: `Pipeline.interrupt` cancels this stage's task (the answer stops at the step in
+      flight) and calls `reset`, which ends the answer where it stands: the steps already made (all
+      of them were sent, at most the last odd frame excepted) stay in the context, closed by
+      `<|end_of_turn|>`, so the model knows what it had said when the next turn comes. The
+      generator cannot know what the client actually played; nothing is rolled back.
+    - An answer is cut after `max_answer_s` of audio the same way.
+    - Session end (`close`): the conversation's slot is freed.
+    """
+
+    name = "speechlm"
+
+    def __init__(self, service: SpeechLMService, step_frames: int = 2, max_answer_s: float = 15.0,
+                 clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+        super().__init__()
+        self.service, self.step_frames, self.clock = service, step_frames, clock
+        gen = service.generator
+        self.k = gen.vocab.num_codebooks
+        self.frame_rate_hz = service.codec.frame_rate_hz
+        self.max_frames = max(1, min(gen.sampling.max_frames, round(max_answer_s * self.frame_rate_hz),
+                                     service.max_len // 2))
+        # context steps an answer may take: its frames (codebook delays and text lead included) or its words
+        self.answer_steps = max(self.max_frames + gen.layout.text_lead + gen.layout.max_delay,
+                                gen.sampling.max_text_tokens) + 3
+        self._conv = _Conversation()
+        self.reset()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """After an interrupt (or at the start): forget the turn; the conversation ends its answer where it stands."""
+        self.service.post(self._settle, self._conv)
+        self._turn, self._turn_codes, self._full = -1, [], False
+
+    async def close(self) -> None:
+        await self.service.call(self._drop, self._conv)
+
+    # -- worker-thread operations (through `service.call` / `post` only) --------------------------
+    def _settle(self, conv: _Conversation) -> None:
+        gs = conv.session
+        if gs is None:
+            return
+        if gs.answering:
+            gs.answer.done = True
+            gs.pending_text = self.service.generator.vocab.special("end_of_turn")
+        gs.user_open = False          # a user turn cut before its answer stays in the context, unanswered
+
+    def _drop(self, conv: _Conversation) -> None:
+        if conv.session is not None:
+            self.service.generator.close(conv.session)
+            conv.session = None
+
+    def _length(self, conv: _Conversation) -> int:
+        return self.service.generator.decoder.lengths[conv.session.slot]
+
+    def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray]) -> None:
+        """A new context: the context sentence of now, then the user's turn so far.
+
+        A turn too long for the room left by an answer keeps only its last frames, half the room
+        (not all of it, so that its next frames do not force a fresh context at every chunk)."""
+        gen = self.service.generator
+        self._drop(conv)
+        try:
+            conv.session = gen.open()
+        except RuntimeError:
+            raise SessionsFull(f"the speech LM holds its maximum of {self.service.max_sessions} conversations") from None
+        from voice.cascade.conversation import clock_text
+
+        gen.feed_text(conv.session, "context", self.service.text.encode(clock_text(self.clock())))
+        if user_codes:
+            codes = np.concatenate(user_codes, axis=1)
+            room = self.service.max_len - self._length(conv) - self.answer_steps - 1
+            keep = codes.shape[1] if codes.shape[1] <= room else room // 2   # trimmed: room for the next frames too
+            if keep > 0:
+                gen.feed_user_speech(conv.session, codes[:, -keep:])
+
+    def _hear(self, conv: _Conversation, codes: np.ndarray, turn_codes: list[np.ndarray]) -> None:
+        gs = conv.session
+        if gs is None:
+            self._fresh(conv, turn_codes)
+            return
+        head = (0 if gs.user_open else 1) + (gs.pending_text is not None)
+        if self._length(conv) + head + codes.shape[1] + self.answer_steps > self.service.max_len:
+            self._fresh(conv, turn_codes)
+            return
+        self.service.generator.feed_user_speech(gs, codes)
+
+    def _begin(self, conv: _Conversation, turn_codes: list[np.ndarray]):
+        if conv.session is None or self._length(conv) + 2 + self.answer_steps > self.service.max_len:
+            self._fresh(conv, turn_codes)     # dropped after an error, or too full for an answer
+        return self.service.generator.begin_answer(conv.session)
+
+    # -- frames --------------------------------------------------------------------------------
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        if isinstance(frame, SpeechStarted):
+            self._turn, self._turn_codes, self._full = frame.turn_id, [], False
+        elif isinstance(frame, Codes) and frame.role == "user":
+            if frame.turn_id == self._turn:
+                await self._heard(frame.codes)
+            return
+        elif isinstance(frame, SpeechStopped) and frame.turn_id == self._turn:
+            yield frame
+            async for out in self._answer(frame.turn_id):
+                yield out
+            return
+        yield frame
+
+    async def _heard(self, codes: np.ndarray) -> None:
+        codes = np.asarray(codes)[: self.k]
+        if codes.ndim != 2 or codes.shape[1] == 0:
+            return
+        self._turn_codes.append(codes)
+        if self._full:
+            return
+        try:
+            await self.service.call(self._hear, self._conv, codes, list(self._turn_codes))
+        except SessionsFull:
+            self._full = True
+        except ValueError as exc:      # codes the model cannot read: dropped, the turn goes on
+            log.warning("speech LM: user codes dropped: %s", exc)
+
+    async def _answer(self, turn: int) -> AsyncIterator[Frame]:
+        turn_codes, self._turn, self._turn_codes = self._turn_codes, -1, []
+        if self._full:
+            yield self._full_error(turn)
+        if self._full or not turn_codes:
+            yield AssistantText(turn_id=turn, final=True)
+            yield TurnEnd(turn_id=turn)
+            return
+        text, chunks, made = _TextDeltas(self.service.text), _Chunks(self.k, self.step_frames), 0
+        try:
+            out = await self.service.call(self._begin, self._conv, turn_codes)
+            while True:
+                delta = text.add(out.text_ids)
+                if delta:
+                    yield AssistantText(turn_id=turn, text=delta)
+                if out.frames is not None and made < self.max_frames:
+                    frames = out.frames[:, : self.max_frames - made]
+                    made += frames.shape[1]
+                    for codes in chunks.add(frames):
+                        yield self._codes(turn, codes)
+                if out.done:
+                    break
+                if made >= self.max_frames:
+                    await self.service.call(self._settle, self._conv)     # cut at max_answer_s
+                    break
+                out = await self.service.step(self._conv.session)
+        except SessionsFull:
+            yield self._full_error(turn)
+        except ValueError as exc:        # e.g. ContextFullError: this answer ends, the next turn starts afresh
+            log.warning("speech LM: answer to turn %d cut, fresh context next turn: %s", turn, exc)
+            await self.service.call(self._drop, self._conv)
+        for codes in chunks.flush():
+            yield self._codes(turn, codes)
+        delta = text.add([], final=True)
+        if delta:
+            yield AssistantText(turn_id=turn, text=delta)
+        yield AssistantText(turn_id=turn, final=True)
+        yield TurnEnd(turn_id=turn)
+
+    def _full_error(self, turn: int) -> ErrorFrame:
+        return ErrorFrame(turn_id=turn, code="server_full", message=(
+            f"the speech LM answers at most {self.service.max_sessions} conversations at once; "
+            "this turn is not answered, try again later"))
+
+    def _codes(self, turn: int, codes: np.ndarray) -> Codes:
+        return Codes(turn_id=turn, codes=codes, frame_rate_hz=self.frame_rate_hz, role="assistant")
