@@ -16,7 +16,8 @@ from voice.frames import AssistantAudio, AssistantText, Codes, ErrorFrame, Speec
 TEXTS = ["Today is Monday, May 4, 2026. The time is 3:30 PM.", "It is sunny and warm."]
 
 
-def _save_tiny_speechlm(folder, codec_id: str | None = None, seed: int = 0, max_len: int = 1024) -> None:
+def _save_tiny_speechlm(folder, codec_id: str | None = None, seed: int = 0, max_len: int = 1024,
+                        num_codebooks: int | None = None) -> None:
     import torch
 
     from voice.codec.loader import load_codec
@@ -26,7 +27,7 @@ def _save_tiny_speechlm(folder, codec_id: str | None = None, seed: int = 0, max_
     from voice.speechlm.text import choose_ids
 
     codec = load_codec("compact")
-    books = codec.codebook_vectors()
+    books = codec.codebook_vectors()[:num_codebooks]
     tokenizer = load_tokenizer("smollm2")
     kept = choose_ids(tokenizer, TEXTS, common=400)
     k, n, d = books.shape
@@ -147,6 +148,18 @@ def test_a_full_context_starts_again_from_a_fresh_context_sentence(tmp_path, mon
     assert all(n <= 200 for n in lengths) and lengths[1] < lengths[0] + 98   # turn 2 began a fresh context
     # turn 3 alone (163 frames) is too long: only its last frames went in, and room for its answer was left
     assert lengths[2] < 31 + 163 - 25
+    run(lm.close())
+
+
+def test_a_model_of_fewer_codebooks_hears_and_speaks_the_first_of_them(tmp_path, monkeypatch):
+    _save_tiny_speechlm(tmp_path, num_codebooks=4)       # trained on codes of the 8-codebook codec, K = 4
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
+    encode, lm, decode = _stages({"max_answer_s": 0.5})
+    assert encode.codec.num_codebooks == 8 and lm.k == 4 and decode.codec.num_codebooks == 4
+    pcm, rate = read_wav(SPEECH_DIR / "ps_cards_004.wav")
+    out = run(_through([encode, lm, decode], _turn_frames(pcm, rate)))
+    assert sum(len(f.pcm) for f in out if isinstance(f, AssistantAudio)) >= 0.4 * 16000
+    assert isinstance(out[-1], TurnEnd)
     run(lm.close())
 
 
