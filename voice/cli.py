@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "voice.codec.cli",       # train codec, eval codec
     "voice.speechlm.cli",    # train lm, eval lm
     "voice.speechlm.export", # lm export
+    "voice.speechlm.hearing_train",  # train hearing, eval hearing
     "voice.bench.cli",       # bench
     "voice.loadtest",        # loadtest
 )

@@ -1,0 +1,92 @@
+"""The hearing encoder: chunk-by-chunk features equal the whole turn's, batches with padding equal single
+turns, CTC spelling and decoding, and a few training steps that lower the loss on real codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voice.speechlm.hearing import (CHARS, HearingConfig, HearingEncoder, HearingStream, char_ids, ctc_greedy,
+                                    normalize_chars)
+
+
+def _encoder(seed: int = 0, k: int = 2) -> HearingEncoder:
+    torch.manual_seed(seed)
+    return HearingEncoder(HearingConfig(num_codebooks=k, codebook_size=16, codec_dim=8, hidden=12),
+                          torch.randn(k, 16, 8)).eval()
+
+
+@pytest.mark.parametrize("sizes", [[1] * 37, [3, 5, 1, 7, 21], [37], [2, 2, 33], [0, 4, 0, 33]])
+def test_streamed_features_equal_the_whole_turn(sizes) -> None:
+    enc = _encoder()
+    codes = torch.randint(0, 16, (2, 37))
+    whole = enc(codes[None])[0]
+    stream, got, i = HearingStream(enc), [], 0
+    for n in sizes:
+        part = stream.push(codes[:, i:i + n])
+        i += n
+        assert part.shape[0] <= max(0, i - enc.config.lookahead), "a feature needs its lookahead frames first"
+        got.append(part)
+    got.append(stream.finish())
+    got = torch.cat(got)
+    assert got.shape == whole.shape
+    assert torch.allclose(got, whole, atol=1e-5)
+
+
+def test_a_padded_batch_equals_each_turn_alone() -> None:
+    enc = _encoder(1)
+    a, b = torch.randint(0, 16, (2, 23)), torch.randint(0, 16, (2, 40))
+    batch = torch.zeros(2, 2, 40, dtype=torch.long)
+    batch[0, :, :23], batch[1] = a, b
+    out = enc(batch, torch.tensor([23, 40]))
+    assert torch.allclose(out[0, :23], enc(a[None])[0], atol=1e-5)
+    assert torch.allclose(out[1], enc(b[None])[0], atol=1e-5)
+
+
+def test_it_refuses_fewer_codebooks_than_it_reads() -> None:
+    with pytest.raises(ValueError, match="reads 2 codebooks"):
+        _encoder()(torch.zeros(1, 1, 5, dtype=torch.long))
+
+
+def test_spelling_and_greedy_decoding() -> None:
+    assert normalize_chars("What's 12 times 3?  Well-known!") == "what's 12 times 3 well known"
+    ids = char_ids("ab b")
+    assert all(1 <= i <= len(CHARS) for i in ids)
+    a, b, space = ids[0], ids[1], ids[2]
+    assert ctc_greedy([0, a, a, 0, b, space, 0, b, b, 0]) == "ab b"
+    assert ctc_greedy([b, 0, b]) == "bb"           # a blank between repeats keeps both
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    enc = _encoder(2)
+    enc.save(tmp_path / "h.pt")
+    again = HearingEncoder.load(tmp_path / "h.pt")
+    codes = torch.randint(0, 16, (1, 2, 11))
+    assert torch.equal(enc(codes), again(codes))
+
+
+def test_ctc_training_lowers_the_loss_on_real_codes() -> None:
+    import soundfile as sf
+
+    from tests.conftest import SPEECH_DIR, speech_transcripts
+    from voice.codec.loader import load_codec
+    from voice.speechlm.hearing_train import Utterance, collate, ctc_loss
+
+    codec = load_codec("compact")
+    items = []
+    for name, text in list(speech_transcripts().items())[:3]:
+        audio, rate = sf.read(str(SPEECH_DIR / name), dtype="float32", always_2d=True)
+        codes = codec.encode(audio[: rate * 3, 0], rate)
+        items.append(Utterance(np.asarray(codes), " ".join(text.split()[:8]), "real"))
+    torch.manual_seed(0)
+    enc = HearingEncoder(HearingConfig(hidden=64, gru_layers=1, codec_id="x"), codec.codebook_vectors())
+    opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
+    batch = collate(items, 8)
+    first = ctc_loss(enc, *batch).item()
+    for _ in range(40):
+        loss = ctc_loss(enc, *batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first, (first, loss.item())

@@ -1,0 +1,158 @@
+"""The hearing encoder: reads the user's codec codes and gives the speech LM features that carry words.
+
+A speech LM that reads raw acoustic codes through a causal decoder learns its training sentences
+and hears almost nothing new (docs/speechlm.md, "Hearing"); a small CTC recognizer over the same
+codes reads words from voices it never heard far better (DESIGN.md's probe). So the user's speech
+first goes through this encoder, trained on its own with a character CTC loss
+(`voice train hearing`), then frozen; the LM adds a projection of its features to the user's
+frames (`voice train lm --hearing-encoder`).
+
+Shape: the codec's dequantised latent (the sum of the frame's codebook vectors, a fixed
+embedding) -> two convolutions of kernel 5 that look `lookahead` frames ahead in all -> a
+unidirectional GRU. One feature per codec frame, causal but for the lookahead, so it streams:
+`HearingStream` gives frame t's feature once frame t + lookahead has arrived, and at the end of the
+turn pads with zeros exactly as the whole-turn forward does (tested chunk by chunk).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"   # CTC labels 1..len(CHARS); 0 is the blank
+
+
+def normalize_chars(text: str) -> str:
+    """Lower case, only CHARS, single spaces: what the CTC head spells."""
+    text = re.sub(r"[^ 'a-z0-9]+", " ", text.lower().replace("-", " "))
+    return re.sub(r" +", " ", text).strip()
+
+
+def char_ids(text: str) -> list[int]:
+    return [CHARS.index(c) + 1 for c in normalize_chars(text)]
+
+
+def ctc_greedy(ids: list[int]) -> str:
+    """Best-path decoding: collapse repeats, drop blanks."""
+    out, last = [], 0
+    for i in ids:
+        if i != last and i != 0:
+            out.append(CHARS[i - 1])
+        last = i
+    return re.sub(r" +", " ", "".join(out)).strip()
+
+
+@dataclass(frozen=True)
+class HearingConfig:
+    num_codebooks: int = 8         # codebooks read (a prefix of the codec's)
+    codebook_size: int = 1024
+    codec_dim: int = 128
+    hidden: int = 256
+    gru_layers: int = 2
+    kernel: int = 5                # each convolution sees kernel // 2 frames back and ahead
+    codec_id: str = ""
+
+    @property
+    def lookahead(self) -> int:
+        """Frames after frame t that its feature depends on (two convolutions)."""
+        return 2 * (self.kernel // 2)
+
+
+class HearingEncoder(nn.Module):
+    """codes [B, K, T] -> features [B, T, H]; `ctc_logits` adds the character head."""
+
+    def __init__(self, config: HearingConfig, codebooks: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.config = c = config
+        table = torch.zeros(c.num_codebooks, c.codebook_size, c.codec_dim)
+        if codebooks is not None:
+            table.copy_(codebooks[: c.num_codebooks])
+        self.register_buffer("codebooks", table)
+        self.conv1 = nn.Conv1d(c.codec_dim, c.hidden, c.kernel)
+        self.conv2 = nn.Conv1d(c.hidden, c.hidden, c.kernel)
+        self.gru = nn.GRU(c.hidden, c.hidden, c.gru_layers, batch_first=True)
+        self.head = nn.Linear(c.hidden, len(CHARS) + 1)
+
+    def latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K', T] (K' >= K) -> the codec's dequantised latent [B, D, T]."""
+        k = self.config.num_codebooks
+        if codes.shape[1] < k:
+            raise ValueError(f"the hearing encoder reads {k} codebooks, got {codes.shape[1]}")
+        z = sum(self.codebooks[i][codes[:, i]] for i in range(k))                 # [B, T, D]
+        return z.transpose(1, 2)
+
+    def _conv(self, conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        pad = self.config.kernel // 2
+        if mask is not None:
+            x = x * mask                                   # what lies past a turn's end is zeros, as when streaming
+        return F.gelu(conv(F.pad(x, (pad, pad))))
+
+    def forward(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        mask = None
+        if lengths is not None:
+            mask = (torch.arange(codes.shape[2], device=codes.device)[None] < lengths[:, None])[:, None].float()
+        x = self._conv(self.conv1, self.latent(codes), mask)
+        x = self._conv(self.conv2, x, mask)
+        return self.gru(x.transpose(1, 2))[0]
+
+    def ctc_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def save(self, path: Path, extra: dict | None = None) -> None:
+        torch.save({"config": asdict(self.config), "state": self.state_dict(), **(extra or {})}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "HearingEncoder":
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = cls(HearingConfig(**blob["config"]))
+        model.load_state_dict(blob["state"])
+        return model.eval()
+
+
+class HearingStream:
+    """One user turn, chunk by chunk: `push(codes [K, n])` -> the features now complete [m, H];
+    `finish()` -> the rest (the last `lookahead` frames, padded with zeros like the whole-turn forward)."""
+
+    def __init__(self, encoder: HearingEncoder) -> None:
+        self.enc = encoder
+        self.pad = encoder.config.kernel // 2
+        h, d = encoder.config.hidden, encoder.config.codec_dim
+        self._x1 = torch.zeros(1, d, self.pad)         # conv1's input not yet consumed (left context first)
+        self._x2 = torch.zeros(1, h, self.pad)         # conv2's input
+        self._state = None                            # the GRU's hidden state
+
+    @torch.no_grad()
+    def _run(self, conv: nn.Conv1d, buf: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([buf, new], 2)
+        k = conv.kernel_size[0]
+        if x.shape[2] < k:
+            return x, x[:, :, :0].new_zeros(1, conv.out_channels, 0)
+        out = F.gelu(conv(x))
+        return x[:, :, x.shape[2] - (k - 1):], out
+
+    @torch.no_grad()
+    def _gru(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] == 0:
+            return x.new_zeros(0, self.enc.config.hidden)
+        out, self._state = self.enc.gru(x.transpose(1, 2), self._state)
+        return out[0]
+
+    @torch.no_grad()
+    def push(self, codes) -> torch.Tensor:
+        codes = torch.as_tensor(codes, dtype=torch.long)[None]
+        self._x1, y1 = self._run(self.enc.conv1, self._x1, self.enc.latent(codes))
+        self._x2, y2 = self._run(self.enc.conv2, self._x2, y1)
+        return self._gru(y2)
+
+    @torch.no_grad()
+    def finish(self) -> torch.Tensor:
+        zeros1 = self._x1.new_zeros(1, self._x1.shape[1], self.pad)
+        self._x1, y1 = self._run(self.enc.conv1, self._x1, zeros1)
+        y1 = torch.cat([y1, y1.new_zeros(1, y1.shape[1], self.pad)], 2)
+        self._x2, y2 = self._run(self.enc.conv2, self._x2, y1)
+        return self._gru(y2)

@@ -1,0 +1,262 @@
+"""`voice train hearing` and `voice eval hearing`: the hearing encoder's CTC training and its character error rate.
+
+Training reads the user turns of the corpus's train split (and their cached voice variants), never
+validation or test; the checkpoint kept is the one with the best validation CER (training voices,
+new phrasings). `voice eval hearing` reports CER and WER per voice on a split. Resumable: the run
+folder holds `trainer.pt` (model, optimizer, step, history) and `hearing.pt` (the best so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Utterance:
+    codes: np.ndarray        # [K, T]
+    text: str
+    voice: str
+
+
+def user_utterances(corpus: Path, codec_id: str, split: str, num_codebooks: int, variants: bool = False) -> list[Utterance]:
+    """Every user turn of `split` (with `variants`, also each cached voice variant of it)."""
+    from voice.speechlm.data import load_dialogues
+
+    out = []
+    for d in load_dialogues(corpus, codec_id, (split,), num_codebooks, variants=variants):
+        users = [t for t in d.turns if t.role == "user"]
+        for t in users:
+            out.append(Utterance(t.codes, t.text, d.voice))
+        for v, codes in enumerate(d.user_variants):
+            for t, c in zip(users, codes):
+                out.append(Utterance(c, t.text, f"{d.voice}~{v}"))
+    return out
+
+
+def batches(items: list[Utterance], max_frames: int, rng: np.random.Generator) -> list[list[Utterance]]:
+    """Length-sorted batches of at most `max_frames` padded frames, in random order."""
+    order = sorted(range(len(items)), key=lambda i: items[i].codes.shape[1] + rng.random())
+    out, cur, longest = [], [], 0
+    for i in order:
+        n = items[i].codes.shape[1]
+        if cur and max(longest, n) * (len(cur) + 1) > max_frames:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(items[i])
+        longest = max(longest, n)
+    if cur:
+        out.append(cur)
+    rng.shuffle(out)
+    return out
+
+
+def collate(items: list[Utterance], k: int):
+    import torch
+
+    from voice.speechlm.hearing import char_ids
+
+    lengths = torch.tensor([u.codes.shape[1] for u in items])
+    codes = torch.zeros(len(items), k, int(lengths.max()), dtype=torch.long)
+    for i, u in enumerate(items):
+        codes[i, :, : u.codes.shape[1]] = torch.from_numpy(u.codes[:k])
+    labels = [torch.tensor(char_ids(u.text)) for u in items]
+    return codes, lengths, labels
+
+
+def ctc_loss(model, codes, lengths, labels, time_mask: int = 0, rng: np.random.Generator | None = None):
+    import torch
+    from torch.nn import functional as F
+
+    feats = model(codes, lengths)
+    if time_mask and rng is not None:            # SpecAugment-style: hide a few short spans of features
+        keep = torch.ones(feats.shape[:2])
+        for i, n in enumerate(lengths.tolist()):
+            for _ in range(2):
+                w = int(rng.integers(0, time_mask + 1))
+                s = int(rng.integers(0, max(1, n - w)))
+                keep[i, s:s + w] = 0
+        feats = feats * keep[..., None]
+    logp = model.ctc_logits(feats).log_softmax(-1).transpose(0, 1)              # [T, B, C]
+    targets = torch.cat(labels)
+    return F.ctc_loss(logp, targets, lengths, torch.tensor([len(x) for x in labels]), zero_infinity=True)
+
+
+def transcribe(model, items: list[Utterance], max_frames: int = 20000) -> list[str]:
+    import torch
+
+    from voice.speechlm.hearing import ctc_greedy
+
+    out = [""] * len(items)
+    order = sorted(range(len(items)), key=lambda i: items[i].codes.shape[1])
+    k = model.config.num_codebooks
+    with torch.no_grad():
+        i = 0
+        while i < len(order):
+            j = i + 1
+            while j < len(order) and items[order[j]].codes.shape[1] * (j - i + 1) <= max_frames:
+                j += 1
+            chunk = [items[x] for x in order[i:j]]
+            codes, lengths, _ = collate(chunk, k)
+            best = model.ctc_logits(model(codes, lengths)).argmax(-1)
+            for row, x in enumerate(order[i:j]):
+                out[x] = ctc_greedy(best[row, : int(lengths[row])].tolist())
+            i = j
+    return out
+
+
+def error_rates(items: list[Utterance], hyps: list[str]) -> dict:
+    """CER and WER over all items and per voice."""
+    import jiwer
+
+    from voice.speechlm.hearing import normalize_chars
+
+    refs = [normalize_chars(u.text) for u in items]
+    hyps = [h or "<empty>" for h in hyps]
+
+    def rates(idx):
+        r, h = [refs[i] for i in idx], [hyps[i] for i in idx]
+        return {"n": len(idx), "cer": round(float(jiwer.cer(r, h)), 4), "wer": round(float(jiwer.wer(r, h)), 4)}
+
+    voices = sorted({u.voice for u in items})
+    return {**rates(range(len(items))),
+            "per_voice": {v: rates([i for i, u in enumerate(items) if u.voice == v]) for v in voices}}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from voice.codec.loader import load_codec
+    from voice.codec.tokenize import cache_id
+    from voice.speechlm.hearing import HearingConfig, HearingEncoder
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    codec = load_codec(args.codec)
+    codec_id = cache_id(codec)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = Path(args.corpus)
+    train_set = user_utterances(corpus, codec_id, "train", args.num_codebooks, variants=args.user_variants)
+    val_set = user_utterances(corpus, codec_id, "validation", args.num_codebooks)
+    if not train_set:
+        raise SystemExit(f"no tokenized train-split user turns in {corpus}")
+    config = HearingConfig(num_codebooks=args.num_codebooks, codebook_size=codec.codebook_size,
+                           codec_dim=int(codec.codebook_vectors().shape[-1]), hidden=args.hidden,
+                           gru_layers=args.gru_layers, codec_id=codec_id)
+    model = HearingEncoder(config, codec.codebook_vectors())
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    step, history, best = 0, [], math.inf
+    trainer = out / "trainer.pt"
+    if trainer.exists():
+        blob = torch.load(trainer, weights_only=False)
+        model.load_state_dict(blob["state"])
+        opt.load_state_dict(blob["opt"])
+        step, history, best = blob["step"], blob["history"], blob["best"]
+        print(f"[hearing] resumed at step {step} (best validation CER {best:.3f})", flush=True)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"[hearing] {len(train_set)} train / {len(val_set)} validation user turns; {n_params / 1e6:.2f} M "
+          f"parameters; lookahead {config.lookahead} frames; out {out}", flush=True)
+    rng = np.random.default_rng(args.seed + step)
+    start, epoch_batches = time.monotonic(), []
+    bar = tqdm(total=args.steps, initial=step, desc="train hearing")
+    while step < args.steps:
+        if not epoch_batches:
+            epoch_batches = batches(train_set, args.batch_frames, rng)
+        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        loss = ctc_loss(model, *collate(epoch_batches.pop(), args.num_codebooks), time_mask=args.time_mask, rng=rng)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        timed_out = args.minutes is not None and time.monotonic() - start > args.minutes * 60
+        if step % args.eval_every == 0 or step == args.steps or timed_out:
+            model.eval()
+            rates = error_rates(val_set, transcribe(model, val_set))
+            row = {"step": step, "loss": round(loss.item(), 4), "val_cer": rates["cer"], "val_wer": rates["wer"]}
+            history.append(row)
+            print(json.dumps(row), flush=True)
+            if rates["cer"] < best:
+                best = rates["cer"]
+                model.save(out / "hearing.tmp", {"history": history})
+                (out / "hearing.tmp").replace(out / "hearing.pt")
+            torch.save({"state": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
+                        "best": best}, out / "trainer.tmp")
+            (out / "trainer.tmp").replace(trainer)
+            if timed_out:
+                print(f"[hearing] stopped after {args.minutes} minutes at step {step}", flush=True)
+                break
+    bar.close()
+    print(json.dumps({"step": step, "best_val_cer": best}))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from voice.speechlm.hearing import HearingEncoder
+
+    torch.set_num_threads(args.threads)
+    model = HearingEncoder.load(Path(args.checkpoint))
+    items = user_utterances(Path(args.corpus), model.config.codec_id, args.split, model.config.num_codebooks)
+    if args.limit:
+        items = items[: args.limit]
+    hyps = transcribe(model, items)
+    rates = error_rates(items, hyps)
+    rates["split"] = args.split
+    rates["examples"] = [{"ref": u.text, "heard": h} for u, h in list(zip(items, hyps))[:5]]
+    if args.json:
+        print(json.dumps(rates, indent=1))
+        return 0
+    print(f"hearing encoder on the {args.split} split (n={rates['n']}): CER {rates['cer']:.1%}, WER {rates['wer']:.1%}")
+    for v, r in rates["per_voice"].items():
+        print(f"  {v:<28} n={r['n']:<4} CER {r['cer']:.1%}  WER {r['wer']:.1%}")
+    for e in rates["examples"]:
+        print(f"  {e['ref']!r} -> {e['heard']!r}")
+    return 0
+
+
+def register(subparsers, registered: dict) -> None:
+    from voice.cli import command_group
+
+    train = command_group(subparsers, registered, "train", "train a model")
+    p = train.add_parser("hearing", help="train the speech LM's hearing encoder (character CTC on user turns; resumable)")
+    p.add_argument("--corpus", default="data/corpus/v2")
+    p.add_argument("--codec", default="compact")
+    p.add_argument("--out", default="runs/hearing/cpu", help="run folder; resumes when it holds trainer.pt")
+    p.add_argument("--num-codebooks", type=int, default=8, help="codebooks read (a prefix)")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--gru-layers", type=int, default=2)
+    p.add_argument("--user-variants", action="store_true", help="also train on the cached voice variants")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-frames", type=int, default=6000, help="padded frames per batch")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--time-mask", type=int, default=8, help="longest of two hidden feature spans per turn (0: off)")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    evaluate = command_group(subparsers, registered, "eval", "evaluate a model")
+    p = evaluate.add_parser("hearing", help="the hearing encoder's CER and WER per voice on a corpus split")
+    p.add_argument("checkpoint", help="a hearing.pt")
+    p.add_argument("--corpus", default="data/corpus/v2")
+    p.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_eval)
