@@ -8,15 +8,20 @@ from dataclasses import dataclass, fields, replace
 
 ASR_BACKENDS = ("whisper", "pocketsphinx")
 TTS_BACKENDS = ("piper", "flite", "espeak")
-LLM_BACKENDS = ("transformers", "llamacpp")
+LLM_BACKENDS = ("transformers", "llamacpp", "speechlm")
+# the model each LLM backend answers with when `llm` is not named; "speechlm" = the server's speech LM
+# (VOICE_SPEECHLM, else models/speechlm: the e2e pipeline's model)
+DEFAULT_LLM = {"transformers": "smollm2", "llamacpp": "smollm2", "speechlm": "speechlm"}
 ENV_PREFIX = "VOICE_CASCADE_"   # server-side defaults, e.g. VOICE_CASCADE_TTS=flite
 
 
 @dataclass(frozen=True)
 class CascadeConfig:
     asr: str = "whisper"              # "whisper" | "pocketsphinx"
-    llm: str = "smollm2"              # known name, local path (dir or .gguf) or hub name of a causal LM
+    llm: str = "smollm2"              # known name, local path (dir or .gguf) or hub name of a causal LM;
+                                      # speechlm backend: a speech LM folder or "speechlm" (the server's)
     llm_backend: str = "transformers"  # "transformers" | "llamacpp" (GGUF models only; 4x faster here)
+                                       # | "speechlm" (the speech LM's text mode: the e2e path's brain)
     tts: str = "piper"                # "piper" | "flite" | "espeak"
     asr_model: str = "whisper-tiny.en"  # faster-whisper model reference (whisper backend)
     asr_beam_size: int = 1            # whisper beam; 5 measured 0.5 points better WER for +0.4 s per turn
@@ -32,13 +37,20 @@ class CascadeConfig:
 
     @classmethod
     def from_options(cls, options: dict, env: dict[str, str] | None = None) -> "CascadeConfig":
-        """Environment defaults (VOICE_CASCADE_<FIELD>) overridden by hello options; ValueError on bad values."""
+        """Environment defaults (VOICE_CASCADE_<FIELD>) overridden by hello options; ValueError on bad values.
+
+        A source that switches `llm_backend` to another backend without naming `llm` gets that
+        backend's default model (DEFAULT_LLM): a server's GGUF default does not follow a hello to
+        `speechlm`."""
         env = os.environ if env is None else env
         cfg = cls()
         for source in ({f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(cls)
                         if ENV_PREFIX + f.name.upper() in env}, options):
+            backend = cfg.llm_backend
             cfg = replace(cfg, **{f.name: _convert(f.name, source[f.name], type(getattr(cfg, f.name)))
                                   for f in fields(cls) if f.name in source})
+            if cfg.llm_backend != backend and "llm" not in source:
+                cfg = replace(cfg, llm=DEFAULT_LLM.get(cfg.llm_backend, cfg.llm))
         cfg.validate()
         return cfg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import threading
@@ -37,9 +38,18 @@ class LlmBackend:
 
     name = "llm"
 
+    def system_message(self, now: dt.datetime, instructions: str) -> str:
+        """The system message this model was made for: the instructions and the clock sentence."""
+        return system_prompt(now, instructions)
+
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int, on_text: Callable[[str], None],
                  cancel: threading.Event) -> Generation:
         raise NotImplementedError
+
+
+def set_torch_threads(torch, threads: int | None = None) -> None:
+    """Half the cores by default (one on 2 cores): the TTS synthesises the previous clause while the LLM writes."""
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
 
 
 def load_causal_lm(ref: str, threads: int | None = None):
@@ -51,8 +61,7 @@ def load_causal_lm(ref: str, threads: int | None = None):
     from voice.models import resolve_model
 
     resolved = resolve_model(ref, kind="causal_lm")
-    # One thread by default: on 2 cores the TTS synthesises the previous clause while the LLM writes.
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
+    set_torch_threads(torch, threads)
     start_s = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(resolved.location)
     model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=torch.float32).eval()
@@ -188,6 +197,11 @@ class LlamaCppLlm(LlmBackend):
 
 
 def make_llm(config: CascadeConfig, models: ModelCache) -> LlmBackend:
+    """The session's LLM backend, loaded once per model by `models`; ValueError for a model it cannot use."""
+    if config.llm_backend == "speechlm":
+        from voice.cascade.speechlm_llm import make_speechlm_llm
+
+        return make_speechlm_llm(config.llm, models)
     if config.llm_backend == "llamacpp":
         return models.get(f"llm:llamacpp:{config.llm}", lambda: LlamaCppLlm(gguf_path(config.llm)))
     return models.get(f"llm:{config.llm}", lambda: TransformersLlm(*load_causal_lm(config.llm)))
@@ -214,7 +228,7 @@ class LlmStage(Stage):
         if not (isinstance(frame, Transcript) and frame.final and frame.text.strip()):
             return
         self.conversation.add_user(frame.turn_id, frame.text)
-        prompt = system_prompt(self.config.clock(), self.config.instructions or DEFAULT_INSTRUCTIONS)
+        prompt = self.backend.system_message(self.config.clock(), self.config.instructions or DEFAULT_INSTRUCTIONS)
         messages = self.conversation.messages(prompt)
         async for out in self._generate(frame.turn_id, messages):
             yield out

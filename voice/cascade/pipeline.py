@@ -65,7 +65,7 @@ def warmup(models: ModelCache) -> None:
 
 register(PipelineDef(
     name="cascade",
-    description="streaming ASR -> LLM -> TTS (whisper|pocketsphinx, any causal LM, piper|flite|espeak)",
+    description="streaming ASR -> LLM -> TTS (whisper|pocketsphinx, any causal LM or the speech LM, piper|flite|espeak)",
     build=build,
     output_sample_rate_hz=output_sample_rate_hz,
     warmup=warmup,
