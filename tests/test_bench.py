@@ -51,6 +51,7 @@ def test_bench_echo_end_to_end(tmp_path):
         assert t["endpointing_ms"] >= 450 and "echo.AssistantAudio" in t["timings_ms"]
         assert t["answer_audio_s"] > 0.3 and t["first_audio_ms"] <= t["v2v_ms"]
     echo = summary["echo"]
+    assert echo["pipeline"] == "echo" and echo["options"] == {} and echo["ignored_options"] == []
     assert echo["turns"] == 2 and echo["failures"] == 0
     assert echo["v2v_ms"]["p50"] <= echo["v2v_ms"]["p95"]
     assert echo["target"]["limit_ms"] == 50.0 and isinstance(echo["target"]["met"], bool)
@@ -70,7 +71,7 @@ def test_bench_resume_reuses_finished_turns(tmp_path):
                "--resume", "--no-warmup"])
     assert rc == 0
     turns = _report(out)["turns"]
-    assert turns[0] == done
+    assert turns[0] == {**done, "variant": "echo"}   # a record from before variants: named after its pipeline
     assert turns[1]["file"] == "tf_speech_commands_yes.wav" and "from_partial" not in turns[1]
 
 
@@ -104,8 +105,10 @@ def test_schedule_interleaves_pipelines():
 
 def test_load_partial_skips_torn_line(tmp_path):
     p = tmp_path / "x.partial.jsonl"
-    p.write_text('{"pipeline": "echo", "turn": 3, "v2v_ms": 1}\n{"pipeline": "ec')
-    assert load_partial(p) == {("echo", 3): {"pipeline": "echo", "turn": 3, "v2v_ms": 1}}
+    p.write_text('{"pipeline": "echo", "turn": 3, "v2v_ms": 1}\n'
+                 '{"variant": "short", "pipeline": "echo", "turn": 3, "v2v_ms": 2}\n{"pipeline": "ec')
+    assert load_partial(p) == {("echo", 3): {"variant": "echo", "pipeline": "echo", "turn": 3, "v2v_ms": 1},
+                               ("short", 3): {"variant": "short", "pipeline": "echo", "turn": 3, "v2v_ms": 2}}
     assert load_partial(tmp_path / "missing.jsonl") == {}
 
 

@@ -15,18 +15,22 @@ log = logging.getLogger(__name__)
 def register(subparsers, registered: dict) -> None:
     p = subparsers.add_parser("bench", help="measure voice-to-voice latency of pipelines on scripted turns",
                               description=__doc__)
-    p.add_argument("--pipelines", default="echo", help="comma-separated pipeline names, all run in the same run")
+    p.add_argument("--pipelines", default=None,
+                   help="comma-separated pipeline names, all run in the same run (default: echo, unless --variant is given)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=PIPELINE[:KEY=VALUE,...]",
+                   help="also run PIPELINE under NAME with its own hello options over the --option ones, e.g. "
+                        "same-brain=cascade:llm_backend=speechlm (values may not hold commas); repeatable")
     p.add_argument("--set", dest="set_name", default="shared-speech", choices=("shared-speech", "corpus-test"),
                    help="scripted turns: the real recordings the package carries (voice/assets/speech), or the corpus test split")
-    p.add_argument("--turns", type=int, default=0, help="timed turns per pipeline (default: one pass over the set)")
+    p.add_argument("--turns", type=int, default=0, help="timed turns per pipeline or variant (default: one pass over the set)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N clips of the set")
     p.add_argument("--out", default="latency_reports", help="report folder")
-    p.add_argument("--name", default=None, help="report name (default: <pipelines>_<set>)")
+    p.add_argument("--name", default=None, help="report name (default: <variant names>_<set>)")
     p.add_argument("--url", default=None, help="bench a running server instead of starting one in-process")
     p.add_argument("--barge-in", action="store_true", help="also interrupt each answer and time the clear")
     p.add_argument("--resume", action="store_true", help="reuse the finished turns of an interrupted run")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="hello option for every session (e.g. end_silence_ms=500); repeatable")
+                   help="hello option for every variant's sessions (e.g. end_silence_ms=500); repeatable")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-turn wait for the answer")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up turn")
     p.add_argument("--speech-dir", default=None, help="folder of recordings for --set shared-speech")
@@ -38,21 +42,10 @@ def register(subparsers, registered: dict) -> None:
     p.set_defaults(func=run)
 
 
-def _options(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--option wants KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = float(value) if value.replace(".", "", 1).lstrip("-").isdigit() else value
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
+    from voice import pipelines as registry
     from voice.bench import sets
+    from voice.bench.variants import make_variants, parse_options
 
     if not getattr(args, "verbose", 0):  # keep the progress bar readable: no per-session log lines
         for noisy in ("websockets", "voice.server", "voice.stages", "matplotlib"):
@@ -66,12 +59,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:42s} {b['start_s']:7.3f} {b['end_s']:7.3f}  segments {len(b['segments'])}")
         return 0
     try:
-        pipelines = tuple(p.strip() for p in args.pipelines.split(",") if p.strip())
-        options = _options(args.option)
+        variants = make_variants(args.pipelines, args.variant, registry.available())
+        options = parse_options(args.option)
         items = sets.load_set(args.set_name, speech_dir=speech_dir,
                               corpus_dir=Path(args.corpus_dir) if args.corpus_dir else sets.CORPUS_DIR, limit=args.limit)
-        if not pipelines:
-            raise ValueError("--pipelines is empty")
         if args.turns < 0:
             raise ValueError("--turns must be >= 0")
     except (ValueError, FileNotFoundError) as exc:
@@ -79,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.set_name == "shared-speech":
         log.info("set shared-speech has no expected answers: answer correctness is not checked")
-    return bench(args, pipelines, options, items)
+    return bench(args, variants, options, items)
 
 
-def bench(args: argparse.Namespace, pipelines: tuple[str, ...], options: dict, items: list) -> int:
+def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list) -> int:
+    """Run every variant's turns (interleaved) against one server and write the reports; returns the exit status."""
     import asyncio
 
     from tqdm import tqdm
@@ -90,9 +82,10 @@ def bench(args: argparse.Namespace, pipelines: tuple[str, ...], options: dict, i
     from voice.bench.report import git_commit, machine, write_reports
     from voice.bench.runner import RunConfig, Schedule, ServerThread, load_partial, run_all
 
-    cfg = RunConfig(pipelines=pipelines, turns=args.turns, turn_timeout_s=args.timeout_s, barge_in=args.barge_in,
+    cfg = RunConfig(variants=variants, turns=args.turns, turn_timeout_s=args.timeout_s, barge_in=args.barge_in,
                     warmup=not args.no_warmup, options=options)
-    name = args.name or f"{'-'.join(pipelines)}_{args.set_name}" + ("_barge-in" if args.barge_in else "")
+    names = tuple(v.name for v in variants)
+    name = args.name or f"{'-'.join(names)}_{args.set_name}" + ("_barge-in" if args.barge_in else "")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f"{name}.partial.jsonl"
@@ -101,14 +94,14 @@ def bench(args: argparse.Namespace, pipelines: tuple[str, ...], options: dict, i
         partial.unlink()
     if done:
         log.info("resuming: %d finished turns reused from %s", len(done), partial)
-    total = len(Schedule.make(pipelines, len(items), args.turns).keys)
+    total = len(Schedule.make(names, len(items), args.turns).keys)
     load_start = machine()["loadavg"]
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bar = tqdm(total=total, desc=f"bench {name}", unit="turn")
 
     def on_turn(rec: dict) -> None:
         bar.update(1)
-        bar.set_postfix_str(f"{rec['pipeline']} v2v {rec.get('v2v_ms')} ms")
+        bar.set_postfix_str(f"{rec['variant']} v2v {rec.get('v2v_ms')} ms")
 
     async def go(url: str) -> list[dict]:
         return await run_all(url, items, cfg, partial, done, on_turn)
@@ -117,7 +110,7 @@ def bench(args: argparse.Namespace, pipelines: tuple[str, ...], options: dict, i
         if args.url:
             server_desc, records = args.url, asyncio.run(go(args.url))
         else:
-            with ServerThread(pipelines[0]) as srv:
+            with ServerThread(variants[0].pipeline) as srv:
                 server_desc = f"in-process VoiceServer at {srv.url} (own thread and event loop)"
                 records = asyncio.run(go(srv.url))
     except (OSError, ConnectionError, KeyError) as exc:
@@ -127,11 +120,13 @@ def bench(args: argparse.Namespace, pipelines: tuple[str, ...], options: dict, i
     bar.close()
     from dataclasses import asdict
 
-    run_cfg = {k: v for k, v in asdict(cfg).items() if k != "pipelines"}
+    run_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("variants", "options")}
     meta = {"name": name, "date": started, "command": "voice " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "machine": machine(), "load_start": load_start, "load_end": machine()["loadavg"], "git": git_commit(),
             "server": server_desc, "n_items": len(items),
-            "config": {"set": args.set_name, "pipelines": list(pipelines), "run": run_cfg}}
+            "config": {"set": args.set_name, "pipelines": list(names), "options": options,
+                       "variants": {v.name: {"pipeline": v.pipeline, "options": v.options} for v in variants},
+                       "run": run_cfg}}
     stem = time.strftime("%Y%m%d-%H%M%S") + f"_{name}"
     paths = write_reports(out_dir, stem, meta, records)
     partial.unlink(missing_ok=True)
@@ -142,12 +137,17 @@ def bench(args: argparse.Namespace, pipelines: tuple[str, ...], options: dict, i
 def _print_summary(paths: dict) -> None:
     import json
 
-    summary = json.loads(paths["json"].read_text())["summary"]
-    for pipe, s in summary.items():
+    from voice.bench.report import variants_of
+
+    report = json.loads(paths["json"].read_text())
+    summary, described = report["summary"], {v.name: v.describe() for v in variants_of(report["meta"]["config"])}
+    for name, s in summary.items():
         v = s.get("v2v_ms", {})
-        line = f"{pipe}: {s['turns']} turns, v2v p50 {v.get('p50')} ms, p95 {v.get('p95')} ms"
+        line = f"{described.get(name, name)}: {s['turns']} turns, v2v p50 {v.get('p50')} ms, p95 {v.get('p95')} ms"
         if "target" in s:
             t = s["target"]
             line += f"; v2v - end_silence p95 {t['p95_ms']} ms (target <= {t['limit_ms']:.0f}: {'met' if t['met'] else 'NOT met'})"
+        if s["ignored_options"]:
+            line += f"; ignored by the server: {', '.join(s['ignored_options'])}"
         print(line)
     print("reports:", ", ".join(str(p) for p in paths.values()))

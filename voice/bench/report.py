@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.bench.variants import Variant, format_options
+
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over the carried recordings (voice/assets/speech)
 METRICS = ("v2v_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms", "vad_end_error_ms",
@@ -64,15 +66,25 @@ def breakdown(recs: list[dict]) -> dict:
     return {k: {q: v for q, v in stats(vals).items() if q in ("p50", "p95")} for k, vals in parts.items() if full}
 
 
-def summarize(records: list[dict]) -> dict:
-    """Per pipeline: statistics of every metric, median stage timings, correctness, failures."""
-    by_pipe: dict[str, list[dict]] = defaultdict(list)
+def variants_of(config: dict) -> list[Variant]:
+    """The run's variants from a report's `meta.config`."""
+    return [Variant(name, v["pipeline"], v["options"]) for name, v in config.get("variants", {}).items()]
+
+
+def summarize(records: list[dict], config: dict | None = None) -> dict:
+    """Per variant: its pipeline, hello options and the ones the server ignored, statistics of every metric,
+    median stage timings, correctness, failures. `config` is `meta.config` (global and per-variant options)."""
+    config = config or {}
+    own = {v.name: v.options for v in variants_of(config)}
+    by_name: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        by_pipe[r["pipeline"]].append(r)
+        by_name[r["variant"]].append(r)
     out = {}
-    for pipe, recs in by_pipe.items():
-        s = {m: stats([r.get(m) for r in recs]) for m in METRICS}
-        s = {m: v for m, v in s.items() if v["n"]}
+    for name, recs in by_name.items():
+        s = {"pipeline": recs[0]["pipeline"], "options": {**config.get("options", {}), **own.get(name, {})},
+             "ignored_options": sorted({k for r in recs for k in r.get("ignored_options") or []})}
+        metrics = {m: stats([r.get(m) for r in recs]) for m in METRICS}
+        s.update({m: v for m, v in metrics.items() if v["n"]})
         keys = sorted({k for r in recs for k in (r.get("timings_ms") or {})})
         s["stage_timings_ms_p50"] = {k: stats([(r.get("timings_ms") or {}).get(k) for r in recs]).get("p50") for k in keys}
         checked = [r["correct"] for r in recs if r.get("correct") is not None]
@@ -80,18 +92,18 @@ def summarize(records: list[dict]) -> dict:
         s["v2v_breakdown_ms"] = breakdown(recs)
         s["turns"] = len(recs)
         s["failures"] = sum(1 for r in recs if r.get("error") or r.get("v2v_ms") is None)
-        out[pipe] = s
-    if "echo" in out and "v2v_minus_end_silence_ms" in out["echo"]:
-        p95 = out["echo"]["v2v_minus_end_silence_ms"]["p95"]
-        out["echo"]["target"] = {"what": "p95 of v2v minus end_silence_ms", "limit_ms": ECHO_TARGET_MS,
-                                 "p95_ms": p95, "met": p95 <= ECHO_TARGET_MS}
+        if s["pipeline"] == "echo" and "v2v_minus_end_silence_ms" in s:
+            p95 = s["v2v_minus_end_silence_ms"]["p95"]
+            s["target"] = {"what": "p95 of v2v minus end_silence_ms", "limit_ms": ECHO_TARGET_MS,
+                           "p95_ms": p95, "met": p95 <= ECHO_TARGET_MS}
+        out[name] = s
     return out
 
 
 def write_reports(out_dir: Path, stem: str, meta: dict, records: list[dict]) -> dict[str, Path]:
     """Write <stem>.json, .md and .png into `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(records)
+    summary = summarize(records, meta["config"])
     paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("json", "md", "png")}
     paths["json"].write_text(json.dumps({"meta": meta, "summary": summary, "turns": records}, indent=1) + "\n")
     paths["md"].write_text(markdown(meta, summary, records, paths["png"].name))
@@ -113,13 +125,20 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
              f"- load average (1/5/15 min) at start {meta['load_start']}, at end {meta['load_end']} "
              "(the cores are shared with other jobs: numbers are noisy)",
              f"- git: {meta['git']['commit']}{' (uncommitted changes)' if meta['git']['dirty'] else ''}",
-             f"- server: {meta['server']}; set: {cfg['set']} ({meta['n_items']} clips); pipelines: {', '.join(cfg['pipelines'])}",
+             f"- server: {meta['server']}; set: {cfg['set']} ({meta['n_items']} clips)",
+             f"- variants: {'; '.join(v.describe() for v in variants_of(cfg))}",
+             f"- options of every variant (--option): {format_options(cfg['options']) or 'none'}",
              f"- config: {json.dumps(cfg['run'])}", ""]
     lines += ["All times in ms. v2v = arrival at the client of the first answer chunk holding a sample above "
               f"{cfg['run']['silence_threshold']} (about -40 dBFS) minus the true end of the user's speech "
-              "(reviewed energy reference). See docs/benchmarking.md.", ""]
-    for pipe, s in summary.items():
-        lines += [f"## {pipe}", "", f"{s['turns']} turns, {s['failures']} without a measured answer.", ""]
+              "(reviewed energy reference). A variant's hello options are the --option ones with its own over them "
+              "(the set may add per-turn ones, such as the dialogue's clock). See docs/benchmarking.md.", ""]
+    for name, s in summary.items():
+        lines += [f"## {name}", "", f"Pipeline `{s['pipeline']}`, hello options: {format_options(s['options']) or 'none'}.", ""]
+        if s["ignored_options"]:
+            lines += [f"**Options ignored by the server: {', '.join(s['ignored_options'])}** (a typo, or another "
+                      "pipeline's option: `ready.ignored_options`, docs/protocol.md).", ""]
+        lines += [f"{s['turns']} turns, {s['failures']} without a measured answer.", ""]
         if "target" in s:
             t = s["target"]
             lines += [f"**Echo floor: v2v minus end_silence_ms = {t['p95_ms']:.0f} ms at p95 "
@@ -134,11 +153,11 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
             lines += [f"- {k}: {v}" for k, v in s["stage_timings_ms_p50"].items()]
         lines += ["", f"Answer correctness: {s['correct']['rate']:.0%} of {s['correct']['n']}" if s["correct"]
                   else "Answer correctness: not checked (this set has no expected answers).", ""]
-    lines += ["## Turns", "", "| pipeline | turn | file | v2v | v2v - end silence | VAD end error | endpointing | answer s | answer text |",
+    lines += ["## Turns", "", "| variant | turn | file | v2v | v2v - end silence | VAD end error | endpointing | answer s | answer text |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         text = (r.get("answer_text") or r.get("error") or "").replace("|", "/")[:60]
-        lines.append(f"| {r['pipeline']} | {r.get('turn')} | {r['file']} | {_f(r.get('v2v_ms'))} | "
+        lines.append(f"| {r['variant']} | {r.get('turn')} | {r['file']} | {_f(r.get('v2v_ms'))} | "
                      f"{_f(r.get('v2v_minus_end_silence_ms'))} | {_f(r.get('vad_end_error_ms'))} | "
                      f"{_f(r.get('endpointing_ms'))} | {r.get('answer_audio_s', '-')} | {text} |")
     lines += ["", f"![latency]({png_name})", ""]
@@ -150,28 +169,29 @@ def _f(x) -> str:
 
 
 def plot(summary: dict, records: list[dict], path: Path) -> None:
-    """v2v distribution per pipeline (left) and median stage timings per pipeline (right)."""
+    """v2v distribution per variant (left) and median stage timings per variant (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pipes = list(summary)
+    names = list(summary)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    data = [[r["v2v_ms"] for r in records if r["pipeline"] == p and r.get("v2v_ms") is not None] for p in pipes]
+    data = [[r["v2v_ms"] for r in records if r["variant"] == p and r.get("v2v_ms") is not None] for p in names]
     if any(data):
         ax1.boxplot([d or [np.nan] for d in data], showfliers=False)
-        ax1.set_xticks(range(1, len(pipes) + 1), pipes)
+        labels = [p if summary[p]["pipeline"] == p else f"{p}\n({summary[p]['pipeline']})" for p in names]
+        ax1.set_xticks(range(1, len(names) + 1), labels)
         for i, d in enumerate(data, start=1):
             ax1.scatter(np.full(len(d), i) + np.random.default_rng(i).uniform(-0.08, 0.08, len(d)), d, s=10, alpha=0.6)
     ax1.set_ylabel("voice-to-voice (ms)")
     ax1.set_title("v2v per turn")
-    keys = sorted({k for p in pipes for k in summary[p].get("stage_timings_ms_p50", {})})
-    width = 0.8 / max(1, len(pipes))
-    for j, p in enumerate(pipes):
+    keys = sorted({k for p in names for k in summary[p].get("stage_timings_ms_p50", {})})
+    width = 0.8 / max(1, len(names))
+    for j, p in enumerate(names):
         vals = [summary[p]["stage_timings_ms_p50"].get(k) or 0 for k in keys]
         ax2.barh(np.arange(len(keys)) + j * width, vals, height=width, label=p)
-    ax2.set_yticks(np.arange(len(keys)) + width * (len(pipes) - 1) / 2, keys, fontsize=7)
+    ax2.set_yticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, keys, fontsize=7)
     ax2.set_xlabel("ms after the VAD's end of turn (p50)")
     ax2.set_title("stage breakdown (tracer)")
     ax2.legend(fontsize=8)

@@ -15,6 +15,7 @@ import numpy as np
 
 from voice.audio import first_non_silent_index
 from voice.bench.sets import TurnItem
+from voice.bench.variants import Variant
 from voice.client import VoiceClient
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunConfig:
-    pipelines: tuple[str, ...] = ("echo",)
+    variants: tuple[Variant, ...] = (Variant("echo", "echo"),)  # what is compared, each under its own name
     turns: int = 0                   # timed turns per pipeline (0: one pass over the set)
     lead_s: float = 0.5              # silence streamed before each clip (a microphone is open before you talk)
     chunk_ms: float = 20.0           # client chunk size
@@ -30,7 +31,11 @@ class RunConfig:
     silence_threshold: float = 0.01  # |sample| above this (about -40 dBFS) is "non-silent" answer audio
     barge_in: bool = False           # also time interruptions during the answer
     warmup: bool = True              # one untimed turn per pipeline first
-    options: dict = field(default_factory=dict)  # hello options (VAD settings, pipeline options)
+    options: dict = field(default_factory=dict)  # hello options of every variant (VAD settings, pipeline options)
+
+    def hello_options(self, variant: Variant) -> dict:
+        """The global options with the variant's own over them (a turn's set options, e.g. its clock, go last)."""
+        return {**self.options, **variant.options}
 
 
 class ServerThread:
@@ -88,14 +93,17 @@ def _event_time(client: VoiceClient, kind: str, turn: int | None = None) -> tupl
     return None, None
 
 
-async def run_turn(url: str, pipeline: str, item: TurnItem, cfg: RunConfig,
+async def run_turn(url: str, variant: Variant, item: TurnItem, cfg: RunConfig,
                    barge_item: TurnItem | None = None) -> dict:
     """One scripted turn (plus an interruption when `barge_item` is given); returns its record."""
-    client = VoiceClient(url, sample_rate_hz=item.sample_rate_hz, pipeline=pipeline, options={**cfg.options, **item.options})
-    await client.connect()
-    rec: dict = {"pipeline": pipeline, "item": item.item_id, "file": Path(item.path).name,
+    options = {**cfg.hello_options(variant), **item.options}
+    client = VoiceClient(url, sample_rate_hz=item.sample_rate_hz, pipeline=variant.pipeline, options=options)
+    ready = await client.connect()
+    rec: dict = {"variant": variant.name, "pipeline": variant.pipeline, "item": item.item_id, "file": Path(item.path).name,
                  "speech_start_s": item.speech.start_s, "speech_end_s": item.speech.end_s,
-                 "clip_s": round(len(item.pcm) / item.sample_rate_hz, 3), "end_silence_ms": float(cfg.options.get("end_silence_ms", 500.0))}
+                 "clip_s": round(len(item.pcm) / item.sample_rate_hz, 3),
+                 "end_silence_ms": float(options.get("end_silence_ms", 500.0)),
+                 "ignored_options": ready.get("ignored_options", [])}
     try:
         clip_t0 = await _speak(client, item, cfg)
         true_end = clip_t0 + item.speech.end_s
@@ -204,18 +212,21 @@ def _ms(seconds: float) -> float:
 
 @dataclass
 class Schedule:
-    """Which (pipeline, item) each timed turn runs, interleaved so that load noise hits every pipeline alike."""
+    """Which (variant, item) each timed turn runs, interleaved so that load noise hits every variant alike."""
 
-    keys: list[tuple[str, int, int]]  # (pipeline, turn index, item index)
+    keys: list[tuple[str, int, int]]  # (variant name, turn index, item index)
 
     @classmethod
-    def make(cls, pipelines: tuple[str, ...], n_items: int, turns: int) -> "Schedule":
+    def make(cls, names: tuple[str, ...], n_items: int, turns: int) -> "Schedule":
         n = turns or n_items
-        return cls([(p, k, k % n_items) for k in range(n) for p in pipelines])
+        return cls([(p, k, k % n_items) for k in range(n) for p in names])
 
 
 def load_partial(path: Path) -> dict[tuple[str, int], dict]:
-    """Finished turns of an interrupted run (a torn last line is ignored)."""
+    """Finished turns of an interrupted run, by (variant, turn); a torn last line is ignored.
+
+    A record written before variants existed is the variant named after its pipeline.
+    """
     done: dict[tuple[str, int], dict] = {}
     if not path.exists():
         return done
@@ -224,30 +235,45 @@ def load_partial(path: Path) -> dict[tuple[str, int], dict]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        done[(rec["pipeline"], rec["turn"])] = rec
+        rec.setdefault("variant", rec["pipeline"])
+        done[(rec["variant"], rec["turn"])] = rec
     return done
 
 
 async def run_all(url: str, items: list[TurnItem], cfg: RunConfig, partial_path: Path,
                   done: dict[tuple[str, int], dict], on_turn: Callable[[dict], None] | None = None) -> list[dict]:
-    """Warm up each pipeline, then run every scheduled turn not already in `done`; appends to `partial_path`."""
+    """Warm up each variant, then run every scheduled turn not already in `done`; appends to `partial_path`.
+
+    The first time the server ignores options of a variant (`ready.ignored_options`), a warning names them.
+    """
+    variants = {v.name: v for v in cfg.variants}
+    warned: set[str] = set()
+
+    async def turn(v: Variant, item: TurnItem, barge: TurnItem | None = None) -> dict:
+        rec = await run_turn(url, v, item, cfg, barge)
+        if rec["ignored_options"] and v.name not in warned:
+            warned.add(v.name)
+            log.warning("%s: the server ignored the options %s (a typo? another pipeline's option?)",
+                        v.describe(), ", ".join(rec["ignored_options"]))
+        return rec
+
     if cfg.warmup:
-        for p in cfg.pipelines:
-            log.info("warming up %s (one untimed turn)", p)
-            warm = await run_turn(url, p, items[0], cfg)
+        for v in cfg.variants:
+            log.info("warming up %s (one untimed turn)", v.describe())
+            warm = await turn(v, items[0])
             if warm.get("error"):
-                log.warning("warm-up turn of %s: %s", p, warm["error"])
-    schedule = Schedule.make(cfg.pipelines, len(items), cfg.turns)
+                log.warning("warm-up turn of %s: %s", v.name, warm["error"])
+    schedule = Schedule.make(tuple(variants), len(items), cfg.turns)
     records = []
     with open(partial_path, "a", encoding="utf-8") as out:
-        for pipeline, k, i in schedule.keys:
-            if (pipeline, k) in done:
-                records.append(done[(pipeline, k)])
+        for name, k, i in schedule.keys:
+            if (name, k) in done:
+                records.append(done[(name, k)])
                 if on_turn:
-                    on_turn(done[(pipeline, k)])
+                    on_turn(done[(name, k)])
                 continue
             barge = items[(i + 1) % len(items)] if cfg.barge_in else None
-            rec = await run_turn(url, pipeline, items[i], cfg, barge)
+            rec = await turn(variants[name], items[i], barge)
             rec["turn"] = k
             out.write(json.dumps(rec) + "\n")
             out.flush()
