@@ -92,6 +92,22 @@ async def play_turn(url: str, pcm, rate: int, pipeline: str = "echo", timeout_s:
     return client
 
 
+def assert_barge_in(client) -> float:
+    """Checks a client's log after speech cut the answer to turn 1 (turn 2 barged in); returns the clear's time.
+
+    The clear names turn 1; turn 1 was either cut while being made (`turn_end` interrupted, after the clear)
+    or while playing (its `turn_end` came before the clear); none of its audio arrives after the clear; the
+    barge-in turn is answered in full."""
+    events = client.log.events
+    clear_t, clear = next((t, e) for t, e in events if e["type"] == "clear")
+    assert clear["reason"] == "barge_in" and clear["turns"] == [1]
+    ended = [(t, e) for t, e in events if e["type"] == "turn_end" and e["turn"] == 1]
+    assert len(ended) == 1 and (ended[0][1]["interrupted"] or ended[0][0] < clear_t)
+    assert not [a for a in client.log.audio if a.turn_id == 1 and a.t_s > clear_t]
+    assert any(e["turn"] == 2 and not e["interrupted"] for e in client.log.of_type("turn_end"))
+    return clear_t
+
+
 def hello_error(pipeline: str, options: dict) -> str:
     """The error a server (with nothing warmed up) answers to a hello naming `pipeline` with `options`."""
     from voice.client import VoiceClient

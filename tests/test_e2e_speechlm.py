@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.conftest import SPEECH_DIR, hello_error, run, serve
+from tests.conftest import SPEECH_DIR, assert_barge_in, hello_error, run, serve
 from tests.test_e2e_codec_echo import _through, _turn_frames
 from voice.audio import read_wav
 from voice.frames import AssistantAudio, AssistantText, Codes, ErrorFrame, SpeechStopped, TurnEnd
@@ -180,23 +180,26 @@ def test_a_conversation_beyond_the_generators_slots_gets_a_clear_error(e2e_env, 
     run(second[1].close())
 
 
-async def _talk(url: str, turns: list[np.ndarray], rate: int, options: dict, gap_s: float = 0.9,
-                wait_turn: int | None = None):
+async def _talk(srv, turns: list[np.ndarray], rate: int, options: dict, gap_s: float = 0.9):
+    """Speak `turns` to the e2e pipeline of a real server, each followed by `gap_s` of silence, until the last
+    turn's `turn_end`; the client, the session's SpeechLMStage and its context length then."""
     from voice.client import VoiceClient
+    from voice.e2e.speechlm_stage import SpeechLMStage
 
-    client = VoiceClient(url, rate, pipeline="e2e", options=options)
+    client = VoiceClient(srv.url, rate, pipeline="e2e", options=options)
     await client.connect()
+    lm = next(s for s in srv.sessions[client.ready["session_id"]].pipeline.stages if isinstance(s, SpeechLMStage))
     gap = np.zeros(int(gap_s * rate), np.float32)
     await client.stream(np.concatenate([x for pcm in turns for x in (pcm, gap)]))
-    await client.wait_for(lambda e: e["type"] == "turn_end" and e["turn"] == (wait_turn or len(turns)), 30.0,
-                          include_past=True)
+    await client.wait_for(lambda e: e["type"] == "turn_end" and e["turn"] == len(turns), 30.0, include_past=True)
+    length = await lm.service.call(lambda: lm.service.generator.length(lm._conv.session))
     await client.close()
-    return client
+    return client, lm, length
 
 
 def test_server_answers_a_spoken_turn_with_audio_and_words(e2e_env):
     pcm, rate = read_wav(SPEECH_DIR / "sb_example1_birch_canoe.wav")
-    c = serve(lambda srv: _talk(srv.url, [pcm], rate, {"max_answer_s": 1.0}), pipeline="echo", warmup=False)
+    c, _, _ = serve(lambda srv: _talk(srv, [pcm], rate, {"max_answer_s": 1.0}), pipeline="echo", warmup=False)
     assert c.ready["pipeline"] == "e2e" and c.ready["sample_rate"] == 16000 and not c.ready["ignored_options"]
     audio = np.concatenate([a.pcm for a in c.log.audio if a.turn_id == 1])
     assert 0.5 * 16000 <= len(audio) <= 1.2 * 16000 and np.isfinite(audio).all()
@@ -249,15 +252,24 @@ def test_a_model_for_another_codec_is_refused_in_the_hello(tmp_path, monkeypatch
     assert "bad_options" in message and "reads codes of 'encodec_24khz-k2'" in message
 
 
-def test_barge_in_stops_the_answer_and_the_next_turn_is_answered(e2e_env):
+def test_barge_in_stops_the_answer_keeps_what_was_played_and_the_next_turn_is_answered(e2e_env):
+    """The answer (8 s of audio, made much faster than it plays) is cut by speech after about a second: it stops
+    everywhere, the speech LM's context keeps its steps up to the last frame the client played (not all it
+    made), and the barge-in turn is answered in the same conversation."""
     first, rate = read_wav(SPEECH_DIR / "ps_cards_005.wav")
     second, _ = read_wav(SPEECH_DIR / "ps_cards_004.wav")
-    c = serve(lambda srv: _talk(srv.url, [first, second], rate, {"max_answer_s": 8.0}, wait_turn=2),
-              pipeline="echo", warmup=False)
-    clear_t, clear = next((t, e) for t, e in c.log.events if e["type"] == "clear")
-    assert clear["reason"] == "barge_in" and clear["turns"] == [1]
-    ended = [(t, e) for t, e in c.log.events if e["type"] == "turn_end" and e["turn"] == 1]
-    assert len(ended) == 1 and (ended[0][1]["interrupted"] or ended[0][0] < clear_t)
-    assert not [a for a in c.log.audio if a.turn_id == 1 and a.t_s > clear_t]
-    assert any(e["turn"] == 2 and not e["interrupted"] for e in c.log.of_type("turn_end"))
-    assert [a for a in c.log.audio if a.turn_id == 2]
+    c, lm, length = serve(lambda srv: _talk(srv, [first, second], rate, {"max_answer_s": 8.0}),
+                          pipeline="echo", warmup=False)
+    clear_t = assert_barge_in(c)
+    started = next(t for t, e in c.log.events if e["type"] == "audio_start" and e["turn"] == 1)
+    heard = sum(len(a.pcm) for a in c.log.audio if a.turn_id == 1) / 16000 * 50    # frames the client got
+    cut, lay = lm.last_cut, lm.service.generator.layout
+    assert cut is not None and cut.turn == 1, cut
+    # the played frames: about the time from the answer's first audio to the clear, never more than was sent
+    assert cut.frames_kept <= min(heard, cut.frames_sent) and abs(cut.frames_kept - (clear_t - started) * 50) <= 10, \
+        (cut, heard, clear_t - started)
+    assert 20 <= cut.frames_kept < cut.frames_sent - 10
+    # the context: the history before the answer, the block up to the last played frame (its last codebook)
+    assert cut.length_after == cut.start + lay.text_lead + cut.frames_kept + lay.max_delay + 1 < cut.length_before
+    # then <|end_of_turn|>, turn 2 and its answer, in the same conversation
+    assert length > cut.length_after + 1 + 40 and [a for a in c.log.audio if a.turn_id == 2]

@@ -222,6 +222,137 @@ def test_batched_generation_matches_one_session_at_a_time() -> None:
     assert alone[1].shape[0] == 3      # sampling runs too (temperature and top-k), whatever it says
 
 
+def _record_steps(model: SpeechLM) -> list[tuple[int, list[int]]]:
+    """Spy on `model.embed`: every step a generator feeds, (text id, audio ids), in the order the cache holds them
+    (one session per generator while it records). `del model.embed` stops it."""
+    steps: list[tuple[int, list[int]]] = []
+    embed = model.embed
+
+    def spy(text, audio):
+        for row in range(text.shape[0]):
+            steps.extend((int(t), [int(c) for c in a]) for t, a in zip(text[row], audio[row].T))
+        return embed(text, audio)
+    model.embed = spy
+    return steps
+
+
+def never_ends(model: SpeechLM) -> SpeechLM:
+    """Codebook 0's END gets a logit of 0 (its row zeroed), so a random model's answer runs to its frame cap
+    (END would win only if all 16 random logits were negative)."""
+    with torch.no_grad():
+        model.audio_head.weight[model.config.codebook_size] = 0.0
+    return model
+
+
+def _frames_of(outs) -> int:
+    return sum(o.frames.shape[1] for o in outs if o.frames is not None)
+
+
+def _speak(gen: SpeechGenerator, session, steps: int) -> list:
+    outs = [gen.begin_answer(session)]
+    while len(outs) <= steps and not outs[-1].done:
+        outs += gen.step([session])
+    return outs
+
+
+def test_end_answer_keeps_the_played_frames_and_goes_on_like_a_context_fed_from_scratch() -> None:
+    """A barge-in after n played frames: the cache holds the answer block up to the step where frame n - 1 is
+    complete (text lead + n + max delay steps after the marker), then <|end_of_turn|>; what follows gives the
+    same logits and the same answer as a fresh session fed that history step by step."""
+    model = never_ends(tiny_model(5))
+    v, lay = model.config.vocab, model.config.layout
+    gen = SpeechGenerator(model, max_sessions=2, sampling=Sampling(max_text_tokens=6), max_len=200)
+    assert gen.max_len == 200
+    fed = _record_steps(model)
+    s = gen.open()
+    gen.feed_text(s, "context", tokenize("it is noon."))
+    gen.feed_user_speech(s, codes(3, 9, 1))
+    start = gen.length(s)                                    # the answer's marker goes here
+    outs = _speak(gen, s, 30)
+    made, before = _frames_of(outs), gen.length(s)
+    assert made >= 20 and before == start + 31
+    keep = 7
+    assert gen.end_answer(s, keep_frames=keep) == keep
+    assert gen.length(s) == start + lay.text_lead + keep + lay.max_delay + 1
+    assert not s.answering
+    history = fed[: gen.length(s)]
+    del model.embed
+    # what the context keeps: the marker, the words written by then, and codebook k of frames 0 .. n - 1 +
+    # max_delay - d_k (every codebook of the kept frames, codebook 0 of max_delay frames more)
+    block, frames = history[start:], np.concatenate([o.frames for o in outs if o.frames is not None], 1)
+    assert block[0][0] == v.special("assistant_speech")
+    for k, d in enumerate(lay.delays):
+        assert [a[k] for _, a in block[1 + lay.text_lead + d:]] == frames[k, :keep + lay.max_delay - d].tolist()
+    # the next user turn and its answer, in this session and in one fed the same steps from scratch
+    user = codes(3, 6, 7)
+    gen.feed_user_speech(s, user)
+    ref = gen.open()
+    none = [v.audio_none] * 3
+    gen.feed_steps(ref, [t for t, _ in history] + [v.special("end_of_turn")],
+                   [list(c) for c in zip(*[a for _, a in history], none)])
+    gen.feed_user_speech(ref, user)
+    assert gen.length(s) == gen.length(ref) == start + lay.text_lead + keep + lay.max_delay + 1 + 1 + 1 + 6
+    probe_t, probe_a = torch.tensor([[v.special("assistant_speech")]]), torch.full((1, 3, 1), v.audio_none)
+    logits = [model.heads(gen.decoder.forward([x.slot], model.embed(probe_t, probe_a)))
+              for x in (s, ref)]
+    for a, b in zip(*logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    gen.decoder.truncate(s.slot, gen.length(s) - 1)           # forget the probe again
+    gen.decoder.truncate(ref.slot, gen.length(ref) - 1)
+    mine, theirs = _speak(gen, s, 12), _speak(gen, ref, 12)
+    assert [o.text_ids for o in mine] == [o.text_ids for o in theirs]
+    assert _frames_of(mine) == _frames_of(theirs) > 0
+    np.testing.assert_array_equal(np.concatenate([o.frames for o in mine if o.frames is not None], 1),
+                                  np.concatenate([o.frames for o in theirs if o.frames is not None], 1))
+
+
+def test_end_answer_after_the_answer_ended_and_its_edge_cases() -> None:
+    model = never_ends(tiny_model(6))
+    v, lay = model.config.vocab, model.config.layout
+    gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(max_text_tokens=4, max_frames=12))
+
+    def answered():
+        s = gen.open()
+        gen.feed_text(s, "context", tokenize("hi."))
+        gen.feed_user_speech(s, codes(3, 5, 2))
+        start = gen.length(s)
+        outs = _speak(gen, s, 100)
+        assert outs[-1].done and _frames_of(outs) == 12      # ended by itself (the frame cap)
+        return s, start, gen.length(s)
+
+    # the answer had ended (its audio still playing at the client): it is cut all the same, only shorter after that
+    s, start, full = answered()
+    assert gen.end_answer(s, keep_frames=5) == 5 and gen.length(s) == start + lay.text_lead + 5 + lay.max_delay + 1
+    assert gen.end_answer(s, keep_frames=9) == 5 and gen.length(s) == start + lay.text_lead + 5 + lay.max_delay + 1
+    assert gen.end_answer(s, keep_frames=3) == 3 and gen.length(s) == start + lay.text_lead + 3 + lay.max_delay + 1
+    assert s.pending_text == v.special("end_of_turn")
+    # once the next block began, the answer is history: nothing to cut
+    gen.feed_user_speech(s, codes(3, 2, 3))
+    length = gen.length(s)
+    assert gen.end_answer(s, keep_frames=0) is None and gen.length(s) == length
+    gen.close(s)
+    # every frame played (or played unknown): the context keeps the answer as it was made
+    s, start, full = answered()
+    assert gen.end_answer(s, keep_frames=50) == 12 and gen.length(s) == full
+    assert gen.end_answer(s) == 12 and gen.length(s) == full
+    gen.close(s)
+    # nothing played: the answer block goes away, the user's turn stays unanswered and the next one opens a new block
+    s, start, full = answered()
+    assert gen.end_answer(s, keep_frames=0) == 0 and gen.length(s) == start and s.pending_text is None
+    gen.feed_user_speech(s, codes(3, 2, 4))
+    assert gen.length(s) == start + 1 + 2
+    # a user turn cut before its answer: closed, the next speech opens a new block
+    gen.close_user_turn(s)
+    gen.feed_user_speech(s, codes(3, 2, 5))
+    assert gen.length(s) == start + 3 + 1 + 2
+    # no free slot: a named RuntimeError
+    from voice.speechlm.generate import NoFreeSlotError
+
+    with pytest.raises(NoFreeSlotError) as err:
+        gen.open()
+    assert isinstance(err.value, RuntimeError)
+
+
 def test_save_and_load_with_transformers(tmp_path) -> None:
     model = tiny_model(4, codec_id="compact-test-k3")
     model.save_pretrained(tmp_path)

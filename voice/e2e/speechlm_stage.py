@@ -8,7 +8,9 @@ sessions ask for while the worker is busy run as one batched forward pass.
 Per session the stage keeps one conversation (a generator session: a cache slot) across turns:
 the context sentence (date and time) first, then the user's codes as they arrive (prefill while
 the user speaks), and at the end of the turn the spoken answer, streamed as `AssistantText` deltas
-and `Codes(role="assistant")`. See docs/e2e.md for the context and barge-in policies.
+and `Codes(role="assistant")`. After a barge-in the context keeps only the part of the answer the
+client played (the session's estimate, `StageContext.answer_played_s`). See docs/e2e.md for the
+context and barge-in policies.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class SpeechLMService:
         self.text = text_ids
         self.codec = codec                      # decodes the model's K codebooks
         self.max_sessions = max_sessions
-        self.max_len = self.generator.decoder.max_len
+        self.max_len = self.generator.max_len
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="speechlm")
         self._steps: list[tuple[Any, concurrent.futures.Future]] = []
         self._steps_lock = threading.Lock()
@@ -97,6 +99,18 @@ class SpeechLMService:
 def _log_failure(future: concurrent.futures.Future) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("speech LM worker call failed: %r", future.exception())
+
+
+@dataclass(frozen=True)
+class AnswerCut:
+    """What an interrupt left of an answer in the context (the stage's `last_cut`; logged, read by tests)."""
+
+    turn: int
+    frames_sent: int             # frames of the answer made for the decoder (all sent but a held-back odd one)
+    frames_kept: int             # frames the context keeps (the ones the client played)
+    start: int                   # context position of the answer block's first step
+    length_before: int           # context length before the cut
+    length_after: int            # and after it (its <|end_of_turn|> goes in with the next block)
 
 
 @dataclass
@@ -154,11 +168,15 @@ class SpeechLMStage(Stage):
       and the current turn (its last frames if the turn alone is too long): the simplest bounded
       policy; earlier turns are forgotten.
     - Barge-in: `Pipeline.interrupt` cancels this stage's task (the answer stops at the step in
-      flight) and calls `reset`, which ends the answer where it stands: the steps already made (all
-      of them were sent, at most the last odd frame excepted) stay in the context, closed by
-      `<|end_of_turn|>`, so the model knows what it had said when the next turn comes. The
-      generator cannot know what the client actually played; nothing is rolled back.
-    - An answer is cut after `max_answer_s` of audio the same way.
+      flight) and calls `reset`, which asks the session how much of the last answer the client
+      played (`StageContext.answer_played_s`, in whole codec frames, at most the frames sent) and
+      has the generator end the answer there (`SpeechGenerator.end_answer`): the context keeps the
+      answer's steps up to the one where the last played frame is complete, closed by
+      `<|end_of_turn|>`, so the model knows what the user heard when the next turn comes. This holds
+      whether the answer was still being made or had been made and was still playing. Nothing
+      played: the answer leaves the context. Without a session (a pipeline run alone) the played
+      part is unknown and the context keeps every step made, as generated.
+    - An answer cut at `max_answer_s` keeps the frames that were sent.
     - Session end (`close`): the conversation's slot is freed.
     """
 
@@ -177,26 +195,40 @@ class SpeechLMStage(Stage):
         self.answer_steps = max(self.max_frames + gen.layout.text_lead + gen.layout.max_delay,
                                 gen.sampling.max_text_tokens) + 3
         self._conv = _Conversation()
+        self._spoken: tuple[int, int] | None = None     # the last answer: its turn and the frames sent
+        self.last_cut: AnswerCut | None = None          # what the last interrupt left of an answer
         self.reset()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def reset(self) -> None:
-        """After an interrupt (or at the start): forget the turn; the conversation ends its answer where it stands."""
-        self.service.post(self._settle, self._conv)
-        self._turn, self._turn_codes, self._full = -1, [], False
+        """After an interrupt (or at the start): forget the turn; the answer ends, keeping what was played."""
+        self.service.post(self._end, self._conv, self._spoken, self._played_frames())
+        self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
 
     async def close(self) -> None:
         await self.service.call(self._drop, self._conv)
 
+    def _played_frames(self) -> int | None:
+        """Whole frames of the last answer the client played (at most those sent); None when unknown."""
+        if self._spoken is None or self.ctx is None:
+            return None
+        turn, sent = self._spoken
+        played_s = self.ctx.answer_played_s(turn)
+        return None if played_s is None else min(sent, int(played_s * self.frame_rate_hz + 1e-6))
+
     # -- worker-thread operations (through `service.call` / `post` only) --------------------------
-    def _settle(self, conv: _Conversation) -> None:
-        gs = conv.session
+    def _end(self, conv: _Conversation, spoken: tuple[int, int] | None, keep_frames: int | None) -> None:
+        """End the answer (keeping its first `keep_frames` frames when known) and any user turn in progress."""
+        gs, gen = conv.session, self.service.generator
         if gs is None:
             return
-        if gs.answering:
-            gs.answer.done = True
-            gs.pending_text = self.service.generator.vocab.special("end_of_turn")
-        gs.user_open = False          # a user turn cut before its answer stays in the context, unanswered
+        start, before = (gs.answer.start if gs.answer else None), gen.length(gs)
+        kept = gen.end_answer(gs, keep_frames)
+        gen.close_user_turn(gs)       # a user turn cut before its answer stays in the context, unanswered
+        if kept is not None and keep_frames is not None and spoken is not None:
+            self.last_cut = AnswerCut(spoken[0], spoken[1], kept, start, before, gen.length(gs))
+            log.info("speech LM: answer to turn %d cut: %d of %d frames sent kept, context %d -> %d steps",
+                     spoken[0], kept, spoken[1], before, gen.length(gs))
 
     def _drop(self, conv: _Conversation) -> None:
         if conv.session is not None:
@@ -204,21 +236,22 @@ class SpeechLMStage(Stage):
             conv.session = None
 
     def _length(self, conv: _Conversation) -> int:
-        return self.service.generator.decoder.lengths[conv.session.slot]
+        return self.service.generator.length(conv.session)
 
     def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray]) -> None:
         """A new context: the context sentence of now, then the user's turn so far.
 
         A turn too long for the room left by an answer keeps only its last frames, half the room
         (not all of it, so that its next frames do not force a fresh context at every chunk)."""
+        from voice.cascade.conversation import clock_text
+        from voice.speechlm.generate import NoFreeSlotError
+
         gen = self.service.generator
         self._drop(conv)
         try:
             conv.session = gen.open()
-        except RuntimeError:
+        except NoFreeSlotError:
             raise SessionsFull(f"the speech LM holds its maximum of {self.service.max_sessions} conversations") from None
-        from voice.cascade.conversation import clock_text
-
         gen.feed_text(conv.session, "context", self.service.text.encode(clock_text(self.clock())))
         if user_codes:
             codes = np.concatenate(user_codes, axis=1)
@@ -281,6 +314,7 @@ class SpeechLMStage(Stage):
             yield TurnEnd(turn_id=turn)
             return
         text, chunks, made = _TextDeltas(self.service.text), _Chunks(self.k, self.step_frames), 0
+        self._spoken = (turn, 0)
         try:
             out = await self.service.call(self._begin, self._conv, turn_codes)
             while True:
@@ -290,12 +324,13 @@ class SpeechLMStage(Stage):
                 if out.frames is not None and made < self.max_frames:
                     frames = out.frames[:, : self.max_frames - made]
                     made += frames.shape[1]
+                    self._spoken = (turn, made)
                     for codes in chunks.add(frames):
                         yield self._codes(turn, codes)
                 if out.done:
                     break
-                if made >= self.max_frames:
-                    await self.service.call(self._settle, self._conv)     # cut at max_answer_s
+                if made >= self.max_frames:      # cut at max_answer_s: the context keeps what was sent
+                    await self.service.call(self._end, self._conv, None, made)
                     break
                 out = await self.service.step(self._conv.session)
         except SessionsFull:

@@ -18,6 +18,11 @@ class StageContext(Protocol):
     async def interrupt(self, reason: str) -> None:
         """Out-of-band interrupt: cancel work in flight, drain queues, reset stages, clear the client."""
 
+    def answer_played_s(self, turn_id: int) -> float | None:
+        """Seconds of the answer to `turn_id` the client has played (estimated by the session; after an
+        interrupt, what it had played when its buffer was cleared). 0.0 when none of it was sent, None
+        when unknown (an older turn). A stage's `reset` may ask it to keep only what the user heard."""
+
 
 class Stage:
     """Base class. Subclasses override `process` (an async generator) and, if stateful, `reset`.

@@ -58,6 +58,8 @@ class Session:
         self._cancelled_upto = 0              # assistant output of turns <= this is dropped
         self._playback_end_s = 0.0            # when the client will have played what we sent
         self._last_audio_turn = 0             # the turn whose audio was sent last
+        self._last_audio_sent_s = 0.0         # seconds of that turn's audio sent
+        self._last_audio_cut_s: float | None = None   # seconds of it played when an interrupt cleared it
         self._first_audio_sent: set[int] = set()
         self._tasks: list[asyncio.Task] = []
         self._pending_head: list[dict] = []   # VAD events to send once the current push returns
@@ -73,6 +75,16 @@ class Session:
     def assistant_active(self) -> bool:
         return bool(self._answering) or now_s() < self._playback_end_s
 
+    def answer_played_s(self, turn_id: int) -> float | None:
+        """Seconds of the answer to `turn_id` the client has played: the audio sent minus what is still ahead
+        of the playback clock (`_playback_end_s`), or, once an interrupt cleared it, what had been played
+        then. Audio still in transit counts as played (the estimate errs by the transport delay)."""
+        if turn_id != self._last_audio_turn:
+            return 0.0 if turn_id > self._last_audio_turn else None
+        if self._last_audio_cut_s is not None:
+            return self._last_audio_cut_s
+        return max(0.0, self._last_audio_sent_s - max(0.0, self._playback_end_s - now_s()))
+
     async def interrupt(self, reason: str) -> None:
         """Stop the answer everywhere: pipeline work, queued output, and the client's playback buffer."""
         if self.pipeline is None:
@@ -81,6 +93,8 @@ class Session:
         playing = [self._last_audio_turn] if now_s() < self._playback_end_s and self._last_audio_turn else []
         turns = sorted(set(unfinished + playing))
         self._cancelled_upto = max([self._cancelled_upto, *turns])
+        if self._last_audio_turn in turns:       # what the stages' reset learns was played (answer_played_s)
+            self._last_audio_cut_s = self.answer_played_s(self._last_audio_turn)
         await self.pipeline.interrupt()
         self._drain_outbox()
         self._playback_end_s = 0.0
@@ -260,10 +274,12 @@ class Session:
                 self._first_audio_sent.add(frame.turn_id)
                 self.tracer.record("ws_out", frame)
                 await self._send_event({"type": "audio_start", "turn": frame.turn_id, "sample_rate": self.output_rate_hz})
-            self._last_audio_turn = frame.turn_id
+            if frame.turn_id != self._last_audio_turn:
+                self._last_audio_turn, self._last_audio_sent_s, self._last_audio_cut_s = frame.turn_id, 0.0, None
             pcm = frame.pcm if frame.sample_rate_hz == self.output_rate_hz else _resample(frame, self.output_rate_hz)
             await self._send(float_to_pcm16(pcm))
             self._playback_end_s = max(self._playback_end_s, now_s()) + len(pcm) / self.output_rate_hz
+            self._last_audio_sent_s += len(pcm) / self.output_rate_hz
         elif isinstance(frame, AssistantText):
             if frame.turn_id > self._cancelled_upto:
                 await self._send_event({"type": "assistant_text", "turn": frame.turn_id, "text": frame.text, "final": frame.final})

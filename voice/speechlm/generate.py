@@ -4,6 +4,8 @@ A session prefills its context and the user's frames while the user speaks (`fee
 `feed_user_speech`), then `begin_answer` and `step` run the answer block of `voice.speechlm.format`:
 each step hands out the new text of the inner monologue and every audio frame that just became
 complete (all K codebooks known, so the decoder can play it), until codebook 0 says the audio ended.
+`end_answer` ends an answer early (a barge-in) and can roll the context back to the frames the user
+heard.
 """
 
 from __future__ import annotations
@@ -36,14 +38,20 @@ class StepOutput:
     done: bool = False                                       # the answer is over
 
 
+class NoFreeSlotError(RuntimeError):
+    """Every cache slot holds a session (`SpeechGenerator.open`)."""
+
+
 @dataclass
 class _Answer:
-    step: int = 0                       # block step of the pending input (0 = the marker)
+    start: int = 0                      # cache position of the block's first step (the marker)
+    step: int = 0                       # block step of the pending input (0 = the marker); steps fed = step
     text_ids: list[int] = field(default_factory=list)
     text_done: bool = False
     frames_end: int | None = None       # number of frames, once codebook 0 said END
     codes: list[list[int]] = field(default_factory=list)   # per codebook, per frame
     frames_out: int = 0                 # frames handed out so far
+    frames_kept: int | None = None      # after a rollback: the frames the context still holds
     done: bool = False
 
 
@@ -54,7 +62,7 @@ class Session:
     slot: int
     pending_text: int | None = None           # a step decided but not fed yet (the answer's end_of_turn)
     user_open: bool = False                   # a user speech block has started
-    answer: _Answer | None = None
+    answer: _Answer | None = None             # the answer being made, or the last one until the next block starts
 
     @property
     def answering(self) -> bool:
@@ -81,9 +89,19 @@ class SpeechGenerator:
         self._text_mask[self.vocab.special("end_of_text")] = 0.0
 
     # -- sessions -------------------------------------------------------------------------------
+    @property
+    def max_len(self) -> int:
+        """Steps a session's context holds at most."""
+        return self.decoder.max_len
+
+    def length(self, session: Session) -> int:
+        """Steps in the session's context now (fed; a pending end of block not included)."""
+        return self.decoder.lengths[session.slot]
+
     def open(self) -> Session:
+        """A new session in a free slot, its context empty; `NoFreeSlotError` when every slot is taken."""
         if not self.free:
-            raise RuntimeError("no free session slot")
+            raise NoFreeSlotError("no free session slot")
         slot = self.free.pop(0)
         self.decoder.reset(slot)
         return Session(slot)
@@ -103,6 +121,8 @@ class SpeechGenerator:
         return self.decoder.forward([session.slot], self.model.embed(t, a))[0]
 
     def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
+        """A new block starts: the pending end of the last one goes in first; the last answer becomes history."""
+        session.answer = None
         if session.pending_text is None:
             return [], []
         text, session.pending_text = [session.pending_text], None
@@ -166,11 +186,57 @@ class SpeechGenerator:
         """Start the assistant's spoken answer (the marker step); returns what it produced."""
         text, audio = self._flush(session)
         session.user_open = False
-        session.answer = _Answer(codes=[[] for _ in range(self.vocab.num_codebooks)])
         text.append(self.vocab.special("assistant_speech"))
         audio.append(self._none_audio)
+        start = self.length(session) + len(text) - 1
         hidden = self._feed(session, text, audio)[-1:]
+        session.answer = _Answer(start=start, codes=[[] for _ in range(self.vocab.num_codebooks)])
         return self._decide([session], hidden)[0]
+
+    def end_answer(self, session: Session, keep_frames: int | None = None) -> int | None:
+        """End the session's answer now (a barge-in); with `keep_frames`, keep only its first frames in the context.
+
+        The answer stops where it stands and its block is closed by `<|end_of_turn|>` (fed with the next
+        block). With `keep_frames` = n (the frames the user heard) the context is rolled back to the
+        block's steps 0 .. text_lead + n + max_delay: the step where frame n - 1 became complete, its
+        last codebook written (codebook k of frame f sits at block step 1 + text_lead + f + d_k). What
+        stays is the marker, the words written up to that step (the text starts text_lead steps before
+        the audio, one id per step: a short answer's words are often all written by then) and the kept
+        frames' codes; codebook 0 of the max_delay frames after them (d_0 = 0) stays as well: they were
+        never heard, but cutting there would drop the finer codebooks of the last heard frames.
+        n (at most the frames made) = 0: nothing was heard, so the block goes entirely (no end_of_turn);
+        the user's turn stays unanswered and the next one opens a new block. n = every frame made: the
+        answer stays as it was made.
+
+        It also works after the answer ended by itself (its audio still playing at the client), as long
+        as no block followed it; a rollback only ever shortens it. Returns the frames of the answer the
+        context holds (complete ones), or None when there is no answer to end (none begun, or a later
+        block started).
+        """
+        a = session.answer
+        if a is None:
+            return None
+        if not a.done:
+            a.done = True
+            session.pending_text = self.vocab.special("end_of_turn")
+        held = a.frames_kept if a.frames_kept is not None else min(len(c) for c in a.codes)
+        if keep_frames is None:
+            return held
+        n = min(max(0, int(keep_frames)), held)
+        if n == 0:
+            self.decoder.truncate(session.slot, a.start)
+            session.pending_text, session.answer = None, None
+            return 0
+        if n == held:
+            return held
+        # frame held - 1 is complete, so its step (and so the kept ones') is in the cache: no pending step to feed
+        self.decoder.truncate(session.slot, a.start + self.layout.text_lead + n + self.layout.max_delay + 1)
+        a.frames_kept = n
+        return n
+
+    def close_user_turn(self, session: Session) -> None:
+        """The user's turn ends without an answer (cut before it): the next user speech opens a new block."""
+        session.user_open = False
 
     @torch.no_grad()
     def step(self, sessions: list[Session]) -> list[StepOutput]:
