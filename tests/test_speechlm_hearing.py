@@ -90,3 +90,85 @@ def test_ctc_training_lowers_the_loss_on_real_codes() -> None:
         loss.backward()
         opt.step()
     assert loss.item() < 0.7 * first, (first, loss.item())
+
+
+def _lm_with_hearing(seed: int = 0):
+    from dataclasses import asdict
+
+    from tests.test_speechlm import tiny_config
+
+    cfg = tiny_config()
+    torch.manual_seed(seed)
+    books = torch.randn(cfg.num_codebooks, cfg.codebook_size, cfg.codec_dim)
+    enc = HearingEncoder(HearingConfig(num_codebooks=2, codebook_size=cfg.codebook_size, codec_dim=cfg.codec_dim,
+                                       hidden=12), books)
+    from voice.speechlm.model import SpeechLM
+
+    cfg.hearing = asdict(enc.config)
+    model = SpeechLM(cfg, codebooks=books)
+    model.hearing.load_state_dict(enc.state_dict())
+    return model.eval(), enc
+
+
+def test_the_lm_reads_each_user_turn_through_the_frozen_encoder(tmp_path) -> None:
+    from tests.test_speechlm import s2s_example, tokenize
+    from voice.speechlm.batch import collate, lm_loss
+    from voice.speechlm.format import layout_example
+    from voice.speechlm.model import SpeechLM
+
+    model, enc = _lm_with_hearing()
+    steps = layout_example(s2s_example(), model.config.vocab, model.config.layout, tokenize)
+    batch = collate([steps], model.config.vocab)
+    assert len(batch.user_spans) == 2
+    feats = model.user_features(batch.audio, batch.user_spans)
+    for _, a, e, _ in batch.user_spans:             # each turn alone, as the streaming generator sees it
+        assert torch.allclose(feats[0, a:e], enc(batch.audio[:, :2, a:e])[0], atol=1e-5)
+    outside = torch.ones(feats.shape[1], dtype=torch.bool)
+    for _, a, e, _ in batch.user_spans:
+        outside[a:e] = False
+    assert feats[0, outside].abs().sum() == 0
+    before = {n: p.clone() for n, p in model.hearing.named_parameters()}
+    model.train()
+    lm_loss(model, batch).loss.backward()
+    assert all(p.grad is None for p in model.hearing.parameters()), "the encoder stays frozen"
+    assert model.hearing_proj.weight.grad is not None and model.hearing_proj.weight.grad.abs().sum() > 0
+    assert all(torch.equal(p, before[n]) for n, p in model.hearing.named_parameters())
+    model.eval()
+    model.save_pretrained(tmp_path)
+    again = SpeechLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(batch.text, batch.audio, user_spans=batch.user_spans)
+        got = again(batch.text, batch.audio, user_spans=batch.user_spans)
+    assert torch.allclose(ref[1], got[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 50])
+def test_the_generator_streams_a_turn_through_the_encoder_like_the_whole_forward(chunk) -> None:
+    from tests.test_speechlm import codes, tokenize
+    from voice.speechlm.generate import SpeechGenerator
+
+    model, _ = _lm_with_hearing(3)
+    v = model.config.vocab
+    context, user = tokenize("it is noon."), codes(3, 17, 5)
+    gen = SpeechGenerator(model, max_sessions=1)
+    session = gen.open()
+    gen.feed_text(session, "context", context)
+    for i in range(0, user.shape[1], chunk):
+        gen.feed_user_speech(session, user[:, i:i + chunk])
+        assert gen.length(session) == 1 + len(context) + 1 + min(i + chunk, user.shape[1])
+    gen.close_user_turn(session)
+    none = [v.audio_none] * 3
+    hidden = gen._feed(session, [v.special("assistant_speech")], [none])
+    # the same steps in one forward pass, the user's turn read by the encoder as a whole
+    text = [v.special("context"), *context, v.special("user_speech")] + [v.special("pad")] * 17 + [v.special("assistant_speech")]
+    audio = [none] * (len(context) + 2) + user.T.tolist() + [none]
+    start = len(context) + 2
+    t, a = torch.tensor([text]), torch.tensor([audio]).permute(0, 2, 1)
+    with torch.no_grad():
+        ref_text, ref_audio = model(t, a, user_spans=[(0, start, start + 17)])
+        got_text, got_audio = model.heads(hidden[None])
+    assert torch.allclose(got_audio[0, -1], ref_audio[0, -1], atol=1e-4)
+    assert torch.allclose(got_text[0, -1], ref_text[0, -1], atol=1e-4)
+    with torch.no_grad():     # and the features matter: without them the answer's start differs
+        plain_text, _ = model(t, a)
+    assert not torch.allclose(plain_text[0, -1], ref_text[0, -1], atol=1e-4)

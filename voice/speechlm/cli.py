@@ -65,8 +65,13 @@ def _train(args: argparse.Namespace) -> int:
             kept = choose_ids(tokenizer, [t.text for d in train_set for t in d.turns] + [d.context for d in train_set])
         text = TextIds(tokenizer, kept)
         delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
+        hearing = None
+        if args.hearing_encoder:
+            from voice.speechlm.hearing import HearingEncoder
+
+            hearing = HearingEncoder.load(Path(args.hearing_encoder))
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
-                            args.heard_codebooks)
+                            args.heard_codebooks, hearing)
     vocab, layout = model.config.vocab, model.config.layout
     k = model.config.num_codebooks
     with_variants = sum(bool(d.user_variants) for d in train_set)
@@ -82,7 +87,8 @@ def _train(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[lm] {len(train_set)} train / {len(val_set)} validation dialogues; model {n_params / 1e6:.1f} M "
           f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}, "
-          f"hears {model.config.heard_codebooks or k} codebooks; "
+          f"hears {model.config.heard_codebooks or k} codebooks"
+          f"{' and a hearing encoder' if model.hearing is not None else ''}; "
           f"{with_variants} dialogues with voice variants; out {out}", flush=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device)
@@ -149,6 +155,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--text-lead", type=int, default=2, help="steps the answer's words start before its audio")
     p.add_argument("--heard-codebooks", type=int, default=0,
                    help="codebooks of the user's speech the model reads (0: all K)")
+    p.add_argument("--hearing-encoder", default="",
+                   help="a hearing.pt (voice train hearing): the model also reads the user's frames through it, frozen")
     p.add_argument("--user-variants", action="store_true",
                    help="also train on the cached voice variants of the user's turns (voice codec tokenize --user-variants)")
     p.add_argument("--mix", default="", help='task mix as JSON, e.g. {"s2s": 0.5, "t2t": 0.1, "s2t": 0.3, "t2s": 0.1}')

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from voice.speechlm.hearing import HearingStream
 from voice.speechlm.kvcache import SlotDecoder
 from voice.speechlm.model import SpeechLM
 
@@ -63,6 +64,8 @@ class Session:
     pending_text: int | None = None           # a step decided but not fed yet (the answer's end_of_turn)
     user_open: bool = False                   # a user speech block has started
     answer: _Answer | None = None             # the answer being made, or the last one until the next block starts
+    hearing: HearingStream | None = None      # the user turn's hearing-encoder stream (models with one)
+    held: np.ndarray | None = None            # user frames [K, n] waiting for their features (the encoder's lookahead)
 
     @property
     def answering(self) -> bool:
@@ -95,8 +98,10 @@ class SpeechGenerator:
         return self.decoder.max_len
 
     def length(self, session: Session) -> int:
-        """Steps in the session's context now (fed; a pending end of block not included)."""
-        return self.decoder.lengths[session.slot]
+        """Steps in the session's context now (fed, plus user frames held for the hearing encoder's
+        lookahead; a pending end of block not included)."""
+        held = session.held.shape[1] if session.held is not None else 0
+        return self.decoder.lengths[session.slot] + held
 
     def open(self) -> Session:
         """A new session in a free slot, its context empty; `NoFreeSlotError` when every slot is taken."""
@@ -113,12 +118,23 @@ class SpeechGenerator:
 
     # -- prefill ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _feed(self, session: Session, text: list[int], audio: list[list[int]]) -> torch.Tensor:
-        """Feed steps to one session: text ids [T], audio [T][K] -> hidden [T, H]."""
+    def _feed(self, session: Session, text: list[int], audio: list[list[int]],
+              user: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed steps to one session: text ids [T], audio [T][K] (hearing features [T, H_enc]) -> hidden [T, H]."""
         t = torch.tensor(text, dtype=torch.long)[None]                        # [1, T]
         a = torch.tensor(audio, dtype=torch.long).T[None]                     # [1, K, T]
         self.model.check_ids(t, a)
-        return self.decoder.forward([session.slot], self.model.embed(t, a))[0]
+        x = self.model.embed(t, a) if user is None else self.model.embed(t, a, user[None])
+        return self.decoder.forward([session.slot], x)[0]
+
+    def _close_user(self, session: Session) -> None:
+        """The user's speech block ends: frames held for the hearing encoder's lookahead go in now."""
+        if session.user_open and session.hearing is not None:
+            feats, held = session.hearing.finish(), session.held
+            if held.shape[1]:
+                self._feed(session, [self.vocab.special("pad")] * held.shape[1], held.T.tolist(), feats)
+        session.hearing = session.held = None
+        session.user_open = False
 
     def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
         """A new block starts: the pending end of the last one goes in first; the last answer becomes history."""
@@ -130,10 +146,10 @@ class SpeechGenerator:
 
     def feed_text(self, session: Session, marker: str, ids: list[int]) -> None:
         """A text block (context, user text): its marker, then the text ids."""
+        self._close_user(session)
         text, audio = self._flush(session)
         text += [self.vocab.special(marker), *ids]
         audio += [self._none_audio] * (1 + len(ids))
-        session.user_open = False
         self._feed(session, text, audio)
 
     def feed_user_speech(self, session: Session, codes: np.ndarray) -> None:
@@ -149,25 +165,33 @@ class SpeechGenerator:
             text.append(self.vocab.special("user_speech"))
             audio.append(self._none_audio)
             session.user_open = True
-        text += [self.vocab.special("pad")] * codes.shape[1]
+            if self.model.hearing is not None:
+                session.hearing, session.held = HearingStream(self.model.hearing), np.zeros((k, 0), np.int64)
         heard = np.array(codes[:k], dtype=np.int64)
         heard[self.layout.heard_codebooks or k:] = self.vocab.audio_none     # codebooks the model does not read
+        user = None
+        if session.hearing is not None:          # frames go in once their features are known (lookahead)
+            feats = session.hearing.push(codes[: self.model.hearing.config.num_codebooks])
+            held = np.concatenate([session.held, heard], 1)
+            heard, session.held = held[:, : feats.shape[0]], held[:, feats.shape[0]:]
+            user = torch.cat([feats.new_zeros(len(text), feats.shape[1]), feats])
+        text += [self.vocab.special("pad")] * heard.shape[1]
         audio += heard.T.tolist()
         if text:
-            self._feed(session, text, audio)
+            self._feed(session, text, audio, user)
 
     def feed_steps(self, session: Session, text: list[int], audio: list[list[int]]) -> None:
         """Steps laid out elsewhere (a reference history by `voice.speechlm.format.StepWriter`): text [T], audio [K][T]."""
+        self._close_user(session)
         head_text, head_audio = self._flush(session)
-        session.user_open = False
         if len(text) or head_text:
             self._feed(session, head_text + list(text), head_audio + [list(c) for c in zip(*audio)])
 
     @torch.no_grad()
     def generate_text(self, session: Session, marker: str, max_tokens: int = 64) -> list[int]:
         """A text answer after `marker` (assistant_text, transcribe): sampled until <|end_of_text|>."""
+        self._close_user(session)
         text, audio = self._flush(session)
-        session.user_open = False
         text.append(self.vocab.special(marker))
         audio.append(self._none_audio)
         hidden = self._feed(session, text, audio)[-1]
@@ -184,8 +208,8 @@ class SpeechGenerator:
     # -- the answer -----------------------------------------------------------------------------
     def begin_answer(self, session: Session) -> StepOutput:
         """Start the assistant's spoken answer (the marker step); returns what it produced."""
+        self._close_user(session)
         text, audio = self._flush(session)
-        session.user_open = False
         text.append(self.vocab.special("assistant_speech"))
         audio.append(self._none_audio)
         start = self.length(session) + len(text) - 1
@@ -236,7 +260,7 @@ class SpeechGenerator:
 
     def close_user_turn(self, session: Session) -> None:
         """The user's turn ends without an answer (cut before it): the next user speech opens a new block."""
-        session.user_open = False
+        self._close_user(session)
 
     @torch.no_grad()
     def step(self, sessions: list[Session]) -> list[StepOutput]:

@@ -31,7 +31,7 @@ class SpeechLMConfig(PretrainedConfig):
                  num_hidden_layers: int = 6, num_attention_heads: int = 6, num_key_value_heads: int = 2,
                  max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
-                 text_token_ids: list[int] | None = None, **kwargs) -> None:
+                 text_token_ids: list[int] | None = None, hearing: dict | None = None, **kwargs) -> None:
         if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
             raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
         self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
@@ -43,6 +43,7 @@ class SpeechLMConfig(PretrainedConfig):
         self.delays = list(delays) if delays is not None else [0] + [1] * (num_codebooks - 1)
         self.text_lead = text_lead                      # steps the answer's words start before its audio
         self.heard_codebooks = heard_codebooks          # codebooks of the user's speech it reads (0: all)
+        self.hearing = hearing                          # a frozen hearing encoder's HearingConfig (as a dict), or None
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
@@ -94,6 +95,12 @@ class SpeechLM(PreTrainedModel):
         self.text_head = nn.Linear(h, config.vocab.text_stream_size, bias=False)
         self.audio_head = nn.Linear(h, k * (n + 1), bias=False)
         self.hearing_blank = nn.Parameter(torch.zeros(h))        # CTC blank of the training-only hearing loss
+        self.hearing = self.hearing_proj = None
+        if config.hearing:                                        # the user's frames also read by a frozen encoder
+            from voice.speechlm.hearing import HearingConfig, HearingEncoder
+
+            self.hearing = HearingEncoder(HearingConfig(**config.hearing)).requires_grad_(False)
+            self.hearing_proj = nn.Linear(self.hearing.config.hidden, h, bias=False)
         self.post_init()
         self._init_audio()
 
@@ -130,9 +137,29 @@ class SpeechLM(PreTrainedModel):
             raise ValueError(f"codes must be in 0..{v.codebook_size - 1} (or {v.audio_none} for none), got "
                              f"{int(audio.min())}..{int(audio.max())}")
 
-    def embed(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """text [B, S], audio [B, K, S] -> step embeddings [B, S, H]."""
+    def user_features(self, audio: torch.Tensor, spans) -> torch.Tensor | None:
+        """The hearing encoder's features at the user's frames: `spans` (batch row, start, end, ...) of
+        user speech in `audio` [B, K, S]; each span is one whole user turn. [B, S, H_enc] or None."""
+        if self.hearing is None or not spans:
+            return None
+        k = self.hearing.config.num_codebooks
+        lengths = torch.tensor([e - a for _, a, e, *_ in spans])
+        codes = torch.zeros(len(spans), k, int(lengths.max()), dtype=torch.long, device=audio.device)
+        for i, (b, a, e, *_) in enumerate(spans):
+            codes[i, :, : e - a] = audio[b, :k, a:e]
+        with torch.no_grad():
+            feats = self.hearing(codes, lengths.to(audio.device))
+        out = feats.new_zeros(audio.shape[0], audio.shape[2], feats.shape[-1])
+        for i, (b, a, e, *_) in enumerate(spans):
+            out[b, a:e] = feats[i, : e - a]
+        return out
+
+    def embed(self, text: torch.Tensor, audio: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
+        """text [B, S], audio [B, K, S] (and the hearing encoder's features [B, S, H_enc] at the user's
+        frames, zeros elsewhere) -> step embeddings [B, S, H]."""
         x = self.backbone.embed_tokens(text)                                     # [B, S, H]
+        if user is not None and self.hearing_proj is not None:
+            x = x + self.hearing_proj(user)
         latents = torch.stack([self.codebooks[k][audio[:, k]] for k in range(audio.shape[1])], 1)  # [B, K, S, D]
         x = x + torch.einsum("bksd,kdh->bsh", latents, self.audio_proj)
         none = (audio == self.config.vocab.audio_none).to(x.dtype)              # [B, K, S]
@@ -145,11 +172,15 @@ class SpeechLM(PreTrainedModel):
         return (self.text_head(hidden) if text else None), audio
 
     def forward(self, text_ids: torch.Tensor, audio_codes: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                targets=None, text_weight: float = 1.0, hearing_weight: float = 0.0, **kwargs):
+                targets=None, text_weight: float = 1.0, hearing_weight: float = 0.0, user_spans=None, **kwargs):
         """Logits of both heads at every step; or, given `targets` (a `voice.speechlm.batch.Batch`), the
-        training loss, with the heads applied only where there are targets (the text head is the costly one)."""
+        training loss, with the heads applied only where there are targets (the text head is the costly one).
+        `user_spans` (or the targets' own) say where the user's turns are, for the hearing encoder."""
         self.check_ids(text_ids, audio_codes)
-        hidden = self.backbone(inputs_embeds=self.embed(text_ids, audio_codes), attention_mask=attention_mask,
+        if user_spans is None and targets is not None:
+            user_spans = targets.user_spans
+        user = self.user_features(audio_codes, user_spans)
+        hidden = self.backbone(inputs_embeds=self.embed(text_ids, audio_codes, user), attention_mask=attention_mask,
                                use_cache=False).last_hidden_state
         if targets is not None:
             from voice.speechlm.batch import loss_from_hidden
