@@ -92,7 +92,7 @@ def test_ctc_training_lowers_the_loss_on_real_codes() -> None:
     assert loss.item() < 0.7 * first, (first, loss.item())
 
 
-def _lm_with_hearing(seed: int = 0):
+def _lm_with_hearing(seed: int = 0, hearing_input: str = "features"):
     from dataclasses import asdict
 
     from tests.test_speechlm import tiny_config
@@ -104,7 +104,7 @@ def _lm_with_hearing(seed: int = 0):
                                        hidden=12), books)
     from voice.speechlm.model import SpeechLM
 
-    cfg.hearing = asdict(enc.config)
+    cfg.hearing, cfg.hearing_input = asdict(enc.config), hearing_input
     model = SpeechLM(cfg, codebooks=books)
     model.hearing.load_state_dict(enc.state_dict())
     return model.eval(), enc
@@ -142,12 +142,12 @@ def test_the_lm_reads_each_user_turn_through_the_frozen_encoder(tmp_path) -> Non
     assert torch.allclose(ref[1], got[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 50])
-def test_the_generator_streams_a_turn_through_the_encoder_like_the_whole_forward(chunk) -> None:
+@pytest.mark.parametrize("chunk,hearing_input", [(1, "features"), (3, "features"), (50, "features"), (3, "chars")])
+def test_the_generator_streams_a_turn_through_the_encoder_like_the_whole_forward(chunk, hearing_input) -> None:
     from tests.test_speechlm import codes, tokenize
     from voice.speechlm.generate import SpeechGenerator
 
-    model, _ = _lm_with_hearing(3)
+    model, _ = _lm_with_hearing(3, hearing_input)
     v = model.config.vocab
     context, user = tokenize("it is noon."), codes(3, 17, 5)
     gen = SpeechGenerator(model, max_sessions=1)
@@ -172,3 +172,18 @@ def test_the_generator_streams_a_turn_through_the_encoder_like_the_whole_forward
     with torch.no_grad():     # and the features matter: without them the answer's start differs
         plain_text, _ = model(t, a)
     assert not torch.allclose(plain_text[0, -1], ref_text[0, -1], atol=1e-4)
+
+
+def test_chars_input_reads_the_encoder_posteriors() -> None:
+    from tests.test_speechlm import tiny_config
+    from voice.speechlm.model import SpeechLM
+
+    model, enc = _lm_with_hearing(4, "chars")
+    assert model.hearing_proj.in_features == len(CHARS) + 1
+    feats = enc(torch.randint(0, 16, (1, 2, 9)))
+    probs = model.hearing_read(feats)
+    assert torch.allclose(probs.sum(-1), torch.ones(1, 9)) and torch.allclose(probs, enc.ctc_logits(feats).softmax(-1))
+    cfg = tiny_config()
+    cfg.hearing, cfg.hearing_input = model.config.hearing, "spectrogram"
+    with pytest.raises(ValueError, match="features or chars"):
+        SpeechLM(cfg)

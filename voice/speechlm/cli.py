@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
 
             hearing = HearingEncoder.load(Path(args.hearing_encoder))
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
-                            args.heard_codebooks, hearing)
+                            args.heard_codebooks, hearing, args.hearing_input)
     vocab, layout = model.config.vocab, model.config.layout
     k = model.config.num_codebooks
     with_variants = sum(bool(d.user_variants) for d in train_set)
@@ -157,6 +157,8 @@ def register(subparsers, registered: dict) -> None:
                    help="codebooks of the user's speech the model reads (0: all K)")
     p.add_argument("--hearing-encoder", default="",
                    help="a hearing.pt (voice train hearing): the model also reads the user's frames through it, frozen")
+    p.add_argument("--hearing-input", default="features", choices=["features", "chars"],
+                   help="what the model reads of the hearing encoder: its features, or its character posteriors")
     p.add_argument("--user-variants", action="store_true",
                    help="also train on the cached voice variants of the user's turns (voice codec tokenize --user-variants)")
     p.add_argument("--mix", default="", help='task mix as JSON, e.g. {"s2s": 0.5, "t2t": 0.1, "s2t": 0.3, "t2s": 0.1}')

@@ -130,7 +130,7 @@ class SpeechGenerator:
     def _close_user(self, session: Session) -> None:
         """The user's speech block ends: frames held for the hearing encoder's lookahead go in now."""
         if session.user_open and session.hearing is not None:
-            feats, held = session.hearing.finish(), session.held
+            feats, held = self.model.hearing_read(session.hearing.finish()), session.held
             if held.shape[1]:
                 self._feed(session, [self.vocab.special("pad")] * held.shape[1], held.T.tolist(), feats)
         session.hearing = session.held = None
@@ -171,7 +171,7 @@ class SpeechGenerator:
         heard[self.layout.heard_codebooks or k:] = self.vocab.audio_none     # codebooks the model does not read
         user = None
         if session.hearing is not None:          # frames go in once their features are known (lookahead)
-            feats = session.hearing.push(codes[: self.model.hearing.config.num_codebooks])
+            feats = self.model.hearing_read(session.hearing.push(codes[: self.model.hearing.config.num_codebooks]))
             held = np.concatenate([session.held, heard], 1)
             heard, session.held = held[:, : feats.shape[0]], held[:, feats.shape[0]:]
             user = torch.cat([feats.new_zeros(len(text), feats.shape[1]), feats])

@@ -31,7 +31,8 @@ class SpeechLMConfig(PretrainedConfig):
                  num_hidden_layers: int = 6, num_attention_heads: int = 6, num_key_value_heads: int = 2,
                  max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
-                 text_token_ids: list[int] | None = None, hearing: dict | None = None, **kwargs) -> None:
+                 text_token_ids: list[int] | None = None, hearing: dict | None = None,
+                 hearing_input: str = "features", **kwargs) -> None:
         if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
             raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
         self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
@@ -44,6 +45,7 @@ class SpeechLMConfig(PretrainedConfig):
         self.text_lead = text_lead                      # steps the answer's words start before its audio
         self.heard_codebooks = heard_codebooks          # codebooks of the user's speech it reads (0: all)
         self.hearing = hearing                          # a frozen hearing encoder's HearingConfig (as a dict), or None
+        self.hearing_input = hearing_input              # what the LM reads of it: "features" or "chars" (its CTC posteriors)
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
@@ -100,7 +102,10 @@ class SpeechLM(PreTrainedModel):
             from voice.speechlm.hearing import HearingConfig, HearingEncoder
 
             self.hearing = HearingEncoder(HearingConfig(**config.hearing)).requires_grad_(False)
-            self.hearing_proj = nn.Linear(self.hearing.config.hidden, h, bias=False)
+            if config.hearing_input not in ("features", "chars"):
+                raise ValueError(f"hearing_input must be features or chars, not {config.hearing_input!r}")
+            width = self.hearing.config.hidden if config.hearing_input == "features" else self.hearing.head.out_features
+            self.hearing_proj = nn.Linear(width, h, bias=False)
         self.post_init()
         self._init_audio()
 
@@ -148,11 +153,18 @@ class SpeechLM(PreTrainedModel):
         for i, (b, a, e, *_) in enumerate(spans):
             codes[i, :, : e - a] = audio[b, :k, a:e]
         with torch.no_grad():
-            feats = self.hearing(codes, lengths.to(audio.device))
+            feats = self.hearing_read(self.hearing(codes, lengths.to(audio.device)))
         out = feats.new_zeros(audio.shape[0], audio.shape[2], feats.shape[-1])
         for i, (b, a, e, *_) in enumerate(spans):
             out[b, a:e] = feats[i, : e - a]
         return out
+
+    def hearing_read(self, features: torch.Tensor) -> torch.Tensor:
+        """What the LM reads of the encoder's features: themselves, or its character posteriors
+        (`hearing_input="chars"`: only what it spells, nothing of the voice)."""
+        if self.config.hearing_input == "chars":
+            return self.hearing.ctc_logits(features).softmax(-1)
+        return features
 
     def embed(self, text: torch.Tensor, audio: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
         """text [B, S], audio [B, K, S] (and the hearing encoder's features [B, S, H_enc] at the user's
