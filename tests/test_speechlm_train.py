@@ -124,3 +124,28 @@ def test_voice_variants_are_cached_resumably_and_feed_training(corpus: Path, tmp
     run = tmp_path / "run"
     assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--steps", "2",
                  "--user-variants", "--mix", '{"s2t": 1}']) == 0
+
+
+def test_hearing_encoder_trains_resumes_evaluates_and_feeds_the_lm(corpus: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "hearing"
+    args = ["train", "hearing", "--corpus", str(corpus), "--out", str(run), "--hidden", "32", "--gru-layers", "1",
+            "--batch-frames", "2000", "--eval-every", "3"]
+    assert main([*args, "--steps", "3"]) == 0
+    assert main([*args, "--steps", "6"]) == 0                          # resumes at 3, goes on to 6
+    import torch
+
+    history = torch.load(run / "trainer.pt", weights_only=False)["history"]
+    assert [h["step"] for h in history] == [3, 6] and {"val_cer", "val_wer"} <= set(history[-1])
+    capsys.readouterr()
+    assert main(["eval", "hearing", str(run / "hearing.pt"), "--corpus", str(corpus), "--split", "test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] > 0 and 0 <= report["cer"] and report["per_voice"]
+    lm = tmp_path / "lm"
+    assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(lm), "--steps", "2",
+                 "--hearing-encoder", str(run / "hearing.pt")]) == 0
+    config = json.loads((lm / "checkpoint" / "config.json").read_text())
+    assert config["hearing"]["hidden"] == 32
+    capsys.readouterr()
+    assert main(["eval", "lm", str(lm / "checkpoint"), "--corpus", str(corpus), "--limit", "1",
+                 "--hearing-limit", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hearing"]["n"] == 2
