@@ -47,4 +47,4 @@ def test_sigterm_flushes_the_report_and_leaves_no_partial_file(tmp_path, speech_
     report = json.loads(out.read_text())
     assert report["interrupted"] and report["levels"][0]["interrupted"]
     assert report["server_exit_status"] == 0  # the server child was shut down cleanly too
-    assert sorted(p.name for p in out.parent.iterdir()) == ["load.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["load.json", "load.md", "load.png"]   # plot and table too

@@ -312,6 +312,109 @@ def machine_info() -> dict:
     return {"cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load], "python": sys.version.split()[0]}
 
 
+# ---- the report's plot and table ----------------------------------------------------------------
+TARGET_OVER_ONE_SESSION_MS = 100.0   # issue 13: K sessions' v2v p95 at most this much over one session's
+
+
+def target_ms(report: dict) -> float | None:
+    """Issue 13's bound on a level's v2v p95: the 1-session level's p95 + 100 ms (None without that level)."""
+    single = next((lv for lv in report["levels"] if lv["sessions"] == 1), None)
+    p95 = single["v2v_ms"]["p95"] if single else None
+    return None if p95 is None else round(p95 + TARGET_OVER_ONE_SESSION_MS, 1)
+
+
+def _ms(x: float | None, fmt: str = ".0f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def levels_markdown(report: dict, png_name: str) -> str:
+    """A table of the levels: turns, missed turns, v2v p50 / p95, p95 over one session's and the +100 ms
+    verdict, `real_time` (the `passes` rule), server CPU and the sender's lateness; then the plot."""
+    cfg, target = report.get("config", {}), target_ms(report)
+    base = None if target is None else target - TARGET_OVER_ONE_SESSION_MS
+    load = report.get("machine", {}).get("loadavg_1_5_15")
+    lines = [f"# Load test: {cfg.get('pipeline', '?')}", "",
+             f"- {_ms(cfg.get('seconds'))} s per level; {report.get('machine', {}).get('cpus', '?')} cores, "
+             f"load average (1/5/15 min) at start {load}",
+             "- target (issue 13): v2v p95 at most one session's + 100 ms: "
+             + (f"{target:.0f} ms" if target is not None else "no 1-session level, so no target"),
+             "- real time (`passes`): p95 within 2x the first level's, no missed turns, no errors, sender on time; "
+             f"held up to {report.get('max_real_time_sessions', '-')} sessions"
+             + (" (stopped early)" if report.get("interrupted") else ""), "",
+             "| sessions | turns | missed | v2v p50 | v2v p95 | p95 over 1 session | within +100 ms | real time "
+             "| server cores | sender late p95 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for lv in report["levels"]:
+        p95 = lv["v2v_ms"]["p95"]
+        over = "-" if base is None or p95 is None else f"{p95 - base:+.0f}"
+        within = "-" if over == "-" else ("yes" if p95 <= target else "no")
+        lines.append(f"| {lv['sessions']}{' (stopped early)' if lv.get('interrupted') else ''} | {lv['turns']} "
+                     f"| {lv['missed_turns']} | {_ms(lv['v2v_ms']['p50'])} | {_ms(p95)} | {over} | {within} "
+                     f"| {'yes' if lv.get('real_time') else 'no'} | {_ms(lv.get('server_cpu_cores'), '.2f')} "
+                     f"| {_ms(lv.get('client_late_ms', {}).get('p95'), '.1f')} |")
+    lines += ["", "v2v in ms: the true end of speech to the first non-silent answer sample playing at the client.",
+              "", f"![load]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def plot_levels(report: dict, path: Path) -> None:
+    """Two panels against the number of sessions: v2v p50 and p95 with the +100 ms target line (levels that
+    did not hold real time crossed out), and the share of missed turns (bar colour: real time held or not)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from voice.fileutil import atomic_write
+
+    levels, target = report["levels"], target_ms(report)
+    k = [lv["sessions"] for lv in levels]
+    nan = lambda x: np.nan if x is None else x  # noqa: E731
+    fig, (lat, miss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lat.plot(k, [nan(lv["v2v_ms"]["p50"]) for lv in levels], "o-", label="v2v p50")
+    lat.plot(k, [nan(lv["v2v_ms"]["p95"]) for lv in levels], "s-", label="v2v p95")
+    if target is not None:
+        lat.axhline(target, color="red", linestyle="--", linewidth=1,
+                    label=f"target: 1 session's p95 + {TARGET_OVER_ONE_SESSION_MS:.0f} ms = {target:.0f} ms")
+    bad = [lv for lv in levels if not lv.get("real_time") and lv["v2v_ms"]["p95"] is not None]
+    if bad:
+        lat.plot([lv["sessions"] for lv in bad], [lv["v2v_ms"]["p95"] for lv in bad], "x", color="red",
+                 markersize=12, markeredgewidth=2, label="not real time")
+    lat.set_xticks(k)
+    lat.set_xlabel("concurrent sessions")
+    lat.set_ylabel("voice-to-voice (ms)")
+    lat.set_title(f"v2v against sessions ({report.get('config', {}).get('pipeline', '?')})")
+    lat.legend(fontsize=8)
+
+    x = np.arange(len(levels))
+    tried = [lv["turns"] + lv["missed_turns"] for lv in levels]
+    share = [100 * lv["missed_turns"] / n if n else 0 for lv, n in zip(levels, tried)]
+    miss.bar(x, share, color=["tab:green" if lv.get("real_time") else "tab:red" for lv in levels])
+    for i, (lv, n) in enumerate(zip(levels, tried)):
+        miss.text(i, share[i], f"{lv['missed_turns']}/{n}", ha="center", va="bottom", fontsize=8)
+    miss.set_xticks(x, [str(s) for s in k])
+    miss.set_ylim(0, max(10.0, max(share, default=0) * 1.2))
+    miss.set_xlabel("concurrent sessions")
+    miss.set_ylabel("missed turns (%)")
+    miss.set_title("missed turns (green: real time held, red: not)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def write_level_reports(report: dict, json_path: Path) -> dict[str, Path]:
+    """Write X.png (`plot_levels`) and X.md (`levels_markdown`) beside the JSON report X.json."""
+    from voice.fileutil import atomic_write
+
+    paths = {"png": Path(json_path).with_suffix(".png"), "md": Path(json_path).with_suffix(".md")}
+    plot_levels(report, paths["png"])
+    atomic_write(paths["md"], levels_markdown(report, paths["png"].name))
+    return paths
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 def register(subparsers, registered: dict) -> None:
     p = subparsers.add_parser("loadtest", help="K real-time sessions against `voice serve`: v2v p95, memory, leaks")
@@ -320,7 +423,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--pipeline", default="echo")
     p.add_argument("--warmup-s", type=float, default=30.0, help="memory baseline this long into each level")
     p.add_argument("--speech-dir", type=Path, default=SPEECH_DIR)
-    p.add_argument("--out", type=Path, default=None, help="write the JSON report here (atomically)")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON report here (atomically), "
+                   "and a plot and table beside it (same name, .png and .md)")
     p.set_defaults(func=run)
 
 
@@ -343,6 +447,8 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     if args.out:
         atomic_write_json(args.out, report)
+        written = write_level_reports(report, args.out)
+        log.info("report: %s, %s, %s", args.out, written["png"], written["md"])
     print(text)
     return 0 if report["levels"] and not report["interrupted"] else 1
 

@@ -168,33 +168,84 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
-def plot(summary: dict, records: list[dict], path: Path) -> None:
-    """v2v distribution per variant (left) and median stage timings per variant (right)."""
+def ecdf_points(values: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical CDF's step points: the values sorted (None left out) and the fraction of values at or
+    below each, k / n for k = 1..n. Empty arrays when there is no value."""
+    x = np.sort(np.asarray([v for v in values if v is not None], dtype=float))
+    return x, np.arange(1, len(x) + 1) / max(1, len(x))
+
+
+def _label(name: str, pipeline: str) -> str:
+    """A variant's name, with its pipeline when that differs."""
+    return name if pipeline == name else f"{name} ({pipeline})"
+
+
+def plot_figure(summary: dict, records: list[dict]):
+    """The report's figure, three panels sharing the variants' colours:
+
+    - the empirical CDF of v2v per variant (a step line each, p50 and p95 marked, n in the legend);
+    - v2v per turn: a horizontal box (quartiles, whiskers at 1.5 IQR) with every turn as a point, same x axis;
+    - the stage breakdown: the tracer's median ms after the VAD's end of turn, per stage and frame kind.
+
+    A variant without any v2v (every turn failed) is named in the legend and the turn panel, not drawn.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     data = [[r["v2v_ms"] for r in records if r["variant"] == p and r.get("v2v_ms") is not None] for p in names]
-    if any(data):
-        ax1.boxplot([d or [np.nan] for d in data], showfliers=False)
-        labels = [p if summary[p]["pipeline"] == p else f"{p}\n({summary[p]['pipeline']})" for p in names]
-        ax1.set_xticks(range(1, len(names) + 1), labels)
-        for i, d in enumerate(data, start=1):
-            ax1.scatter(np.full(len(d), i) + np.random.default_rng(i).uniform(-0.08, 0.08, len(d)), d, s=10, alpha=0.6)
-    ax1.set_ylabel("voice-to-voice (ms)")
-    ax1.set_title("v2v per turn")
+    labels = [_label(p, summary[p]["pipeline"]) for p in names]
+    fig, (cdf, turns, stages) = plt.subplots(1, 3, figsize=(15, 4.5), gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    turns.sharex(cdf)
+
+    for i, (label, d) in enumerate(zip(labels, data)):
+        color = f"C{i}"
+        if not d:
+            cdf.plot([], [], color=color, linestyle=":", label=f"{label}: no v2v")
+            turns.text(0.02, i, "no v2v", transform=turns.get_yaxis_transform(), va="center", fontsize=8, color=color)
+            continue
+        x, y = ecdf_points(d)
+        p50, p95 = np.percentile(d, 50), np.percentile(d, 95)
+        cdf.plot(np.r_[x[0], x], np.r_[0.0, y], drawstyle="steps-post", color=color,
+                 label=f"{label}, n={len(d)}: p50 {p50:.0f}, p95 {p95:.0f} ms")
+        cdf.plot([p50, p95], [0.5, 0.95], "o", color=color, markersize=5, label=f"_{names[i]} p50/p95")
+        turns.boxplot([d], positions=[i], orientation="horizontal", showfliers=False, widths=0.5,
+                      medianprops={"color": "black"})
+        turns.scatter(d, i + np.random.default_rng(i).uniform(-0.12, 0.12, len(d)), s=10, alpha=0.6, color=color)
+    for q in (0.5, 0.95):
+        cdf.axhline(q, color="grey", linewidth=0.6, linestyle="--")
+    if not any(data):
+        cdf.text(0.5, 0.5, "no v2v measured", transform=cdf.transAxes, ha="center")
+    cdf.set_ylim(0, 1.02)
+    cdf.set_xlabel("voice-to-voice (ms)")
+    cdf.set_ylabel("fraction of turns")
+    cdf.set_title("v2v distribution (CDF; dots: p50, p95)")
+    cdf.legend(fontsize=7, loc="lower right")
+    turns.set_yticks(range(len(names)), labels, fontsize=8)
+    turns.set_ylim(len(names) - 0.5, -0.5)                     # first variant on top
+    turns.set_xlabel("voice-to-voice (ms)")
+    turns.set_title("v2v per turn (box: quartiles)")
+
     keys = sorted({k for p in names for k in summary[p].get("stage_timings_ms_p50", {})})
     width = 0.8 / max(1, len(names))
     for j, p in enumerate(names):
-        vals = [summary[p]["stage_timings_ms_p50"].get(k) or 0 for k in keys]
-        ax2.barh(np.arange(len(keys)) + j * width, vals, height=width, label=p)
-    ax2.set_yticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, keys, fontsize=7)
-    ax2.set_xlabel("ms after the VAD's end of turn (p50)")
-    ax2.set_title("stage breakdown (tracer)")
-    ax2.legend(fontsize=8)
+        vals = [summary[p].get("stage_timings_ms_p50", {}).get(k) or 0 for k in keys]
+        stages.barh(np.arange(len(keys)) + j * width, vals, height=width, color=f"C{j}", label=labels[j])
+    stages.set_yticks(np.arange(len(keys)) + width * (len(names) - 1) / 2, keys, fontsize=7)
+    stages.invert_yaxis()                                      # stages in name order, first variant on top
+    stages.set_xlabel("ms after the VAD's end of turn (p50)")
+    stages.set_title("stage breakdown (tracer)")
+    stages.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot(summary: dict, records: list[dict], path: Path) -> None:
+    """Write `plot_figure` to `path` (PNG)."""
+    fig = plot_figure(summary, records)          # selects the Agg backend first
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=110)
     plt.close(fig)

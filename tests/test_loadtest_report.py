@@ -1,0 +1,66 @@
+"""`voice loadtest --out X.json` also writes X.png and X.md: v2v p50 / p95 against sessions, the +100 ms target."""
+
+from __future__ import annotations
+
+from voice.loadtest import levels_markdown, plot_levels, target_ms, write_level_reports
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _level(sessions: int, p50: float | None, p95: float | None, turns: int, missed: int, real_time: bool) -> dict:
+    """A level as run_level reports it (the fields the plot and table read, and a few more)."""
+    return {"sessions": sessions, "seconds": 60.0, "pipeline": "echo", "interrupted": False, "turns": turns,
+            "missed_turns": missed, "errors": [], "session_failures": [],
+            "v2v_ms": {"p50": p50, "p95": p95, "max": p95},
+            "client_late_ms": {"p50": 0.5, "p95": 1.0, "max": 3.0}, "server_cpu_cores": 0.05 * sessions,
+            "real_time": real_time}
+
+
+def _report() -> dict:
+    return {"config": {"pipeline": "echo", "seconds": 60.0}, "interrupted": False,
+            "machine": {"cpus": 2, "loadavg_1_5_15": [1.0, 1.0, 1.0]},
+            "levels": [_level(1, 600.0, 700.0, 9, 0, True), _level(4, 620.0, 790.0, 36, 0, True),
+                       _level(8, 700.0, 850.0, 70, 0, True), _level(16, 900.0, 2000.0, 60, 12, False)],
+            "max_real_time_sessions": 8}
+
+
+def test_target_is_one_sessions_p95_plus_100_ms():
+    assert target_ms(_report()) == 800.0
+    no_single = {"levels": [_level(4, 620.0, 790.0, 36, 0, True)]}
+    assert target_ms(no_single) is None                      # no 1-session level: no baseline to add 100 ms to
+
+
+def test_markdown_has_a_row_per_level_with_the_target_verdict():
+    md = levels_markdown(_report(), "lt.png")
+    rows = [line for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "4", "8", "16"]
+    four, eight, sixteen = rows[1].split("|"), rows[2].split("|"), rows[3].split("|")
+    assert "+90" in four[6] and "yes" in four[7]             # 790 <= 700 + 100
+    assert "+150" in eight[6] and "no" in eight[7]           # 850 > 800
+    assert sixteen[3].strip() == "12" and "no" in sixteen[8]  # missed turns; not real time
+    assert "800 ms" in md and "![load](lt.png)" in md
+
+
+def test_plot_levels_writes_a_png(tmp_path):
+    path = tmp_path / "lt.png"
+    plot_levels(_report(), path)
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_plot_levels_survives_a_level_without_turns_and_no_single_session_level(tmp_path):
+    report = {"config": {"pipeline": "cascade"}, "levels": [_level(2, None, None, 0, 3, False)]}
+    path = tmp_path / "empty.png"
+    plot_levels(report, path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert "| 2 | 0 | 3 | - | - | - |" in levels_markdown(report, "empty.png")
+
+
+def test_write_level_reports_puts_png_and_md_beside_the_json(tmp_path):
+    out = tmp_path / "reports" / "load.json"
+    out.parent.mkdir()
+    paths = write_level_reports(_report(), out)
+    assert paths == {"png": tmp_path / "reports" / "load.png", "md": tmp_path / "reports" / "load.md"}
+    assert paths["png"].read_bytes()[:8] == PNG_MAGIC
+    assert "| 16 |" in paths["md"].read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["load.md", "load.png"]   # no temporary left
