@@ -181,6 +181,20 @@ def test_talk_file_to_file_with_events(server, stereo_44k, tmp_path, capsys):
     assert v2v["speech_end_s"] < first / rate
 
 
+def test_talk_warns_once_about_options_the_server_ignored(server, stereo_44k, capsys):
+    """A typo in --option does not refuse the session: the server lists it in ready.ignored_options and
+    voice talk says so in one line, even with --quiet; with known options it says nothing."""
+    base = ["talk", "--url", server.url, "--pipeline", "echo", "--input", str(stereo_44k), "--no-play",
+            "--duration", "0.2", "--quiet"]
+    assert cli_main(base + ["--option", "end_silence_msec=400", "--option", "tts=x", "--option",
+                            "end_silence_ms=400"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "ignored" in line]
+    assert warnings == ["warning: the server ignored the hello option(s) end_silence_msec, tts "
+                        "(not read by the VAD or the echo pipeline: a typo?)"]
+    assert cli_main(base + ["--option", "end_silence_ms=400"]) == 0
+    assert "ignored" not in capsys.readouterr().out
+
+
 def test_talk_reports_an_unreachable_server(stereo_44k, capsys):
     rc = cli_main(["talk", "--url", "ws://127.0.0.1:9/ws", "--input", str(stereo_44k), "--no-play"])
     assert rc == 1

@@ -49,6 +49,9 @@ class VoiceClient:
         self.on_event, self.on_audio = on_event, on_audio
         self.log = ClientLog()
         self.ready: dict | None = None
+        # hello options the server did not use (`ready.ignored_options`: a typo, or another pipeline's
+        # option); empty until connect() and when every option was used. Show or log a non-empty list.
+        self.ignored_options: list[str] = []
         self.output_rate_hz = 16000
         self.close_code: int | None = None
         self.close_reason = ""
@@ -71,6 +74,7 @@ class VoiceClient:
             raise ConnectionError(f"server refused the session: {ready.get('code')}: {ready.get('message')}")
         self.ready = ready
         self.output_rate_hz = int(ready["sample_rate"])
+        self.ignored_options = sorted(str(k) for k in ready.get("ignored_options") or [])
         return ready
 
     async def send_json(self, message: dict) -> None:

@@ -141,7 +141,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--rtf-seconds", type=float, default=10.0, help="audio length for the streaming speed test")
     p.add_argument("--chunk-frames", type=int, default=1, help="frames per streaming step in the speed test")
     p.add_argument("--save-audio", default=None, help="folder to write resynthesized WAVs into")
-    p.add_argument("--speed-only", action="store_true", help="skip the Whisper WER part")
+    p.add_argument("--speed-only", action="store_true",
+                   help="skip the Whisper WER part; needs no data (times the packaged recordings "
+                        "when --corpus and --speech give none)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)
 

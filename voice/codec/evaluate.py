@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.assets import SPEECH_DIR
+
 logger = logging.getLogger(__name__)
 
 WHISPER_RATE_HZ = 16000
@@ -166,7 +168,7 @@ def streaming_rtf(codec, audio: np.ndarray, chunk_frames: int = 1, threads: int 
     finally:
         torch.set_num_threads(previous)
     seconds = len(audio) / codec.sample_rate_hz
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"audio_s": round(seconds, 2), "chunk_frames": chunk_frames, "threads": threads,
             "encode_rtf": round(encode_s / seconds, 4), "decode_rtf": round(decode_s / seconds, 4),
             "rtf": round((encode_s + decode_s) / seconds, 4), "cpu_time_rtf": round(cpu_s / seconds, 4),
@@ -174,34 +176,92 @@ def streaming_rtf(codec, audio: np.ndarray, chunk_frames: int = 1, threads: int 
             "ms_per_chunk": round(1000 * (encode_s + decode_s) / max(1, len(range(0, len(audio), chunk))), 3)}
 
 
+def _usable_items(corpus: Path | None, speech: Path | None, max_utterances: int,
+                  sets: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """For the speed test alone: the items of whichever of `corpus` and `speech` can be read, and a note
+    for each one that cannot (a missing folder, one without a manifest)."""
+    items, notes = [], []
+    if corpus:
+        try:
+            items += corpus_items(corpus, max_utterances, tuple(sets))
+        except FileNotFoundError as exc:
+            notes.append(f"corpus skipped: {exc}")
+    if speech and "real_speech" in sets:
+        if (speech / "manifest.tsv").is_file():
+            items += speech_items(speech)
+        else:
+            notes.append(f"speech folder skipped: no manifest.tsv in {speech}")
+    return items, notes
+
+
+def _origin(item: dict, corpus: Path | None, speech: Path | None) -> tuple[str, str, str]:
+    """(kind, folder, file within it) of an evaluation item, for the report's note of what was timed."""
+    path = Path(item["path"])
+    if item["set"].startswith("corpus") and corpus is not None:
+        return "corpus test split", str(corpus), str(path.relative_to(corpus))
+    folder = path.parent
+    kind = "packaged recordings" if folder.resolve() == SPEECH_DIR.resolve() else "speech folder"
+    return kind, str(folder), path.name
+
+
+def speed_audio(codec, items: list[dict], seconds: float, corpus: Path | None = None,
+                speech: Path | None = None) -> tuple[np.ndarray, dict]:
+    """`seconds` of real speech at the codec's rate for the speed test, from `items` or, when there are none,
+    the recordings the package carries (voice/assets/speech, always installed with it); repeated when the
+    recordings are shorter. Returns the audio and what it is (kind, folder, files)."""
+    from voice.codec.codec import to_mono_rate
+
+    if not items:
+        items = speech_items(SPEECH_DIR)
+    needed = int(round(seconds * codec.sample_rate_hz))
+    pieces, total, used = [], 0, []
+    for item in items:
+        audio, rate = _read(item["path"])
+        pieces.append(to_mono_rate(audio, rate, codec.sample_rate_hz))
+        used.append(_origin(item, corpus, speech))
+        total += len(pieces[-1])
+        if total >= needed:
+            break
+    audio = np.concatenate(pieces)
+    repeated = len(audio) < needed
+    audio = np.resize(audio, needed) if repeated else audio[:needed]
+    unique = lambda values: " + ".join(dict.fromkeys(values))  # noqa: E731 (in order, once each)
+    return audio.astype(np.float32), {"kind": unique(k for k, _, _ in used), "path": unique(p for _, p, _ in used),
+                                      "files": [f for _, _, f in used], "repeated": repeated}
+
+
 def evaluate_codec(source: str, corpus: Path | None, speech: Path | None, num_codebooks: int | None = None,
                    max_utterances: int = 30, rtf_seconds: float = 10.0, chunk_frames: int = 1,
                    save_audio: Path | None = None, wer: bool = True, sets: tuple[str, ...] = EVAL_SETS) -> dict:
-    """Intelligibility on `sets` (max_utterances counts corpus utterances) and streaming speed of one source."""
-    from voice.codec.codec import to_mono_rate
+    """Intelligibility on `sets` (max_utterances counts corpus utterances) and streaming speed of one source.
+
+    Without `wer` (`--speed-only`) no data is needed: a corpus or speech folder that cannot be read is
+    skipped with a note, and with neither the speed test times the recordings the package carries."""
     from voice.codec.loader import load_codec
 
     unknown = set(sets) - set(EVAL_SETS)
     if unknown:
         raise ValueError(f"unknown evaluation sets {sorted(unknown)}: choose from {EVAL_SETS}")
     codec = load_codec(source, num_codebooks)
-    items = ((corpus_items(corpus, max_utterances, tuple(sets)) if corpus else []) +
-             (speech_items(speech) if speech and "real_speech" in sets else []))
-    if not items:
-        raise ValueError("nothing to evaluate: give --corpus and/or --speech")
+    notes: list[str] = []
+    if wer:
+        items = ((corpus_items(corpus, max_utterances, tuple(sets)) if corpus else []) +
+                 (speech_items(speech) if speech and "real_speech" in sets else []))
+        if not items:
+            raise ValueError("nothing to evaluate: give --corpus and/or --speech (or time the codec alone "
+                             "with --speed-only)")
+    else:
+        items, notes = _usable_items(corpus, speech, max_utterances, tuple(sets))
     report = {"source": source, "codec": codec.describe(),
               "lookahead_ms": round(1000 * codec.lookahead_samples / codec.sample_rate_hz, 1),
               "parameters": sum(p.numel() for m in (codec.encoder, codec.decoder) for p in m.parameters())}
     report["intelligibility"] = intelligibility(codec, items, load_whisper(), save_audio) if wer else {}
-    pieces, total = [], 0
-    for item in items:  # streaming speed on real speech, as long as asked
-        audio, rate = _read(item["path"])
-        pieces.append(to_mono_rate(audio, rate, codec.sample_rate_hz))
-        total += len(pieces[-1])
-        if total >= rtf_seconds * codec.sample_rate_hz:
-            break
-    audio = np.concatenate(pieces)[: int(rtf_seconds * codec.sample_rate_hz)]
+    if not wer:
+        report["wer_skipped"] = True
+        report["notes"] = notes
+    audio, what = speed_audio(codec, items, rtf_seconds, corpus, speech)  # streaming speed on real speech
     report["streaming"] = streaming_rtf(codec, audio, chunk_frames)
+    report["streaming"]["audio"] = what
     return report
 
 
@@ -217,7 +277,15 @@ def format_report(report: dict) -> str:
         for voice, v in r.get("by_voice", {}).items():
             lines.append(f"    {voice:30s} n={v['utterances']:3d}  {v['wer_original']:6.2f}% -> "
                          f"{v['wer_resynth']:6.2f}%  delta {v['wer_delta']:+6.2f}")
+    if report.get("wer_skipped"):
+        lines.append("  WER skipped (--speed-only)")
+    for note in report.get("notes", []):
+        lines.append(f"  {note}")
     s = report["streaming"]
+    what = s.get("audio")
+    if what:
+        lines.append(f"  timed audio: {what['kind']} {what['path']} ({len(what['files'])} file(s)"
+                     f"{', repeated' if what['repeated'] else ''}): {', '.join(what['files'])}")
     lines.append(f"  streaming, 1 session, {s['threads']} thread(s), {s['chunk_frames']} frame(s)/step over "
                  f"{s['audio_s']} s: RTF {s['rtf']} (encode {s['encode_rtf']}, decode {s['decode_rtf']}), "
                  f"{s['ms_per_chunk']} ms per step; CPU-time RTF {s['cpu_time_rtf']} "

@@ -173,12 +173,16 @@ class TalkSession:
         from websockets.exceptions import WebSocketException
 
         try:
-            return await self.client.connect(cfg.connect_timeout_s)
+            ready = await self.client.connect(cfg.connect_timeout_s)
         except (OSError, TimeoutError, WebSocketException) as exc:
             if type(exc) is ConnectionError and "refused the session" in str(exc):
                 raise TalkError(str(exc)) from None
             raise TalkError(f"cannot reach the server at {cfg.url} ({exc or type(exc).__name__}); "
                             "is `voice serve` running there?") from None
+        if self.client.ignored_options:   # a typo in --option would otherwise go unnoticed
+            self.display.warning(f"the server ignored the hello option(s) {', '.join(self.client.ignored_options)} "
+                                 f"(not read by the VAD or the {ready.get('pipeline', '?')} pipeline: a typo?)")
+        return ready
 
     async def _run_until_stopped(self) -> None:
         assert self._stop is not None

@@ -42,6 +42,14 @@ class StatusDisplay:
     def info(self, text: str) -> None:
         self._line(text)
 
+    def warning(self, text: str) -> None:
+        """A line printed even with `quiet` (something the user must fix, such as a mistyped option)."""
+        quiet, self.quiet = self.quiet, False
+        try:
+            self._line(f"warning: {text}")
+        finally:
+            self.quiet = quiet
+
     def _text(self, who: str, text: str, final: bool) -> None:
         if final:
             self.partial = ""
