@@ -273,3 +273,48 @@ def test_barge_in_stops_the_answer_keeps_what_was_played_and_the_next_turn_is_an
     assert cut.length_after == cut.start + lay.text_lead + cut.frames_kept + lay.max_delay + 1 < cut.length_before
     # then <|end_of_turn|>, turn 2 and its answer, in the same conversation
     assert length > cut.length_after + 1 + 40 and [a for a in c.log.audio if a.turn_id == 2]
+
+
+def test_two_sessions_at_once_each_get_the_answer_they_get_alone(e2e_env):
+    """Two conversations on one shared model, their answer steps batched: each answer equals its solo answer."""
+    from voice import pipelines
+
+    models = pipelines.ModelCache()
+    questions = [read_wav(SPEECH_DIR / name) for name in ("sb_example2_culprit.wav", "ps_cards_004.wav")]
+
+    def codes_of(out):
+        return np.concatenate([f.codes for f in out if isinstance(f, Codes) and f.role == "assistant"], 1)
+
+    async def ask(stages, audio, rate):
+        return await _through(stages, _turn_frames(audio, rate, turn=1))
+
+    alone = []
+    for audio, rate in questions:
+        encode, lm, _ = _stages({"max_answer_s": 0.5}, models)
+        alone.append(run(ask([encode, lm], audio, rate)))
+        run(lm.close())
+    assert not np.array_equal(codes_of(alone[0]), codes_of(alone[1])), "the two questions must get different answers"
+
+    conversations = [_stages({"max_answer_s": 0.5}, models)[:2] for _ in questions]
+    service = conversations[0][1].service
+    assert conversations[1][1].service is service                          # one model, one generator
+
+    batches, step = [], service.generator.step
+
+    def counting_step(sessions):
+        batches.append(len(sessions))
+        return step(sessions)
+
+    async def both():
+        return await asyncio.gather(*(ask(stages, audio, rate) for stages, (audio, rate) in zip(conversations, questions)))
+
+    service.generator.step = counting_step
+    together = run(both())
+    del service.generator.step
+    assert max(batches) == 2, "the two answers' steps ran batched"
+    for solo, joint in zip(alone, together):
+        _answer(joint, service.generator.vocab.num_codebooks, 25)
+        np.testing.assert_array_equal(codes_of(joint), codes_of(solo))
+    for _, lm in conversations:
+        run(lm.close())
+    assert len(service.generator.free) == service.max_sessions

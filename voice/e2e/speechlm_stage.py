@@ -41,9 +41,16 @@ class SpeechLMService:
     `call(fn, ...)` runs `fn` on the worker and awaits it; `post(fn, ...)` queues it without
     waiting (for synchronous callers such as `Stage.reset`); `step(session)` queues one answer step:
     every step waiting when the worker gets to it goes through `SpeechGenerator.step` together.
+
+    Scheduling: sessions that are answering (between `answer_started` and `answer_ended`) take
+    turns with the worker, so left alone their steps would alternate and never meet. So when the
+    worker finds fewer steps waiting than sessions answering, it waits up to `gather_s` for the
+    others' steps to arrive, then runs what it has: sessions that answer together step together
+    (one forward pass for all), and a session that is slow to ask (its consumer is busy, its answer
+    is over) delays the others by at most `gather_s` per step.
     """
 
-    def __init__(self, model, text_ids, codec, max_sessions: int = 8, sampling=None) -> None:
+    def __init__(self, model, text_ids, codec, max_sessions: int = 8, sampling=None, gather_s: float = 0.004) -> None:
         from voice.speechlm.generate import Sampling, SpeechGenerator
 
         self.generator = SpeechGenerator(model, max_sessions=max_sessions, sampling=sampling or Sampling())
@@ -54,6 +61,18 @@ class SpeechLMService:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="speechlm")
         self._steps: list[tuple[Any, concurrent.futures.Future]] = []
         self._steps_lock = threading.Lock()
+        self._step_arrived = threading.Condition(self._steps_lock)
+        self._answering = 0                     # sessions between answer_started and answer_ended
+        self.gather_s = gather_s
+
+    def answer_started(self) -> None:
+        with self._steps_lock:
+            self._answering += 1
+
+    def answer_ended(self) -> None:
+        with self._step_arrived:
+            self._answering = max(0, self._answering - 1)
+            self._step_arrived.notify_all()
 
     async def call(self, fn: Callable, *args) -> Any:
         return await asyncio.wrap_future(self._worker.submit(fn, *args))
@@ -64,13 +83,16 @@ class SpeechLMService:
     async def step(self, session) -> Any:
         """One answer step of `session` (a `StepOutput`), batched with the other sessions' waiting steps."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._steps_lock:
+        with self._step_arrived:
             self._steps.append((session, future))
+            self._step_arrived.notify_all()
         self._worker.submit(self._run_steps)
         return await asyncio.wrap_future(future)
 
     def _run_steps(self) -> None:
-        with self._steps_lock:
+        with self._step_arrived:
+            if self._steps and len(self._steps) < self._answering:        # the others' steps are on their way
+                self._step_arrived.wait_for(lambda: len(self._steps) >= self._answering, timeout=self.gather_s)
             waiting, self._steps = self._steps, []
         batch = [(s, f) for s, f in waiting if f.set_running_or_notify_cancel()]   # a cancelled step is skipped
         if not batch:
@@ -315,8 +337,11 @@ class SpeechLMStage(Stage):
             return
         text, chunks, made = _TextDeltas(self.service.text), _Chunks(self.k, self.step_frames), 0
         self._spoken = (turn, 0)
+        answering = False
         try:
             out = await self.service.call(self._begin, self._conv, turn_codes)
+            self.service.answer_started()       # its steps are now gathered with the other answers'
+            answering = True
             while True:
                 delta = text.add(out.text_ids)
                 if delta:
@@ -338,6 +363,9 @@ class SpeechLMStage(Stage):
         except ValueError as exc:        # e.g. ContextFullError: this answer ends, the next turn starts afresh
             log.warning("speech LM: answer to turn %d cut, fresh context next turn: %s", turn, exc)
             await self.service.call(self._drop, self._conv)
+        finally:
+            if answering:
+                self.service.answer_ended()
         for codes in chunks.flush():
             yield self._codes(turn, codes)
         delta = text.add([], final=True)
