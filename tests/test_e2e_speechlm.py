@@ -239,6 +239,7 @@ def test_the_default_model_folder_is_named_in_the_error(monkeypatch):
     ({"max_answer_s": 0}, "max_answer_s must be a number of seconds"),
     ({"max_answer_s": "long"}, "max_answer_s must be a number of seconds"),
     ({"step_frames": 0}, "step_frames must be an integer in 1..50"),
+    ({"now": "tomorrow"}, "option now must be an ISO 8601 date-time"),
 ])
 def test_bad_options_are_clear_errors(e2e_env, options, needle):
     message = hello_error("e2e", options)
@@ -318,3 +319,20 @@ def test_two_sessions_at_once_each_get_the_answer_they_get_alone(e2e_env):
     for _, lm in conversations:
         run(lm.close())
     assert len(service.generator.free) == service.max_sessions
+
+
+def test_the_hellos_now_is_the_context_sentences_clock(e2e_env):
+    """`now` (the corpus's clock in the bench) is what the conversation's context sentence says, and is read."""
+    from voice.cascade.conversation import clock_text
+
+    seen = []
+    encode, lm, _ = _stages({"max_answer_s": 0.2, "now": "2026-05-03T16:33"})
+    feed_text = lm.service.generator.feed_text
+    lm.service.generator.feed_text = lambda session, marker, ids: (seen.append((marker, ids)), feed_text(session, marker, ids))
+    pcm, rate = read_wav(SPEECH_DIR / "sb_example2_culprit.wav")
+    run(_through([encode, lm], _turn_frames(pcm, rate)))
+    del lm.service.generator.feed_text
+    run(lm.close())
+    import datetime as dt
+
+    assert seen[0] == ("context", lm.service.text.encode(clock_text(dt.datetime(2026, 5, 3, 16, 33))))

@@ -4,11 +4,14 @@ The model is chosen by the server, never by a client: the folder `models/speechl
 checkout, or the folder named by the environment variable VOICE_SPEECHLM. VOICE_SPEECHLM_SESSIONS
 (default 8) is how many conversations the shared generator holds at once. Hello options:
 `step_frames` (codec frames per encode step and per decoded chunk, default 2 = 40 ms) and
-`max_answer_s` (an answer's audio is cut there; 0.1 to 15 s, default 15). See docs/e2e.md.
+`max_answer_s` (an answer's audio is cut there; 0.1 to 15 s, default 15) and `now` (a fixed
+clock for the context sentence, ISO 8601, as the cascade's; the bench's corpus set sends each
+dialogue's). See docs/e2e.md.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from pathlib import Path
@@ -82,14 +85,27 @@ def _max_answer_s(options: dict) -> float:
     return float(value)
 
 
+def _clock(options: dict):
+    """The clock of the context sentence: the real time, or the fixed `now` of the hello."""
+    now = options.get("now", "")
+    if not now:
+        return dt.datetime.now
+    try:
+        fixed = dt.datetime.fromisoformat(str(now))
+    except ValueError:
+        raise ValueError(f"option now must be an ISO 8601 date-time such as 2026-05-03T16:33, not {now!r}") from None
+    return lambda: fixed
+
+
 def build(options: dict, models: ModelCache) -> list[Stage]:
     if "model" in options:
         raise ValueError(f"the e2e pipeline's model is chosen by the server ({SPEECHLM_ENV}), not by the hello")
     step_frames = check_step_frames(options.get("step_frames", 2))
     max_answer_s = _max_answer_s(options)
+    clock = _clock(options)
     codec = _codec({}, models)
     service = _service(models)
-    return [CodecEncodeStage(codec, step_frames), SpeechLMStage(service, step_frames, max_answer_s),
+    return [CodecEncodeStage(codec, step_frames), SpeechLMStage(service, step_frames, max_answer_s, clock),
             CodecDecodeStage(service.codec)]
 
 
