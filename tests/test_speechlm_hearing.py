@@ -187,3 +187,14 @@ def test_chars_input_reads_the_encoder_posteriors() -> None:
     cfg.hearing, cfg.hearing_input = model.config.hearing, "spectrogram"
     with pytest.raises(ValueError, match="features or chars"):
         SpeechLM(cfg)
+
+
+def test_an_encoder_for_another_codec_or_more_codebooks_is_refused() -> None:
+    from voice.speechlm.train import _hearing_config
+
+    enc = HearingEncoder(HearingConfig(num_codebooks=4, codebook_size=16, codec_dim=8, hidden=12, codec_id="compact-a-k8"))
+    assert _hearing_config(enc, "compact-a-k8", 8)["num_codebooks"] == 4
+    with pytest.raises(ValueError, match="reads codes of compact-a-k8, not compact-b-k8"):
+        _hearing_config(enc, "compact-b-k8", 8)
+    with pytest.raises(ValueError, match="reads 4 codebooks; the model hears only 2"):
+        _hearing_config(enc, "compact-a-k8", 2)
