@@ -310,6 +310,7 @@ def test_two_sessions_at_once_each_get_the_answer_they_get_alone(e2e_env):
         return await asyncio.gather(*(ask(stages, audio, rate) for stages, (audio, rate) in zip(conversations, questions)))
 
     service.generator.step = counting_step
+    service.gather_s = 2.0          # the scheduling, not the machine's speed: a loaded CI's event loop can lag 4 ms
     together = run(both())
     del service.generator.step
     assert max(batches) == 2, "the two answers' steps ran batched"
