@@ -281,7 +281,9 @@ def test_two_sessions_at_once_each_get_the_answer_they_get_alone(e2e_env):
     from voice import pipelines
 
     models = pipelines.ModelCache()
-    questions = [read_wav(SPEECH_DIR / name) for name in ("sb_example2_culprit.wav", "ps_cards_004.wav")]
+    # equally long (1.5 s), so that both turns end, and both answers run, at the same time
+    questions = [(pcm[: int(1.5 * rate)], rate) for pcm, rate in
+                 (read_wav(SPEECH_DIR / name) for name in ("sb_example2_culprit.wav", "ps_cards_004.wav"))]
 
     def codes_of(out):
         return np.concatenate([f.codes for f in out if isinstance(f, Codes) and f.role == "assistant"], 1)
