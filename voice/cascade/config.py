@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass, fields, replace
+from typing import Callable
 
 ASR_BACKENDS = ("whisper", "pocketsphinx")
 TTS_BACKENDS = ("piper", "flite", "espeak")
@@ -75,12 +76,18 @@ class CascadeConfig:
 
     def clock(self) -> dt.datetime:
         """The time the assistant believes it is."""
-        if not self.now:
-            return dt.datetime.now()
-        try:
-            return dt.datetime.fromisoformat(self.now)
-        except ValueError:
-            raise ValueError(f"option now must be an ISO 8601 date-time such as 2026-05-03T16:33, not {self.now!r}") from None
+        return hello_clock(self.now)()
+
+
+def hello_clock(now) -> "Callable[[], dt.datetime]":
+    """The clock a hello's `now` option asks for: the real time ("" or absent), or that fixed ISO 8601 time."""
+    if not now:
+        return dt.datetime.now
+    try:
+        fixed = dt.datetime.fromisoformat(str(now))
+    except ValueError:
+        raise ValueError(f"option now must be an ISO 8601 date-time such as 2026-05-03T16:33, not {now!r}") from None
+    return lambda: fixed
 
 
 def _convert(name: str, value, kind: type):

@@ -11,11 +11,11 @@ dialogue's). See docs/e2e.md.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from pathlib import Path
 
+from voice.cascade.config import hello_clock
 from voice.e2e.codec_stages import CodecDecodeStage, CodecEncodeStage, check_step_frames
 from voice.e2e.pipeline import _codec
 from voice.e2e.speechlm_stage import SpeechLMService, SpeechLMStage
@@ -85,24 +85,12 @@ def _max_answer_s(options: dict) -> float:
     return float(value)
 
 
-def _clock(options: dict):
-    """The clock of the context sentence: the real time, or the fixed `now` of the hello."""
-    now = options.get("now", "")
-    if not now:
-        return dt.datetime.now
-    try:
-        fixed = dt.datetime.fromisoformat(str(now))
-    except ValueError:
-        raise ValueError(f"option now must be an ISO 8601 date-time such as 2026-05-03T16:33, not {now!r}") from None
-    return lambda: fixed
-
-
 def build(options: dict, models: ModelCache) -> list[Stage]:
     if "model" in options:
         raise ValueError(f"the e2e pipeline's model is chosen by the server ({SPEECHLM_ENV}), not by the hello")
     step_frames = check_step_frames(options.get("step_frames", 2))
     max_answer_s = _max_answer_s(options)
-    clock = _clock(options)
+    clock = hello_clock(options.get("now", ""))
     codec = _codec({}, models)
     service = _service(models)
     return [CodecEncodeStage(codec, step_frames), SpeechLMStage(service, step_frames, max_answer_s, clock),
