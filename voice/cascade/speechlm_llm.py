@@ -49,19 +49,14 @@ def speechlm_location(ref: str) -> tuple[Path, str]:
 
 def load_speech_lm(folder: Path, shown: str):
     """(model, text ids) of a saved speech LM in float32; ValueError naming `shown` when there is none or it is broken."""
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"no speech LM at {shown}: train one (docs/speechlm.md)")
     import torch
 
-    from voice.speechlm.cli import load_text_ids
-    from voice.speechlm.model import SpeechLM
+    from voice.speechlm.cli import load_speech_lm as load
 
-    set_torch_threads(torch)        # as the transformers backend does (docs/cascade.md, "Same brain")
+    if (folder / "config.json").is_file():
+        set_torch_threads(torch)        # as the transformers backend does (docs/cascade.md, "Same brain")
     start_s = time.monotonic()
-    try:
-        loaded = SpeechLM.from_pretrained(folder, dtype=torch.float32).eval(), load_text_ids(folder)
-    except Exception as exc:   # a broken folder: the hello gets a clean error, the server goes on
-        raise ValueError(f"the speech LM at {shown} could not be loaded: {type(exc).__name__}: {exc}") from None
+    loaded = load(folder, shown)
     log.info("loaded speech LM %s for the cascade in %.1f s", shown, time.monotonic() - start_s)
     return loaded
 

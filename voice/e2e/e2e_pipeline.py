@@ -53,22 +53,11 @@ def _service(models: ModelCache) -> SpeechLMService:
     codec = _codec({}, models)              # what the encode stage uses: the shipped compact codec
 
     def load() -> SpeechLMService:
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"no speech LM at {shown}: train one (docs/speechlm.md)")
-        import torch
-
         from voice.codec.loader import load_codec
         from voice.codec.tokenize import cache_id
-        from voice.speechlm.cli import load_text_ids
-        from voice.speechlm.model import SpeechLM
+        from voice.speechlm.cli import load_speech_lm
 
-        try:
-            model = SpeechLM.from_pretrained(folder, dtype=torch.float32).eval()
-            text = load_text_ids(folder)
-        except ValueError:
-            raise
-        except Exception as exc:   # a broken folder: the hello gets a clean error, the server goes on
-            raise ValueError(f"the speech LM at {shown} could not be loaded: {type(exc).__name__}: {exc}") from None
+        model, text = load_speech_lm(folder, shown)
         if model.config.codec_id != cache_id(codec):
             raise ValueError(f"the speech LM at {shown} reads codes of {model.config.codec_id!r}, but this server's "
                              f"codec is {cache_id(codec)!r}")

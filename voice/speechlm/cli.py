@@ -28,6 +28,21 @@ def load_text_ids(checkpoint: str | Path):
     return TextIds(load_tokenizer(str(checkpoint)), SpeechLMConfig.from_pretrained(checkpoint).text_token_ids)
 
 
+def load_speech_lm(folder: Path, shown: str):
+    """(model in float32, text ids) of a saved speech LM; ValueError naming `shown` when there is none or it is
+    broken (a server turns it into a clean hello error and goes on)."""
+    if not (Path(folder) / "config.json").is_file():
+        raise ValueError(f"no speech LM at {shown}: train one (docs/speechlm.md)")
+    import torch
+
+    from voice.speechlm.model import SpeechLM
+
+    try:
+        return SpeechLM.from_pretrained(folder, dtype=torch.float32).eval(), load_text_ids(folder)
+    except Exception as exc:
+        raise ValueError(f"the speech LM at {shown} could not be loaded: {type(exc).__name__}: {exc}") from None
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
