@@ -24,7 +24,10 @@ TAIL_S = 1.5            # longer than any end_silence_ms used here plus silero's
 # One turn per clip: longer than the longest pause in any clip (librispeech, 810 ms) plus
 # silero's hangover, so that start and end of the whole utterance are compared. The turn
 # splitting at the default 500 ms is tested separately below.
-ONE_TURN = VadConfig(end_silence_ms=1000.0)
+# These tests measure Silero and the energy edges under the fixed rules (a silence ends the turn,
+# a duration of speech interrupts); the turn-taking models are tested in test_turn.py.
+FIXED_RULES = VadConfig(turn_detection="silence", barge_in_detection="duration")
+ONE_TURN = VadConfig(end_silence_ms=1000.0, turn_detection="silence", barge_in_detection="duration")
 
 # Measured misses of the 100 ms bound (ms past the reference), reported to the lead; strict, so
 # a VAD change that fixes them makes these tests fail until the entry is removed.
@@ -105,7 +108,7 @@ LONG_PAUSE_CLIP = "lh_librispeech_2412-153948-0000.wav"   # 810 ms pause after '
 
 def _long_pause_turns() -> tuple[list, tuple, tuple]:
     ref = reference()[LONG_PAUSE_CLIP]
-    events = vad_events(*clip(LONG_PAUSE_CLIP), config=VadConfig())
+    events = vad_events(*clip(LONG_PAUSE_CLIP), config=FIXED_RULES)
     before, after = max(zip(ref.segments, ref.segments[1:]), key=lambda p: p[1][0] - p[0][1])
     return events, before, after
 
@@ -126,7 +129,7 @@ def test_turn_end_at_long_pause_within_100ms(speech_dir):
                                   "sb_example1_birch_canoe.wav"])
 def test_default_end_silence_keeps_short_pauses_in_one_turn(name, speech_dir):
     assert reference()[name].longest_pause_s() < 0.35
-    events = vad_events(*clip(name), config=VadConfig())
+    events = vad_events(*clip(name), config=FIXED_RULES)
     assert [k for k, _ in events] == ["start", "end"], events
 
 
@@ -171,7 +174,7 @@ class FakeContext:
 
 def _barge_in(pcm: np.ndarray, rate_hz: int) -> tuple[FakeContext, list]:
     ctx = FakeContext()
-    vad = VadStage(rate_hz, VadConfig())
+    vad = VadStage(rate_hz, FIXED_RULES)
     vad.bind(ctx)
     ctx.vad = vad
     events = asyncio.run(_run_stage(vad, padded(pcm, rate_hz), rate_hz))
@@ -205,7 +208,7 @@ def test_barge_in_on_real_speech_after_min_speech(speech_dir):
     ctx, events = _barge_in(pcm, rate)
     ref = reference()[name]
     assert len(ctx.interrupts) == 1, ctx.interrupts
-    need_s = VadConfig().barge_in_min_speech_ms / 1000
+    need_s = FIXED_RULES.barge_in_min_speech_ms / 1000
     started = events[0].stream_s - LEAD_S
     assert isinstance(events[0], SpeechStarted)
     assert need_s - 1e-6 <= ctx.interrupts[0] - started <= need_s + 0.064, (ctx.interrupts, started)

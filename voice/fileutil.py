@@ -79,3 +79,15 @@ def verify_checkpoint(path: str | Path, sha256: str | None) -> Path:
                               f"!= {expected[:16]}... from its model card (size {path.stat().st_size} bytes); "
                               "download or copy it again")
     return path
+
+
+def save_trainer_state(path: str | Path, model, opt, step: int, history: list, best: float) -> None:
+    """Where a resumable training run stands (weights, optimizer, step, history, best score), written atomically."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"state": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
+                "best": best}, buf)
+    atomic_write(path, buf.getvalue())

@@ -63,6 +63,8 @@ class SpeechStopped(Frame):
 
     stream_s: float = 0.0
     speech_start_s: float = 0.0
+    reason: str = "silence"       # silence | model (the end-of-turn model) | max_silence | max_turn
+    end_probability: float | None = None   # the end-of-turn model's P(over) when it decided
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=PIPELINE[:KEY=VALUE,...]",
                    help="also run PIPELINE under NAME with its own hello options over the --option ones, e.g. "
                         "same-brain=cascade:llm_backend=speechlm (values may not hold commas); repeatable")
-    p.add_argument("--set", dest="set_name", default="shared-speech", choices=("shared-speech", "corpus-test"),
-                   help="scripted turns: the real recordings the package carries (voice/assets/speech), or the corpus test split")
+    p.add_argument("--set", dest="set_name", default="shared-speech", choices=("shared-speech", "corpus-test", "paused-turns"),
+                   help="scripted turns: the real recordings the package carries (voice/assets/speech), the corpus test "
+                        "split, or its questions said with a pause inside (voice data turns; counts premature ends)")
     p.add_argument("--turns", type=int, default=0, help="timed turns per pipeline or variant (default: one pass over the set)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N clips of the set")
     p.add_argument("--out", default="latency_reports", help="report folder")
@@ -35,6 +36,7 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up turn")
     p.add_argument("--speech-dir", default=None, help="folder of recordings for --set shared-speech")
     p.add_argument("--corpus-dir", default=None, help="corpus folder for --set corpus-test")
+    p.add_argument("--turns-dir", default=None, help="paused-turn set for --set paused-turns (default data/turns/v1)")
     p.add_argument("--write-reference", metavar="JSON", default=None,
                    help="only (re)compute the reference speech boundaries of --speech-dir into JSON "
                         "(applying the review file given by --review) and exit")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         variants = make_variants(args.pipelines, args.variant, registry.available())
         options = parse_options(args.option)
         items = sets.load_set(args.set_name, speech_dir=speech_dir,
-                              corpus_dir=Path(args.corpus_dir) if args.corpus_dir else sets.CORPUS_DIR, limit=args.limit)
+                              corpus_dir=Path(args.corpus_dir) if args.corpus_dir else sets.CORPUS_DIR, limit=args.limit,
+                              turns_dir=Path(args.turns_dir) if args.turns_dir else sets.TURNS_DIR)
         if args.turns < 0:
             raise ValueError("--turns must be >= 0")
     except (ValueError, FileNotFoundError) as exc:

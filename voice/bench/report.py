@@ -15,6 +15,7 @@ from voice.bench.variants import Variant, format_options
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over the carried recordings (voice/assets/speech)
+PREMATURE_LIMIT = 0.03   # issue 14: answers that start while the user only pauses, share of paused turns
 METRICS = ("v2v_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms", "vad_end_error_ms",
            "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms")
 
@@ -59,11 +60,14 @@ def breakdown(recs: list[dict]) -> dict:
                                             r.get("speech_stopped_ms"))]
     parts = {
         "vad_stamp_late": [r["vad_end_error_ms"] for r in full],
-        "silence_wait_beyond_config": [r["endpointing_ms"] - r["end_silence_ms"] for r in full],
+        "end_of_turn_wait": [r["endpointing_ms"] for r in full],
+        "silence_wait_beyond_config": [r["endpointing_ms"] - r["end_silence_ms"] for r in full
+                                       if r.get("turn_detection", "silence") == "silence"],
         "audio_in_transport": [r["speech_stopped_ms"] - r["vad_end_error_ms"] - r["endpointing_ms"] for r in full],
         "pipeline_and_audio_out": [r["v2v_ms"] - r["speech_stopped_ms"] for r in full],
     }
-    return {k: {q: v for q, v in stats(vals).items() if q in ("p50", "p95")} for k, vals in parts.items() if full}
+    return {k: {q: v for q, v in stats(vals).items() if q in ("p50", "p95")} for k, vals in parts.items()
+            if full and vals}
 
 
 def variants_of(config: dict) -> list[Variant]:
@@ -92,6 +96,13 @@ def summarize(records: list[dict], config: dict | None = None) -> dict:
         s["v2v_breakdown_ms"] = breakdown(recs)
         s["turns"] = len(recs)
         s["failures"] = sum(1 for r in recs if r.get("error") or r.get("v2v_ms") is None)
+        s["turn_detection"] = sorted({r.get("turn_detection", "silence") for r in recs})
+        reasons = [r.get("end_reason") for r in recs if r.get("end_reason")]
+        s["end_reasons"] = {k: reasons.count(k) for k in sorted(set(reasons))}
+        paused = [r["premature_end"] for r in recs if r.get("premature_end") is not None]
+        if paused:
+            s["premature_end"] = {"n": len(paused), "rate": round(sum(paused) / len(paused), 4),
+                                  "limit": PREMATURE_LIMIT, "met": sum(paused) / len(paused) <= PREMATURE_LIMIT}
         if s["pipeline"] == "echo" and "v2v_minus_end_silence_ms" in s:
             p95 = s["v2v_minus_end_silence_ms"]["p95"]
             s["target"] = {"what": "p95 of v2v minus end_silence_ms", "limit_ms": ECHO_TARGET_MS,
@@ -138,7 +149,13 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
         if s["ignored_options"]:
             lines += [f"**Options ignored by the server: {', '.join(s['ignored_options'])}** (a typo, or another "
                       "pipeline's option: `ready.ignored_options`, docs/protocol.md).", ""]
-        lines += [f"{s['turns']} turns, {s['failures']} without a measured answer.", ""]
+        lines += [f"{s['turns']} turns, {s['failures']} without a measured answer. Turn detection: "
+                  f"{', '.join(s.get('turn_detection') or ['silence'])}; turns ended by "
+                  f"{', '.join(f'{k} {n}' for k, n in (s.get('end_reasons') or {}).items()) or '-'}.", ""]
+        if s.get("premature_end"):
+            pe = s["premature_end"]
+            lines += [f"**Premature end of turn (the VAD ended the turn during a pause inside it): {pe['rate']:.1%} of "
+                      f"{pe['n']} paused turns (target <= {pe['limit']:.0%}: {'met' if pe['met'] else 'NOT met'}).**", ""]
         if "target" in s:
             t = s["target"]
             lines += [f"**Echo floor: v2v minus end_silence_ms = {t['p95_ms']:.0f} ms at p95 "

@@ -103,6 +103,8 @@ async def run_turn(url: str, variant: Variant, item: TurnItem, cfg: RunConfig,
                  "speech_start_s": item.speech.start_s, "speech_end_s": item.speech.end_s,
                  "clip_s": round(len(item.pcm) / item.sample_rate_hz, 3),
                  "end_silence_ms": float(options.get("end_silence_ms", 500.0)),
+                 # what the server runs: "model" falls back to "silence" where no end-of-turn model ships
+                 "turn_detection": str(ready.get("turn_detection", options.get("turn_detection", "silence"))),
                  "ignored_options": ready.get("ignored_options", [])}
     try:
         clip_t0 = await _speak(client, item, cfg)
@@ -114,7 +116,7 @@ async def run_turn(url: str, variant: Variant, item: TurnItem, cfg: RunConfig,
         await mic
         if barge_item is not None and "error" not in rec:
             await _barge_in(client, barge_item, cfg, rec, turn)
-        _measure(client, cfg, rec, true_end, turn)
+        _measure(client, cfg, rec, true_end, turn, item.pauses)
         if item.expected is not None:
             from voice.data.answers import check_answer
 
@@ -146,7 +148,8 @@ async def _wait_answer(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec:
     return turn
 
 
-def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, turn: int | None) -> None:
+def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, turn: int | None,
+             item_pauses: tuple = ()) -> None:
     """Fill the record for VAD turn `turn`: v2v, VAD timing, stage breakdown, answer text and audio."""
     end_silence_ms = rec["end_silence_ms"]
     answer = [a for a in client.log.audio if a.turn_id == turn]
@@ -154,10 +157,13 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
     t_sound = next((a.t_s for a in answer if a.t_s < clear_t and
                     first_non_silent_index(a.pcm, cfg.silence_threshold) is not None), None)
     rec["v2v_ms"] = _ms(t_sound - true_end) if t_sound is not None else None
-    rec["v2v_minus_end_silence_ms"] = round(rec["v2v_ms"] - end_silence_ms, 1) if t_sound is not None else None
+    silence_mode = rec.get("turn_detection") == "silence"
+    rec["v2v_minus_end_silence_ms"] = (round(rec["v2v_ms"] - end_silence_ms, 1)
+                                       if t_sound is not None and silence_mode else None)
     rec["first_audio_ms"] = _ms(answer[0].t_s - true_end) if answer else None
     t_stop, stopped = _event_time(client, "speech_stopped", turn=turn)
     if stopped is not None:
+        rec["end_reason"] = stopped.get("reason")
         # the VAD's stamped end (input timeline; the lead silence comes first) minus the true end
         rec["vad_end_error_ms"] = _ms(stopped["t"] - cfg.lead_s - rec["speech_end_s"])
         rec["speech_stopped_ms"] = _ms(t_stop - true_end)
@@ -175,6 +181,11 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
     rec["transcript"] = " ".join(e["text"] for _, e in client.log.events if e.get("type") == "transcript" and e.get("final"))
     rec["answer_audio_s"] = round(sum(len(a.pcm) for a in answer) / client.output_rate_hz, 3)
     rec.pop("_clear_t", None)
+    if item_pauses:
+        # a turn the VAD ended before the last pause inside the clip was over: an answer to half a question
+        last_pause_end_s = cfg.lead_s + max(end for _, end in item_pauses)
+        rec["premature_end"] = any(e.get("t", 0.0) < last_pause_end_s - 0.05
+                                   for e in client.log.of_type("speech_stopped"))
 
 
 async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: dict, turn: int | None) -> None:

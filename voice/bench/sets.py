@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEECH_DIR = speech_dir()    # the real recordings the package carries, or $VOICE_SPEECH_DIR
 REFERENCE_TABLE = ROOT / "tests" / "data" / "speech_boundaries.json"
 CORPUS_DIR = ROOT / "data" / "corpus" / "v1"
-SET_NAMES = ("shared-speech", "corpus-test")
+TURNS_DIR = ROOT / "data" / "turns" / "v1"
+SET_NAMES = ("shared-speech", "corpus-test", "paused-turns")
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,19 @@ class TurnItem:
     intent: str | None = None    # corpus intent, for check_answer
     expected: str | None = None  # expected answer (None: correctness not checked)
     options: dict = field(default_factory=dict)  # per-turn hello options (e.g. the dialogue's clock)
+    pauses: tuple[tuple[float, float], ...] = ()  # pauses inside the turn (start, end) on the clip's timeline
 
 
 def load_set(name: str, speech_dir: Path = SPEECH_DIR, corpus_dir: Path = CORPUS_DIR,
-             reference_table: Path = REFERENCE_TABLE, limit: int | None = None) -> list[TurnItem]:
+             reference_table: Path = REFERENCE_TABLE, limit: int | None = None,
+             turns_dir: Path = TURNS_DIR) -> list[TurnItem]:
     """The turns of a named set; raises ValueError / FileNotFoundError with a clear message."""
     if name == "shared-speech":
         items = _shared_speech(Path(speech_dir), Path(reference_table))
     elif name == "corpus-test":
         items = _corpus_test(Path(corpus_dir), limit)
+    elif name == "paused-turns":
+        items = paused_turns(Path(turns_dir), limit)
     else:
         raise ValueError(f"unknown set {name!r}; choose one of {', '.join(SET_NAMES)}")
     if not items:
@@ -90,6 +95,30 @@ def _corpus_test(corpus_dir: Path, limit: int | None) -> list[TurnItem]:
         now = context_clock(r.get("context", ""))
         items.append(TurnItem(r["id"], str(corpus_dir / r["wav"]), pcm, rate, find_speech(pcm, rate),
                               r["text"], r.get("intent"), r.get("expected"), {"now": now} if now else {}))
+    return items
+
+
+def paused_turns(turns_dir: Path, limit: int | None = None) -> list[TurnItem]:
+    """Test-split questions said with a pause inside (`voice data turns`): prefix, pause, rest.
+
+    The held-out voices and phrasings; the pause is the one the set stores for each question
+    (0.3-1.2 s). An answer that starts during the pause is a premature end of turn.
+    """
+    from voice.turn.data import load_records, read_piece
+
+    records = [r for r in load_records(turns_dir, "test") if "prefix_wav" in r]
+    if not records:
+        raise ValueError(f"the paused-turn set at {turns_dir} has no test-split paused questions")
+    items = []
+    for r in records[: limit or len(records)]:
+        prefix, rest = read_piece(turns_dir, r["prefix_wav"]), read_piece(turns_dir, r["rest_wav"])
+        pause = np.zeros(int(round(r["pause_s"] * 16000)), np.float32)
+        pcm = np.concatenate([prefix, pause, rest]).astype(np.float32)
+        pause_start, pause_end = len(prefix) / 16000, (len(prefix) + len(pause)) / 16000
+        speech = find_speech(pcm, 16000)
+        items.append(TurnItem(f"{r['id']}:{r['kind']}", str(turns_dir / r["prefix_wav"]), pcm, 16000, speech,
+                              f"{r['prefix_text']} ... {r['rest_text']}", r.get("intent"), None,
+                              pauses=((round(pause_start, 4), round(pause_end, 4)),)))
     return items
 
 

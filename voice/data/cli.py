@@ -46,6 +46,14 @@ def register(subparsers, registered: dict) -> None:
     c.add_argument("--seed", type=int, default=0, help="sample seed")
     c.set_defaults(func=_check)
 
+    t = sub.add_parser("turns", help="the paused-turn set: corpus questions whole, cut at a pause, and finished (resumable)")
+    _turn_set_arguments(t, "data/turns/v1")
+    t.set_defaults(func=_turns)
+
+    g = sub.add_parser("barge", help="the barge-in set: interruptions and backchannels in the corpus's voices (resumable)")
+    _turn_set_arguments(g, "data/barge/v1")
+    g.set_defaults(func=_barge)
+
     v = sub.add_parser("voices", help="list the TTS voices and their split")
     v.add_argument("--json", action="store_true", help="machine-readable output")
     v.set_defaults(func=_voices)
@@ -77,6 +85,51 @@ def _build(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"built {args.out} in {time.monotonic() - start:.1f} s")
     return 0
+
+
+def _turn_set_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--corpus", default="data/corpus/v2", help="corpus whose user turns are said (default: data/corpus/v2)")
+    p.add_argument("--out", default=out, help=f"folder to write (default: {out})")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same set (default 0)")
+    p.add_argument("--limit", type=int, default=0, help="user utterances per split (default: all)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _turn_sets(args: argparse.Namespace, build_config, build, describe) -> int:
+    """Build a turn-taking set (`voice data turns` or `barge`) from a corpus and print its summary."""
+    from pathlib import Path
+
+    from voice.data.voices import VoiceError
+
+    start = time.monotonic()
+    config = build_config(corpus=args.corpus, seed=args.seed, limit_per_split=max(0, args.limit))
+    try:
+        summary = build(config, Path(args.out), workers=args.workers, progress=not args.no_progress)
+    except (VoiceError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for split, s in summary.items():
+        print(f"{split:>10}: {describe(s)}")
+    print(f"built {args.out} in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def _turns(args: argparse.Namespace) -> int:
+    from voice.turn.data import TurnBuildConfig, build_turns
+
+    def describe(s: dict) -> str:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(s["kinds"].items()))
+        return (f"{s['utterances']} questions, {s['paused']} paused ({kinds}), {s['openings']} openings, "
+                f"{len(s['voices'])} voices")
+    return _turn_sets(args, TurnBuildConfig, build_turns, describe)
+
+
+def _barge(args: argparse.Namespace) -> int:
+    from voice.turn.barge_data import BargeBuildConfig, build_barge
+
+    return _turn_sets(args, BargeBuildConfig, build_barge, lambda s: f"{s['interrupts']} interruptions, "
+                      f"{s['backchannels']} backchannels, {s['voices']} voices")
 
 
 def _import(args: argparse.Namespace) -> int:

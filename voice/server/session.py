@@ -21,7 +21,7 @@ from voice.protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from voice.runtime.pipeline import Pipeline
 from voice.runtime.tracer import Tracer
 from voice.server.limits import SessionLimits, TokenBucket
-from voice.stages.vad import VadConfig, VadStage
+from voice.stages.vad import VadConfig, VadStage, load_barge_in_detector, load_turn_detector
 
 log = logging.getLogger(__name__)
 __all__ = ["Close", "Session", "SessionLimits"]
@@ -213,13 +213,19 @@ class Session:
             vad_config = VadConfig.from_options(options)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError("bad_options", str(exc)[:200]) from None
+        turn_detector = barge_in_detector = None   # loaded once per process, in a thread the first time
+        if vad_config.turn_detection == "model":
+            turn_detector = await asyncio.to_thread(load_turn_detector)
+        if vad_config.barge_in_detection == "model":
+            barge_in_detector = await asyncio.to_thread(load_barge_in_detector)
         defn = pipelines.get(hello.pipeline)
         try:
             # in a thread: loading a model named in the options must not stall other sessions
             built = await asyncio.to_thread(defn.build, options, self.models)
         except (TypeError, ValueError, OverflowError) as exc:   # pipelines reject bad options with ValueError
             raise ProtocolError("bad_options", str(exc)[:200]) from None
-        stages = [VadStage(hello.sample_rate_hz, vad_config), *built]
+        stages = [VadStage(hello.sample_rate_hz, vad_config, turn_detector=turn_detector,
+                           barge_in_detector=barge_in_detector), *built]
         for stage in stages:
             stage.bind(self)
         self.output_rate_hz = defn.output_sample_rate_hz(options, self.models)
@@ -233,7 +239,9 @@ class Session:
         self._tasks.append(asyncio.create_task(self._reader(), name=f"reader:{self.session_id}"))
         await self._send_event({"type": "ready", "version": PROTOCOL_VERSION, "session_id": self.session_id,
                                 "pipeline": hello.pipeline, "input_sample_rate": hello.sample_rate_hz,
-                                "sample_rate": self.output_rate_hz, "ignored_options": ignored})
+                                "sample_rate": self.output_rate_hz, "ignored_options": ignored,
+                                "turn_detection": stages[0].config.turn_detection,
+                                "barge_in_detection": stages[0].config.barge_in_detection})
 
     async def _on_audio(self, data: bytes) -> None:
         if self.hello is None or self.pipeline is None:
@@ -301,8 +309,11 @@ class Session:
         elif isinstance(frame, SpeechStopped):
             self._answering.add(frame.turn_id)
             self._endpointing_ms[frame.turn_id] = self._endpointing_of(frame)
-            self._pending_head.append({"type": "speech_stopped", "turn": frame.turn_id, "t": frame.stream_s,
-                                       "start": frame.speech_start_s})
+            event = {"type": "speech_stopped", "turn": frame.turn_id, "t": frame.stream_s,
+                     "start": frame.speech_start_s, "reason": frame.reason}
+            if frame.end_probability is not None:
+                event["p_end"] = frame.end_probability
+            self._pending_head.append(event)
 
     def _turn_end_event(self, turn: int, interrupted: bool) -> dict:
         event = {"type": "turn_end", "turn": turn, "interrupted": interrupted,

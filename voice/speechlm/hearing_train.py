@@ -133,6 +133,8 @@ def _train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from voice.fileutil import save_trainer_state
+
     from voice.codec.loader import load_codec
     from voice.codec.tokenize import cache_id
     from voice.speechlm.hearing import HearingConfig, HearingEncoder
@@ -193,9 +195,7 @@ def _train(args: argparse.Namespace) -> int:
                 best = rates["cer"]
                 model.save(out / "hearing.tmp", {"history": history})
                 (out / "hearing.tmp").replace(out / "hearing.pt")
-            torch.save({"state": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
-                        "best": best}, out / "trainer.tmp")
-            (out / "trainer.tmp").replace(trainer)
+            save_trainer_state(trainer, model, opt, step, history, best)
             if timed_out:
                 print(f"[hearing] stopped after {args.minutes} minutes at step {step}", flush=True)
                 break

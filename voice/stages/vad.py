@@ -1,10 +1,27 @@
-"""VAD stage: resample the client's audio to 16 kHz, find turns with Silero, detect barge-in."""
+"""VAD stage: resample the client's audio to 16 kHz, find turns with Silero, decide when a turn is over, detect barge-in.
+
+Two ways to decide that the user's turn is over (`turn_detection` in the hello):
+
+- `model` (default): at a short pause (`turn_pause_ms`, 200 ms) the end-of-turn model
+  (`voice.turn.model`, shipped in models/turn) hears the last seconds of the user's audio and says
+  whether the turn is over; it is asked again every `turn_recheck_ms` (96 ms) while the silence lasts, and a silence
+  of `turn_max_silence_ms` ends the turn whatever it says;
+- `silence`: a silence of `end_silence_ms` ends the turn.
+
+Two ways to decide that speech during the assistant's answer interrupts it (`barge_in_detection`):
+
+- `model` (default): from `barge_in_check_ms` (200 ms) of speech, and every 96 ms after, the
+  barge-in model (models/turn/barge_in.pt) says whether the sound is the user taking the turn or
+  a cough, a knock, an "uh-huh", the assistant's own voice; `barge_in_max_speech_ms` of speech
+  interrupts whatever it says;
+- `duration`: `barge_in_min_speech_ms` of speech interrupts.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import AsyncIterator
 
 import numpy as np
@@ -28,18 +45,40 @@ class VadConfig:
     barge_in_min_speech_ms: float = 400.0  # speech needed to interrupt the assistant (a cough is shorter)
     max_turn_s: float = 60.0            # an endless turn is cut here
     refine_with_energy: float = 1.0     # 1: move boundaries to the signal's energy edges (see EnergyEdges)
+    turn_detection: str = "model"       # "model": the end-of-turn model decides at pauses; "silence": end_silence_ms
+    turn_pause_ms: float = 200.0        # model: the silence at which the model is first asked
+    turn_max_silence_ms: float = 1500.0  # model: a silence this long ends the turn whatever the model says
+    turn_threshold: float = 0.0         # model: P(over) needed to end the turn (0: the model's own threshold)
+    turn_recheck_ms: float = 96.0       # model: asked again this often while the silence lasts (0: asked once)
+
+    barge_in_detection: str = "model"   # "model": the barge-in model decides; "duration": barge_in_min_speech_ms
+    barge_in_check_ms: float = 200.0    # model: speech heard when the model is first asked
+    barge_in_max_speech_ms: float = 1500.0  # model: this much speech interrupts whatever the model says
+    barge_in_threshold: float = 0.0     # model: P(interruption) needed (0: the model's own threshold)
+
+    TURN_MODES = ("model", "silence")
+    BARGE_IN_MODES = ("model", "duration")
+    RECHECK_WINDOWS = 3                 # barge-in model: asked again every 3 windows (96 ms) while the speech lasts
 
     # The largest value a client may ask for (a huge pre-roll would allocate without bound).
     LIMITS = {"neg_threshold_offset": 1.0, "min_speech_ms": 10_000.0, "end_silence_ms": 10_000.0,
               "pre_roll_ms": 2_000.0, "barge_in_min_speech_ms": 10_000.0, "max_turn_s": 600.0,
-              "threshold": 1.0, "refine_with_energy": 1.0}
+              "threshold": 1.0, "refine_with_energy": 1.0, "turn_pause_ms": 10_000.0,
+              "turn_max_silence_ms": 10_000.0, "turn_threshold": 1.0, "turn_recheck_ms": 10_000.0, "barge_in_check_ms": 10_000.0,
+              "barge_in_max_speech_ms": 10_000.0, "barge_in_threshold": 1.0}
+    CHOICES = {"turn_detection": TURN_MODES, "barge_in_detection": BARGE_IN_MODES}
 
     @classmethod
     def from_options(cls, options: dict) -> "VadConfig":
         """Build from hello options (unknown keys ignored, bad values raise ValueError)."""
-        kwargs = {}
+        kwargs: dict = {}
+        for name, choices in cls.CHOICES.items():
+            if name in options:
+                if options[name] not in choices:
+                    raise ValueError(f"option {name} must be one of {', '.join(choices)}, got {options[name]!r:.40}")
+                kwargs[name] = options[name]
         for f in fields(cls):
-            if f.name in options:
+            if f.name in options and f.name not in cls.CHOICES:
                 value = float(options[f.name])
                 if not np.isfinite(value) or value < 0:
                     raise ValueError(f"option {f.name} must be a finite non-negative number")
@@ -51,7 +90,16 @@ class VadConfig:
             raise ValueError("option refine_with_energy must be 0 or 1")
         if not 0.0 < cfg.threshold < 1.0:
             raise ValueError("option threshold must be between 0 and 1")
+        if cfg.turn_max_silence_ms < cfg.turn_pause_ms:
+            raise ValueError("option turn_max_silence_ms must be at least turn_pause_ms")
+        if cfg.barge_in_max_speech_ms < cfg.barge_in_check_ms:
+            raise ValueError("option barge_in_max_speech_ms must be at least barge_in_check_ms")
         return cfg
+
+    @property
+    def end_wait_ms(self) -> float:
+        """The silence that ends a turn without a model decision."""
+        return self.turn_max_silence_ms if self.turn_detection == "model" else self.end_silence_ms
 
 
 class EnergyEdges:
@@ -140,24 +188,67 @@ class EnergyEdges:
         return min(t_s, self._time(i))
 
 
+_missing_logged: set[str] = set()
+
+
+def _load_detector(name: str, fallback: str):
+    from voice.turn.model import shared_detector
+
+    try:
+        return shared_detector(name=name)
+    except (FileNotFoundError, ValueError) as exc:
+        if name not in _missing_logged:
+            log.warning("no %s (%s); %s", name, exc, fallback)
+            _missing_logged.add(name)
+        return None
+
+
+def load_turn_detector():
+    """The shipped end-of-turn detector, or None (logged once) when models/turn is missing or broken."""
+    from voice.turn.model import WEIGHTS
+
+    return _load_detector(WEIGHTS, "turns end after end_silence_ms of silence")
+
+
+def load_barge_in_detector():
+    """The shipped barge-in detector, or None (logged once) when it is missing or broken."""
+    from voice.turn.model import BARGE_IN_WEIGHTS
+
+    return _load_detector(BARGE_IN_WEIGHTS, "barge_in_min_speech_ms of speech interrupts the assistant")
+
+
 class VadStage(Stage):
     """Inline head of every pipeline.
 
     In: `UserAudio` at the client's rate. Out: `SpeechStarted`, the turn's `UserAudio` at 16 kHz
     in 512-sample windows (pre-roll first), `SpeechStopped` stamped with the time speech ended
-    on the input timeline. While the assistant is active, speech of at least
-    `barge_in_min_speech_ms` interrupts it before the new turn starts.
+    on the input timeline and the reason the turn ended. While the assistant is active, speech of
+    at least `barge_in_min_speech_ms` interrupts it before the new turn starts.
+
+    With `turn_detection="model"` an `Detector` decides at pauses (the shipped one unless
+    `turn_detector` is given); without a shipped model the stage falls back to `silence`.
     """
 
     name = "vad"
     inline = True
 
     def __init__(self, input_rate_hz: int, config: VadConfig | None = None,
-                 model: SileroVadModel | None = None) -> None:
+                 model: SileroVadModel | None = None, turn_detector=None, barge_in_detector=None) -> None:
         super().__init__()
-        self.config = config or VadConfig()
+        config = config or VadConfig()
         self.input_rate_hz = input_rate_hz
         self._model = model or shared_model()
+        self.turn_detector = None
+        if config.turn_detection == "model":
+            self.turn_detector = turn_detector or load_turn_detector()
+            if self.turn_detector is None:
+                config = replace(config, turn_detection="silence")
+        self.barge_in_detector = None
+        if config.barge_in_detection == "model":
+            self.barge_in_detector = barge_in_detector or load_barge_in_detector()
+            if self.barge_in_detector is None:
+                config = replace(config, barge_in_detection="duration")
+        self.config = config
         self.turn_id = 0
         self._reset_state()
 
@@ -175,6 +266,11 @@ class VadStage(Stage):
         self._held_start_s = 0.0
         self._speech_windows = 0    # windows of the burst that Silero called speech
         self._energy = EnergyEdges()
+        context = max([d.context_samples for d in (self.turn_detector, self.barge_in_detector) if d is not None],
+                      default=WINDOW_SAMPLES)
+        self._recent: deque[np.ndarray] = deque(maxlen=max(1, -(-context // WINDOW_SAMPLES)))
+        self._next_check_s: float | None = None   # model: stream time of the next question to it
+        self._next_barge_check_s: float | None = None
 
     def reset(self) -> None:
         self._reset_state()
@@ -206,10 +302,11 @@ class VadStage(Stage):
         if not (self._confirmed and self._silence_from_s is not None and len(self._pending)):
             return
         now_s = self.stream_s + len(self._pending) / SAMPLE_RATE_HZ
-        if now_s - self._silence_from_s < self.config.end_silence_ms / 1000:
+        if now_s - self._silence_from_s < self.config.end_wait_ms / 1000:
             return
         if self._energy.is_quiet(self._pending):
-            async for out in self._end_burst(self._silence_from_s):
+            reason = "max_silence" if self.turn_detector is not None else "silence"
+            async for out in self._end_burst(self._silence_from_s, reason):
                 yield out
 
     async def _on_window(self, window: np.ndarray) -> AsyncIterator[Frame]:
@@ -217,6 +314,7 @@ class VadStage(Stage):
         t_s = self.stream_s
         self._window_index += 1
         p = self._model.probability(self._silero, window)
+        self._recent.append(window)
         is_speech = p >= cfg.threshold
         is_silence = p < cfg.threshold - cfg.neg_threshold_offset
         self._energy.add(window, silent=is_silence and not self._triggered)
@@ -240,6 +338,7 @@ class VadStage(Stage):
                 self._held.append(window)
             if is_speech:
                 self._silence_from_s = None
+                self._next_check_s = None
             elif is_silence and self._silence_from_s is None:
                 self._silence_from_s = t_s
                 if cfg.refine_with_energy:
@@ -248,24 +347,71 @@ class VadStage(Stage):
             self._speech_windows += 1
 
         end_s = t_s + WINDOW_S
-        if self._silence_from_s is not None and end_s - self._silence_from_s >= cfg.end_silence_ms / 1000:
-            async for out in self._end_burst(self._silence_from_s):
-                yield out
-            return
+        if self._silence_from_s is not None:
+            reason, p_end = self._turn_over(end_s)
+            if reason is not None:
+                async for out in self._end_burst(self._silence_from_s, reason, p_end):
+                    yield out
+                return
         if not self._confirmed:
             speech_ms = self._speech_windows * WINDOW_S * 1000   # speech only: pauses do not count
             active = self.ctx is not None and self.ctx.assistant_active()
-            needed_ms = max(cfg.min_speech_ms, cfg.barge_in_min_speech_ms if active else 0.0)
-            if self._silence_from_s is None and speech_ms >= needed_ms - 1e-6:
-                if active:
-                    log.info("barge-in after %.0f ms of speech", speech_ms)
-                    await self.ctx.interrupt("barge_in")
-                async for out in self._confirm():
-                    yield out
+            if self._silence_from_s is None:
+                if not active:
+                    starts = speech_ms >= cfg.min_speech_ms - 1e-6
+                elif self.barge_in_detector is None:
+                    starts = speech_ms >= max(cfg.min_speech_ms, cfg.barge_in_min_speech_ms) - 1e-6
+                else:
+                    starts = self._barge_in_says(speech_ms, end_s)
+                if starts:
+                    if active:
+                        log.info("barge-in after %.0f ms of speech", speech_ms)
+                        await self.ctx.interrupt("barge_in")
+                    async for out in self._confirm():
+                        yield out
         elif end_s - self._start_s >= cfg.max_turn_s:
             log.warning("turn %d reached max_turn_s=%.0f; ending it", self.turn_id, cfg.max_turn_s)
-            async for out in self._end_burst(end_s):
+            async for out in self._end_burst(end_s, "max_turn"):
                 yield out
+
+    def _turn_over(self, now_s: float) -> tuple[str | None, float | None]:
+        """Whether the silence that started at `_silence_from_s` ends the turn at `now_s`, and why.
+
+        Silence mode: once it lasts end_silence_ms. Model mode: once it lasts turn_max_silence_ms,
+        or earlier when the end-of-turn model, asked at turn_pause_ms and every turn_recheck_ms after,
+        says the turn is over. An unconfirmed burst (too short to be a turn) ends as in silence mode.
+        """
+        cfg = self.config
+        silence_ms = (now_s - self._silence_from_s) * 1000
+        if self.turn_detector is None or not self._confirmed:
+            limit = cfg.end_silence_ms if self.turn_detector is None else min(cfg.end_silence_ms, cfg.turn_max_silence_ms)
+            return ("silence", None) if silence_ms >= limit - 1e-6 else (None, None)
+        if silence_ms >= cfg.turn_max_silence_ms - 1e-6:
+            return "max_silence", None
+        if silence_ms < cfg.turn_pause_ms - 1e-6:
+            return None, None
+        if self._next_check_s is not None and now_s < self._next_check_s - 1e-6:
+            return None, None
+        self._next_check_s = now_s + cfg.turn_recheck_ms / 1000 if cfg.turn_recheck_ms > 0 else float("inf")
+        p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
+        threshold = cfg.turn_threshold or self.turn_detector.threshold
+        log.debug("turn %d: P(over)=%.2f after %.0f ms of silence", self.turn_id, p_end, silence_ms)
+        return ("model", round(p_end, 4)) if p_end >= threshold else (None, None)
+
+    def _barge_in_says(self, speech_ms: float, now_s: float) -> bool:
+        """Model mode, while the assistant speaks: is this burst the user taking the turn?"""
+        cfg = self.config
+        if speech_ms >= cfg.barge_in_max_speech_ms - 1e-6:
+            return True
+        if speech_ms < cfg.barge_in_check_ms - 1e-6:
+            return False
+        if self._next_barge_check_s is not None and now_s < self._next_barge_check_s - 1e-6:
+            return False
+        self._next_barge_check_s = now_s + cfg.RECHECK_WINDOWS * WINDOW_S
+        n = -(-self.barge_in_detector.context_samples // WINDOW_SAMPLES)
+        p = self.barge_in_detector.probability(np.concatenate(list(self._recent)[-n:]))
+        log.debug("turn %d: P(barge-in)=%.2f after %.0f ms of speech", self.turn_id, p, speech_ms)
+        return p >= (cfg.barge_in_threshold or self.barge_in_detector.threshold)
 
     async def _confirm(self) -> AsyncIterator[Frame]:
         self.turn_id += 1
@@ -275,12 +421,16 @@ class VadStage(Stage):
             yield self._audio(w, self._held_start_s + i * WINDOW_S)
         self._held = []
 
-    async def _end_burst(self, speech_end_s: float) -> AsyncIterator[Frame]:
+    async def _end_burst(self, speech_end_s: float, reason: str = "silence",
+                         end_probability: float | None = None) -> AsyncIterator[Frame]:
         if self._confirmed:
             yield SpeechStopped(turn_id=self.turn_id, stream_s=round(speech_end_s, 4),
-                                speech_start_s=round(self._start_s, 4))
+                                speech_start_s=round(self._start_s, 4), reason=reason,
+                                end_probability=end_probability)
         self._triggered, self._confirmed = False, False
         self._silence_from_s = None
+        self._next_check_s = None
+        self._next_barge_check_s = None
         self._energy.new_burst()
         self._pre_roll.clear()
         self._held = []

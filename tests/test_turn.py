@@ -1,0 +1,250 @@
+"""Turn-taking: pause points, the end-of-turn model's plumbing, and how the VAD head decides with it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from voice.frames import SpeechStopped, UserAudio
+from voice.stages.vad import VadConfig, VadStage
+from voice.turn.data import trim_silence
+from voice.turn.model import Detector, DecisionModel, TurnConfig, fit_context
+from voice.turn.pauses import choose_pause, number_words, pause_points
+from voice.turn.train import TurnPolicy
+
+
+def test_number_words():
+    assert number_words(0) == ["zero"]
+    assert number_words(21) == ["twenty", "one"]
+    assert number_words(100) == ["one", "hundred"]
+    assert number_words(123) == ["one", "hundred", "and", "twenty", "three"]
+    with pytest.raises(ValueError):
+        number_words(1000)
+
+
+def test_pause_points_find_colon_function_word_and_number():
+    points = pause_points("Repeat after me: I would like 23 cups.")
+    kinds = {p.kind for p in points}
+    assert {"colon", "function", "word", "number"} <= kinds
+    colon = next(p for p in points if p.kind == "colon")
+    assert (colon.prefix, colon.rest) == ("Repeat after me", "I would like 23 cups.")
+    number = next(p for p in points if p.kind == "number")
+    assert (number.prefix, number.rest) == ("Repeat after me: I would like twenty", "three cups.")
+    for p in points:   # the words come back whole, in order
+        if p.kind in ("function", "word"):
+            assert f"{p.prefix} {p.rest}" == "Repeat after me: I would like 23 cups."
+
+
+def test_choose_pause_is_seeded_and_skips_one_word_turns():
+    assert choose_pause("Pardon?", random.Random(0)) is None
+    a = [choose_pause("How much is 10 times 12?", random.Random(s)) for s in range(20)]
+    b = [choose_pause("How much is 10 times 12?", random.Random(s)) for s in range(20)]
+    assert a == b
+    assert any(written.endswith(",") for _, written in a) and any(not written.endswith(",") for _, written in a)
+
+
+def test_trim_silence_cuts_the_synthesizer_padding():
+    rate = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(rate // 2) / rate).astype(np.float32)
+    padded = np.concatenate([np.zeros(rate // 4, np.float32), tone, np.zeros(rate, np.float32)])
+    trimmed = trim_silence(padded)
+    assert abs(len(trimmed) - len(tone)) <= 0.05 * rate
+    assert len(trim_silence(np.zeros(rate, np.float32))) == 0
+
+
+def test_model_save_load_and_corrupt_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = DecisionModel(TurnConfig(channels=16, hidden=16, gru_layers=1, context_s=1.0)).eval()
+    x = torch.randn(2, 16000) * 0.1
+    model.save(tmp_path / "m", {"threshold": 0.4})
+    again, extra = DecisionModel.load(tmp_path / "m")
+    assert extra["threshold"] == 0.4
+    with torch.inference_mode():
+        assert torch.allclose(model(x), again(x))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "turn.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a turn-taking model"):
+        DecisionModel.load(tmp_path / "bad")
+    with pytest.raises(FileNotFoundError):
+        DecisionModel.load(tmp_path / "none")
+
+
+def test_fit_context_pads_and_crops():
+    assert fit_context(np.ones(3, np.float32), 5).tolist() == [0, 0, 1, 1, 1]
+    assert fit_context(np.arange(8, dtype=np.float32), 3).tolist() == [5, 6, 7]
+
+
+def test_policy_check_times():
+    policy = TurnPolicy(pause_ms=200, recheck_ms=100, max_silence_ms=600)
+    assert policy.check_times_s() == [0.2, 0.3, 0.4, 0.5]
+    assert policy.check_times_s(0.35) == [0.2, 0.3]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"turn_detection": "psychic"}, "turn_detection must be one of"),
+    ({"turn_pause_ms": -1}, "finite non-negative"),
+    ({"turn_max_silence_ms": 20_000}, "at most"),
+    ({"turn_pause_ms": 900, "turn_max_silence_ms": 500}, "at least turn_pause_ms"),
+])
+def test_bad_turn_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        VadConfig.from_options(options)
+
+
+def test_turn_options_parse():
+    cfg = VadConfig.from_options({"turn_detection": "silence", "turn_pause_ms": 250})
+    assert (cfg.turn_detection, cfg.turn_pause_ms, cfg.end_wait_ms) == ("silence", 250.0, 500.0)
+    assert VadConfig().turn_detection == "model" and VadConfig().end_wait_ms == 1500.0
+
+
+class FixedDetector:
+    """Says the same P(over) every time and remembers what it heard."""
+
+    threshold = 0.5
+    context_samples = 16000 * 4
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.heard: list[int] = []
+
+    def probability(self, audio: np.ndarray) -> float:
+        self.heard.append(len(audio))
+        return self.p
+
+
+def _speech_then_silence(speech_s: float = 1.0, silence_s: float = 2.5, rate: int = 16000) -> np.ndarray:
+    """Voiced-like audio Silero calls speech (a real recording), then digital silence."""
+    from conftest import SPEECH_DIR
+    from voice.audio import read_wav, resample
+
+    files = sorted(SPEECH_DIR.glob("*.wav"))
+    if not files:
+        pytest.skip("no recordings")
+    pcm, r = read_wav(files[0])
+    pcm = resample(pcm, r, rate)
+    lead = np.zeros(rate // 2, np.float32)
+    return np.concatenate([lead, pcm, np.zeros(int(silence_s * rate), np.float32)]), 0.5 + len(pcm) / rate
+
+
+def _stops(config: VadConfig, detector, pcm: np.ndarray) -> list[SpeechStopped]:
+    async def go():
+        vad = VadStage(16000, config, turn_detector=detector)
+        out = []
+        for i in range(0, len(pcm), 320):
+            async for f in vad.process(UserAudio(pcm=pcm[i:i + 320], sample_rate_hz=16000, stream_s=i / 16000)):
+                if isinstance(f, SpeechStopped):
+                    out.append((f, (i + 320) / 16000))
+        return out
+    return asyncio.run(go())
+
+
+def test_model_says_over_at_the_first_pause_check():
+    pcm, _ = _speech_then_silence()
+    detector = FixedDetector(0.9)
+    stops = _stops(VadConfig(end_silence_ms=2000.0), detector, pcm)
+    assert stops, "the turn never ended"
+    last, detected_s = stops[-1]
+    assert last.reason == "model" and last.end_probability == 0.9
+    # decided at the first check: turn_pause_ms (200) of silence, within one 32 ms window and a chunk
+    assert 0.2 <= detected_s - last.stream_s <= 0.2 + 0.032 + 0.02 + 1e-6
+    assert detector.heard and all(n <= detector.context_samples for n in detector.heard)
+
+
+def test_model_says_not_over_and_the_long_silence_ends_the_turn():
+    pcm, _ = _speech_then_silence(silence_s=3.0)
+    detector = FixedDetector(0.1)
+    stops = _stops(VadConfig(turn_max_silence_ms=1200.0), detector, pcm)
+    last, detected_s = stops[-1]
+    assert last.reason == "max_silence" and last.end_probability is None
+    assert 1.2 <= detected_s - last.stream_s <= 1.2 + 0.032 + 0.02 + 1e-6
+    # asked at 200 ms of silence and every 96 ms after, until the fallback
+    assert 9 <= len(detector.heard) <= 12
+
+
+def test_silence_mode_ignores_the_model():
+    pcm, _ = _speech_then_silence()
+    detector = FixedDetector(0.9)
+    stops = _stops(VadConfig(turn_detection="silence", end_silence_ms=500.0), detector, pcm)
+    last, detected_s = stops[-1]
+    assert last.reason == "silence" and not detector.heard
+    assert 0.5 <= detected_s - last.stream_s <= 0.5 + 0.032 + 0.02 + 1e-6
+
+
+def test_a_missing_model_falls_back_to_silence(monkeypatch):
+    import voice.stages.vad as vad
+
+    monkeypatch.setattr(vad, "load_turn_detector", lambda: None)
+    stage = VadStage(16000, VadConfig())
+    assert stage.config.turn_detection == "silence" and stage.turn_detector is None
+
+
+def test_detector_probability_on_any_length():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    det = Detector(DecisionModel(TurnConfig(channels=16, hidden=16, gru_layers=1, context_s=1.0)).eval())
+    for n in (0, 100, 16000, 50000):
+        p = det.probability(np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1)
+        assert 0.0 <= p <= 1.0
+
+
+class AnsweringContext:
+    """The assistant is speaking; interruptions are recorded with the VAD's stream time."""
+
+    def __init__(self) -> None:
+        self.vad = None
+        self.interrupts: list[float] = []
+
+    def assistant_active(self) -> bool:
+        return True
+
+    async def interrupt(self, reason: str) -> None:
+        assert reason == "barge_in"
+        self.interrupts.append(self.vad.stream_s)
+
+
+def _barge(config: VadConfig, detector, pcm: np.ndarray) -> tuple[list[float], list]:
+    ctx = AnsweringContext()
+    vad = VadStage(16000, config, turn_detector=FixedDetector(0.9), barge_in_detector=detector)
+    vad.bind(ctx)
+    ctx.vad = vad
+
+    async def go():
+        out = []
+        for i in range(0, len(pcm), 320):
+            async for f in vad.process(UserAudio(pcm=pcm[i:i + 320], sample_rate_hz=16000, stream_s=i / 16000)):
+                out.append(f)
+        return out
+    return ctx.interrupts, asyncio.run(go())
+
+
+def test_barge_in_model_says_yes_at_its_first_check():
+    from voice.frames import SpeechStarted
+
+    pcm, _ = _speech_then_silence()
+    detector = FixedDetector(0.9)
+    interrupts, frames = _barge(VadConfig(), detector, pcm)
+    started = next(f for f in frames if isinstance(f, SpeechStarted))
+    assert len(interrupts) == 1
+    # 200 ms of speech windows after the start (Silero may call a window or two of the onset silence)
+    assert 0.2 - 1e-6 <= interrupts[0] - started.stream_s <= 0.2 + 0.1, (interrupts, started.stream_s)
+    assert len(detector.heard) == 1
+
+
+def test_barge_in_model_says_no_until_the_speech_is_too_long_to_be_a_backchannel():
+    pcm, _ = _speech_then_silence()
+    detector = FixedDetector(0.1)
+    interrupts, frames = _barge(VadConfig(barge_in_max_speech_ms=600.0), detector, pcm)
+    assert len(interrupts) == 1 and len(detector.heard) >= 3   # asked at 200, 296, 392, 488 ms ...
+    never, _ = _barge(VadConfig(barge_in_max_speech_ms=10_000.0), FixedDetector(0.1), pcm)
+    assert never == []
+
+
+def test_a_missing_barge_in_model_falls_back_to_duration(monkeypatch):
+    import voice.stages.vad as vad
+
+    monkeypatch.setattr(vad, "load_barge_in_detector", lambda: None)
+    stage = VadStage(16000, VadConfig(), turn_detector=FixedDetector(0.5))
+    assert stage.config.barge_in_detection == "duration" and stage.barge_in_detector is None

@@ -1,0 +1,1 @@
+"""Turn-taking: the paused-turn set, the end-of-turn model, and how the VAD head uses it."""

@@ -1,0 +1,159 @@
+"""The turn-taking models: a small network that hears the last seconds of the user's audio and answers yes or no.
+
+Two questions are asked of the same network, each trained on its own (models/turn):
+
+- end of turn (`turn.pt`): at a pause, is the user's turn over? A silence alone cannot tell "set
+  a timer for ..." from "set a timer for five minutes": both stop. The model hears the words and
+  the tune before the pause (a cut after a function word, a filler, the rising "more is coming"
+  of a comma);
+- barge-in (`barge_in.pt`): while the assistant speaks, is this sound the user taking the turn,
+  or a cough, a knock, an "uh-huh", the assistant's own voice coming back?
+
+Shape: 16 kHz audio -> 40 log-mel bands every 10 ms (computed inside the model, so what trains is
+what runs) -> per-band normalisation -> two strided convolutions (40 ms per step) -> a GRU -> its
+last state and its maximum over time -> one logit. About half a million parameters; one decision
+on 3 s of context costs a few ms on one core (`voice eval turn` measures it). `Detector` is what
+the VAD head holds: a loaded model, its threshold, and a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SAMPLE_RATE_HZ = 16000
+HOP = 160          # 10 ms
+WINDOW = 400       # 25 ms
+N_FFT = 512
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = ROOT / "models" / "turn"
+WEIGHTS = "turn.pt"           # the end-of-turn model
+BARGE_IN_WEIGHTS = "barge_in.pt"
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    n_mels: int = 40
+    channels: int = 128
+    hidden: int = 192
+    gru_layers: int = 2
+    dropout: float = 0.1
+    context_s: float = 4.0      # audio heard before the decision point
+
+    @property
+    def context_samples(self) -> int:
+        return int(round(self.context_s * SAMPLE_RATE_HZ))
+
+
+def _mel_filterbank(n_mels: int) -> torch.Tensor:
+    import torchaudio
+
+    return torchaudio.functional.melscale_fbanks(N_FFT // 2 + 1, 60.0, 7600.0, n_mels, SAMPLE_RATE_HZ,
+                                                 norm="slaney", mel_scale="slaney")
+
+
+class DecisionModel(nn.Module):
+    def __init__(self, config: TurnConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("fbank", _mel_filterbank(config.n_mels), persistent=False)
+        self.register_buffer("window", torch.hann_window(WINDOW), persistent=False)
+        self.norm = nn.BatchNorm1d(config.n_mels)
+        self.conv1 = nn.Conv1d(config.n_mels, config.channels, 5, stride=2, padding=2)
+        self.conv2 = nn.Conv1d(config.channels, config.channels, 5, stride=2, padding=2)
+        self.gru = nn.GRU(config.channels, config.hidden, num_layers=config.gru_layers, batch_first=True,
+                          dropout=config.dropout if config.gru_layers > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(2 * config.hidden, 1)
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """[B, samples] at 16 kHz -> [B, frames, n_mels] log-mel (about -1..1 for speech)."""
+        spec = torch.stft(audio, N_FFT, HOP, WINDOW, self.window, center=False, return_complex=True)
+        mel = (spec.abs() ** 2).transpose(1, 2) @ self.fbank
+        return (torch.log10(mel + 1e-8) + 4.0) / 4.0
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """Logit that the turn is over, for each row of `audio` [B, samples] (the decision at its end)."""
+        x = self.norm(self.features(audio).transpose(1, 2))
+        x = F.gelu(self.conv1(x))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        out, _ = self.gru(x)
+        pooled = torch.cat([out[:, -1], out.max(dim=1).values], dim=-1)   # the end, and what was heard before
+        return self.head(self.drop(pooled)).squeeze(-1)
+
+    def save(self, directory: Path, extra: dict | None = None, name: str = WEIGHTS) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"{name}.tmp"
+        torch.save({"config": asdict(self.config), "state": self.state_dict(), **(extra or {})}, tmp)
+        tmp.replace(directory / name)
+
+    @classmethod
+    def load(cls, path: Path, name: str = WEIGHTS) -> tuple["DecisionModel", dict]:
+        """Model from a folder (its file `name`) or a file, and the rest of what was saved with it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / name
+        if not path.exists():
+            raise FileNotFoundError(f"turn-taking model not found at {path}")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            model = cls(TurnConfig(**blob["config"]))
+            model.load_state_dict(blob["state"])
+        except Exception as exc:  # a truncated or foreign file
+            raise ValueError(f"{path} is not a turn-taking model ({type(exc).__name__}: {exc})") from exc
+        model.eval()
+        return model, {k: v for k, v in blob.items() if k not in ("config", "state")}
+
+
+def fit_context(audio: np.ndarray, samples: int) -> np.ndarray:
+    """The last `samples` of `audio`, zero-padded at the front when shorter."""
+    audio = np.asarray(audio, np.float32)
+    if len(audio) >= samples:
+        return audio[len(audio) - samples:]
+    return np.concatenate([np.zeros(samples - len(audio), np.float32), audio])
+
+
+class Detector:
+    """The loaded model behind a lock (sessions share it), answering one decision at a time."""
+
+    def __init__(self, model: DecisionModel, threshold: float = 0.5) -> None:
+        self.model = model
+        self.threshold = threshold
+        self._lock = threading.Lock()
+
+    @property
+    def context_samples(self) -> int:
+        return self.model.config.context_samples
+
+    def probability(self, audio_16k: np.ndarray) -> float:
+        """P(the turn is over) given the audio up to now (the last context_s seconds are heard)."""
+        x = torch.from_numpy(fit_context(audio_16k, self.context_samples))[None]
+        with self._lock, torch.inference_mode():
+            return float(torch.sigmoid(self.model(x))[0])
+
+
+_shared: dict[str, Detector] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_detector(directory: Path = SHIPPED_DIR, name: str = WEIGHTS) -> Detector:
+    """The process-wide detector `name` loaded from `directory` (models/turn by default), loaded once.
+
+    Its threshold is the one `thresholds.json` in the folder gives for `name` (chosen on the
+    validation split, see the model card), else 0.5.
+    """
+    key = str((Path(directory) / name).resolve())
+    with _shared_lock:
+        if key not in _shared:
+            model, _ = DecisionModel.load(Path(directory), name)
+            card = Path(directory) / "thresholds.json"
+            threshold = json.loads(card.read_text()).get(name, 0.5) if card.exists() else 0.5
+            _shared[key] = Detector(model, float(threshold))
+        return _shared[key]

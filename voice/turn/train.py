@@ -1,0 +1,421 @@
+"""`voice train turn` and `voice eval turn`: the end-of-turn model on the paused-turn set.
+
+Training examples are put together from the set's pieces (`voice.turn.data`), each followed by a
+silence of random length (the decision happens somewhere in it):
+
+- over: the whole question; the question said with its pause (prefix, pause, rest);
+- not over: the prefix alone (the user is pausing); an opening hesitation ("So, um,").
+
+Augmentation: gain, background noise (a microphone is never digitally silent), 8 kHz telephone
+band, leading silence or a shorter context. Training is resumable (trainer.pt), shows loss,
+accuracy and ETA, and keeps the checkpoint with the best validation accuracy.
+
+The evaluation plays the turn-taking rule the VAD head runs (`TurnPolicy`): the model is asked at
+`pause_ms` of silence and again every `recheck_ms` until `max_silence_ms`, which ends the turn
+whatever it says. A turn is ended prematurely when any check during the user's real pause says
+"over"; an end's latency is the silence at the first check that says "over".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voice.turn.data import SAMPLE_RATE_HZ, load_records, read_piece
+
+OVER, NOT_OVER = 1, 0
+
+
+@dataclass(frozen=True)
+class TurnPolicy:
+    """When the VAD head asks the model, and when a silence ends the turn regardless."""
+
+    pause_ms: float = 200.0
+    recheck_ms: float = 96.0          # three 32 ms VAD windows
+    max_silence_ms: float = 1500.0
+    threshold: float = 0.5
+
+    def check_times_s(self, up_to_s: float | None = None) -> list[float]:
+        """Silences (s) at which the model is asked, up to the fallback (or `up_to_s`)."""
+        last = self.max_silence_ms / 1000 if up_to_s is None else min(up_to_s, self.max_silence_ms / 1000)
+        times, t = [], self.pause_ms / 1000
+        while t < last - 1e-9:
+            times.append(round(t, 4))
+            t += self.recheck_ms / 1000
+        return times
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(round(seconds * SAMPLE_RATE_HZ)), np.float32)
+
+
+class PieceStore:
+    """The set's pieces of one split, read once and kept in memory."""
+
+    def __init__(self, turns_dir: Path, split: str, limit: int = 0) -> None:
+        self.records = load_records(turns_dir, split)
+        if limit:
+            self.records = self.records[:limit]
+        if not self.records:
+            raise ValueError(f"no {split} records in {turns_dir}")
+        self.audio: dict[str, np.ndarray] = {}
+        for r in self.records:
+            for key in ("full_wav", "prefix_wav", "rest_wav", "opening_wav"):
+                if key in r:
+                    self.audio[r[key]] = read_piece(turns_dir, r[key])
+
+    def piece(self, record: dict, name: str) -> np.ndarray:
+        return self.audio[record[f"{name}_wav"]]
+
+
+def example_kinds(record: dict) -> list[tuple[str, int]]:
+    """The examples one record gives: (name, label)."""
+    kinds = [("full", OVER)]
+    if "prefix_wav" in record:
+        kinds += [("prefix", NOT_OVER), ("paused_full", OVER)]
+    if "opening_wav" in record:
+        kinds.append(("opening", NOT_OVER))
+    return kinds
+
+
+def speech_of(store: PieceStore, record: dict, kind: str, pause_s: float | None = None) -> np.ndarray:
+    """The user's audio of one example, up to the point where the silence starts."""
+    if kind == "paused_full":
+        gap = record["pause_s"] if pause_s is None else pause_s
+        return np.concatenate([store.piece(record, "prefix"), silence(gap), store.piece(record, "rest")])
+    return store.piece(record, kind)
+
+
+# ---- augmentation --------------------------------------------------------------------------------
+
+def _telephone(audio: np.ndarray) -> np.ndarray:
+    import torch
+    import torchaudio
+
+    x = torch.from_numpy(audio)[None]
+    down = torchaudio.functional.resample(x, SAMPLE_RATE_HZ, 8000)
+    return torchaudio.functional.resample(down, 8000, SAMPLE_RATE_HZ)[0, : len(audio)].numpy()
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = audio * np.float32(10 ** (rng.uniform(-12, 6) / 20))
+    if rng.random() < 0.15:
+        x = _telephone(x)
+    if rng.random() < 0.7:
+        level = 10 ** (rng.uniform(-75, -40) / 20)
+        noise = rng.standard_normal(len(x)).astype(np.float32)
+        if rng.random() < 0.5:   # pinkish: a running sum of white noise, leaky
+            noise = np.cumsum(noise) * 0.05
+            noise -= np.convolve(noise, np.ones(256) / 256, mode="same")
+            noise /= np.std(noise) + 1e-9
+        x = x + noise * level
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def training_batch(store: PieceStore, rng: np.random.Generator, size: int, context: int,
+                   with_augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`size` random examples, each the last `context` samples before its decision point."""
+    from voice.turn.model import fit_context
+
+    xs, ys = [], []
+    for _ in range(size):
+        record = store.records[rng.integers(len(store.records))]
+        kinds = example_kinds(record)
+        # Over and not over equally often: pick the label first.
+        label = OVER if rng.random() < 0.5 else NOT_OVER
+        options = [k for k, y in kinds if y == label]
+        if not options:
+            label, options = OVER, ["full"]
+        kind = options[rng.integers(len(options))]
+        pause = float(rng.uniform(0.25, 1.3)) if kind == "paused_full" else None
+        speech = speech_of(store, record, kind, pause)
+        lead = silence(float(rng.uniform(0.0, 1.0)))
+        audio = np.concatenate([lead, speech, silence(float(rng.uniform(0.12, 1.4)))])
+        if with_augment:
+            audio = augment(audio, rng)
+        xs.append(fit_context(audio, context))
+        ys.append(label)
+    return np.stack(xs), np.asarray(ys, np.float32)
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+
+def probabilities(model, clips: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    import torch
+
+    from voice.turn.model import fit_context
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(clips), batch):
+            x = torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips[i: i + batch]]))
+            out.append(torch.sigmoid(model(x)).numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> dict:
+    """Accuracy at the first check, and the premature-end rate and end latency under `policy`."""
+    from tqdm import tqdm
+
+    rows = []          # (record, kind, label, check times)
+    clips, owners = [], []
+    for record in store.records:
+        for kind, label in example_kinds(record):
+            if label == NOT_OVER and kind == "prefix":
+                times = policy.check_times_s(record["pause_s"])   # the pause the bench plays
+            elif label == NOT_OVER:
+                times = policy.check_times_s(0.6)                 # an opening hesitation
+            else:
+                times = policy.check_times_s()
+            speech = speech_of(store, record, kind)
+            for t in times:
+                clips.append(np.concatenate([speech, silence(t)]))
+                owners.append(len(rows))
+            rows.append((record, kind, label, times))
+    probs = []
+    bar = tqdm(total=len(clips), desc="eval turn", unit="clip", disable=not progress)
+    for i in range(0, len(clips), 256):
+        probs.append(probabilities(model, clips[i: i + 256]))
+        bar.update(len(clips[i: i + 256]))
+    bar.close()
+    probs = np.concatenate(probs) if probs else np.zeros(0)
+    per_row: dict[int, list[float]] = defaultdict(list)
+    for owner, p in zip(owners, probs):
+        per_row[owner].append(float(p))
+
+    def blank() -> dict:
+        return {"n": 0, "correct_first": 0, "over": 0, "not_over": 0, "premature": 0, "missed_first": 0,
+                "latencies_ms": []}
+
+    groups: dict[str, dict] = defaultdict(blank)
+    for i, (record, kind, label, times) in enumerate(rows):
+        ps = per_row[i]
+        says_over = [p >= policy.threshold for p in ps]
+        keys = ["all", f"voice:{record['voice']}", f"example:{kind}"]
+        if kind in ("prefix", "paused_full"):
+            keys.append(f"pause:{record['kind']}")
+        for key in keys:
+            g = groups[key]
+            g["n"] += 1
+            first = says_over[0] if says_over else label == OVER
+            g["correct_first"] += int(first == bool(label))
+            if label == OVER:
+                g["over"] += 1
+                g["missed_first"] += int(not first)
+                hit = next((t for t, s in zip(times, says_over) if s), policy.max_silence_ms / 1000)
+                g["latencies_ms"].append(hit * 1000)
+            else:
+                g["not_over"] += 1
+                g["premature"] += int(any(says_over))
+    result = {}
+    for key, g in sorted(groups.items()):
+        lat = np.asarray(g["latencies_ms"]) if g["latencies_ms"] else None
+        result[key] = {
+            "n": g["n"],
+            "accuracy_first_check": round(g["correct_first"] / g["n"], 4),
+            "premature_rate": round(g["premature"] / g["not_over"], 4) if g["not_over"] else None,
+            "missed_first_check_rate": round(g["missed_first"] / g["over"], 4) if g["over"] else None,
+            "end_silence_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat is not None else None,
+            "end_silence_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat is not None else None,
+            "ended_by_fallback": int(np.sum(lat >= policy.max_silence_ms - 1e-6)) if lat is not None else None,
+        }
+    return result
+
+
+def decision_ms(model, context: int, repeats: int = 50) -> dict:
+    """Wall time of one decision on one thread (batch 1, full context)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x = torch.zeros(1, context)
+    x[0, -context // 2:] = torch.randn(context // 2) * 0.05
+    try:
+        with torch.inference_mode():
+            for _ in range(5):
+                model(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(threads)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
+
+
+def format_report(result: dict, policy: TurnPolicy, speed: dict | None = None) -> str:
+    lines = [f"policy: ask at {policy.pause_ms:.0f} ms of silence, again every {policy.recheck_ms:.0f} ms, "
+             f"threshold {policy.threshold:.2f}, a silence of {policy.max_silence_ms:.0f} ms ends the turn regardless"]
+    lines.append(f"{'group':34s} {'n':>5s} {'acc@1st':>8s} {'premature':>9s} {'missed@1st':>10s} "
+                 f"{'end p50':>8s} {'end p95':>8s}")
+    for key, r in result.items():
+        def pct(v):
+            return "-" if v is None else f"{100 * v:.1f}%"
+
+        def ms(v):
+            return "-" if v is None else f"{v:.0f}"
+
+        lines.append(f"{key:34s} {r['n']:5d} {pct(r['accuracy_first_check']):>8s} {pct(r['premature_rate']):>9s} "
+                     f"{pct(r['missed_first_check_rate']):>10s} {ms(r['end_silence_p50_ms']):>8s} "
+                     f"{ms(r['end_silence_p95_ms']):>8s}")
+    if speed:
+        lines.append(f"one decision on one core: p50 {speed['p50_ms']} ms, p95 {speed['p95_ms']} ms")
+    return "\n".join(lines)
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+def model_config(args: argparse.Namespace):
+    from voice.turn.model import TurnConfig
+
+    return TurnConfig(channels=args.channels, hidden=args.hidden, gru_layers=args.gru_layers, context_s=args.context_s)
+
+
+def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str, weights: str) -> int:
+    """Train a `DecisionModel` on `make_batch(rng, size, context)` batches, resumably.
+
+    `validate(model)` returns (score, row): the checkpoint with the best score is saved as
+    `args.out/weights`, the row goes to the history and the progress bar.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from voice.fileutil import save_trainer_state
+    from voice.turn.model import DecisionModel
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = DecisionModel(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    step, history, best = 0, [], -1.0
+    trainer = out / "trainer.pt"
+    if trainer.exists():
+        blob = torch.load(trainer, weights_only=False)
+        model.load_state_dict(blob["state"])
+        opt.load_state_dict(blob["opt"])
+        step, history, best = blob["step"], blob["history"], blob["best"]
+        print(f"[{tag}] resumed at step {step} (best validation score {best:.3f})", flush=True)
+    print(f"[{tag}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; out {out}", flush=True)
+    rng = np.random.default_rng(args.seed + step)
+    start = time.monotonic()
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {tag}")
+    running: list[float] = []
+    while step < args.steps:
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = make_batch(rng, args.batch, config.context_samples)
+        model.train()
+        logits = model(torch.from_numpy(x))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        running = (running + [float(((logits.detach() > 0).float() == torch.from_numpy(y)).float().mean())])[-50:]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(running):.3f}")
+        timed_out = args.minutes is not None and time.monotonic() - start > args.minutes * 60
+        if step % args.eval_every == 0 or step == args.steps or timed_out:
+            model.eval()
+            score, row = validate(model)
+            row = {"step": step, "loss": round(loss.item(), 4), **row}
+            history.append(row)
+            bar.write(json.dumps(row))
+            if score > best:
+                best = score
+                model.save(out, {"history": history, "step": step}, name=weights)
+            save_trainer_state(trainer, model, opt, step, history, best)
+            if timed_out:
+                bar.write(f"[{tag}] stopped after {args.minutes} minutes at step {step}")
+                break
+    bar.close()
+    print(json.dumps({"step": step, "best_validation_score": best}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    turns = Path(args.turns)
+    train_store = PieceStore(turns, "train", args.limit)
+    val_store = PieceStore(turns, "validation", args.limit)
+    print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions", flush=True)
+    policy = TurnPolicy()
+
+    def validate(model) -> tuple[float, dict]:
+        r = evaluate(model, val_store, policy)["all"]
+        return r["accuracy_first_check"], {
+            "val_accuracy": r["accuracy_first_check"], "val_premature": r["premature_rate"],
+            "val_end_p50_ms": r["end_silence_p50_ms"], "val_end_p95_ms": r["end_silence_p95_ms"]}
+
+    return train_loop(args, model_config(args), lambda rng, size, context: training_batch(train_store, rng, size, context),
+                      validate, "turn", "turn.pt")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from voice.turn.model import DecisionModel
+
+    torch.set_num_threads(args.threads)
+    model, _ = DecisionModel.load(Path(args.model))
+    store = PieceStore(Path(args.turns), args.split, args.limit)
+    policy = TurnPolicy(pause_ms=args.pause_ms, max_silence_ms=args.max_silence_ms, threshold=args.threshold)
+    result = evaluate(model, store, policy, progress=not args.json)
+    speed = decision_ms(model, model.config.context_samples)
+    if args.json:
+        print(json.dumps({"split": args.split, "policy": policy.__dict__, "groups": result, "decision": speed}))
+    else:
+        print(f"end-of-turn model {args.model} on the {args.split} split of {args.turns}")
+        print(format_report(result, policy, speed))
+    return 0
+
+
+def add_model_arguments(p: argparse.ArgumentParser, context_s: float) -> None:
+    """The options every turn-taking model's training takes."""
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=48)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=192)
+    p.add_argument("--gru-layers", type=int, default=2)
+    p.add_argument("--context-s", type=float, default=context_s, help=f"seconds heard before the decision ({context_s:g})")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--limit", type=int, default=0, help="records per split (0: all)")
+    p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers, registered: dict) -> None:
+    from voice.cli import command_group
+
+    train = command_group(subparsers, registered, "train", "train a model")
+    p = train.add_parser("turn", help="train the end-of-turn model on the paused-turn set (resumable)")
+    p.add_argument("--turns", default="data/turns/v1", help="paused-turn set (voice data turns)")
+    p.add_argument("--out", default="runs/turn/cpu", help="run folder; resumes when it holds trainer.pt")
+    add_model_arguments(p, context_s=3.0)
+    p.set_defaults(func=_train)
+
+    evaluate_parser = command_group(subparsers, registered, "eval", "evaluate a model")
+    p = evaluate_parser.add_parser("turn", help="the end-of-turn model per voice and pause kind on a split")
+    p.add_argument("model", nargs="?", default="models/turn", help="a model folder or turn.pt (default: models/turn)")
+    p.add_argument("--turns", default="data/turns/v1")
+    p.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--pause-ms", type=float, default=200.0, help="silence at which the model is first asked")
+    p.add_argument("--max-silence-ms", type=float, default=1500.0, help="silence that ends the turn regardless")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_eval)
