@@ -38,9 +38,18 @@ def run(coro, timeout_s: float = 120.0):
     return asyncio.run(asyncio.wait_for(coro, timeout_s))
 
 
+# Tests of the transport, the protocol and the pipelines run the VAD's fixed rules (a silence of
+# end_silence_ms ends a turn, barge_in_min_speech_ms of speech interrupts), so that their timing does
+# not hang on what a trained model says; the turn-taking models are tested in test_turn*.py and in
+# test_server.py's model-mode turn.
+FIXED_RULES = {"turn_detection": "silence", "barge_in_detection": "duration"}
+
+
 def serve(coro_fn, **config):
     """Run `coro_fn(server)` against a real server on a loopback port started with `config`."""
     from voice.server.app import ServerConfig, VoiceServer
+
+    config.setdefault("vad_defaults", FIXED_RULES)
 
     async def main():
         srv = VoiceServer(ServerConfig(port=0, **config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from conftest import FIXED_RULES
 from voice.audio import read_wav
 from voice.client import VoiceClient
 from voice.server.app import ServerConfig, VoiceServer
@@ -11,7 +12,7 @@ from tests.conftest import assert_barge_in, run
 
 
 async def session(pcm: np.ndarray, rate: int, options: dict | None = None) -> VoiceClient:
-    srv = VoiceServer(ServerConfig(port=0))
+    srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES))
     await srv.start()
     try:
         c = VoiceClient(srv.url, rate, pipeline="echo", options=options or {})

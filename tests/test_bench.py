@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SPEECH_DIR
+from conftest import FIXED_RULES, SPEECH_DIR
+
+FIXED = [a for k, v in FIXED_RULES.items() for a in ("--option", f"{k}={v}")]   # the VAD's fixed rules
 from voice.bench.runner import Schedule, load_partial
 from voice.cli import main
 
@@ -36,7 +38,7 @@ def test_bench_echo_end_to_end(tmp_path):
     speech = _speech_subset(tmp_path, SHORT_CLIPS)
     out = tmp_path / "reports"
     rc = main(["bench", "--pipelines", "echo", "--set", "shared-speech", "--speech-dir", str(speech),
-               "--out", str(out), "--name", "t"])
+               "--out", str(out), "--name", "t", *FIXED])
     assert rc == 0
     report = _report(out)
     meta, summary, turns = report["meta"], report["summary"], report["turns"]
@@ -51,7 +53,7 @@ def test_bench_echo_end_to_end(tmp_path):
         assert t["endpointing_ms"] >= 450 and "echo.AssistantAudio" in t["timings_ms"]
         assert t["answer_audio_s"] > 0.3 and t["first_audio_ms"] <= t["v2v_ms"]
     echo = summary["echo"]
-    assert echo["pipeline"] == "echo" and echo["options"] == {} and echo["ignored_options"] == []
+    assert echo["pipeline"] == "echo" and echo["options"] == FIXED_RULES and echo["ignored_options"] == []
     assert echo["turns"] == 2 and echo["failures"] == 0
     assert echo["v2v_ms"]["p50"] <= echo["v2v_ms"]["p95"]
     assert echo["target"]["limit_ms"] == 50.0 and isinstance(echo["target"]["met"], bool)
@@ -81,7 +83,7 @@ def test_bench_barge_in_times_the_clear(tmp_path):
     speech = _speech_subset(tmp_path, ("ps_librivox_sense_0890.wav", "ps_tidigits_dhd_2934z.wav"))
     out = tmp_path / "reports"
     rc = main(["bench", "--pipelines", "echo", "--speech-dir", str(speech), "--out", str(out), "--name", "b",
-               "--turns", "1", "--barge-in", "--no-warmup"])
+               "--turns", "1", "--barge-in", "--no-warmup", *FIXED])
     assert rc == 0
     turn = _report(out)["turns"][0]
     assert turn["barge_in_item"] == "ps_tidigits_dhd_2934z"

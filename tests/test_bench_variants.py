@@ -102,14 +102,15 @@ def test_bench_two_echo_variants_in_one_run(tmp_path, capsys):
     shutil.copy(SPEECH_DIR / "tf_speech_commands_yes.wav", speech)
     out = tmp_path / "reports"
     rc = main(["bench", "--variant", "short=echo:end_silence_ms=300", "--variant", "typo=echo:end_silence_msec=300",
-               "--option", "end_silence_ms=700", "--speech-dir", str(speech), "--out", str(out), "--no-warmup"])
+               "--option", "end_silence_ms=700", "--option", "turn_detection=silence", "--speech-dir", str(speech),
+               "--out", str(out), "--no-warmup"])
     assert rc == 0
     files = sorted(out.glob("*.json"))
     assert len(files) == 1 and files[0].name.endswith("_short-typo_shared-speech.json"), files
     report = json.loads(files[0].read_text())
     meta, summary, turns = report["meta"], report["summary"], report["turns"]
     assert meta["config"]["pipelines"] == ["short", "typo"]
-    assert meta["config"]["options"] == {"end_silence_ms": 700.0}
+    assert meta["config"]["options"] == {"end_silence_ms": 700.0, "turn_detection": "silence"}
     assert meta["config"]["variants"] == {"short": {"pipeline": "echo", "options": {"end_silence_ms": 300.0}},
                                           "typo": {"pipeline": "echo", "options": {"end_silence_msec": 300.0}}}
     assert [(t["variant"], t["pipeline"]) for t in turns] == [("short", "echo"), ("typo", "echo")]
@@ -121,8 +122,8 @@ def test_bench_two_echo_variants_in_one_run(tmp_path, capsys):
     assert short["v2v_ms"] + 200 < typo["v2v_ms"]
     assert short["ignored_options"] == [] and typo["ignored_options"] == ["end_silence_msec"]
     assert summary["short"]["pipeline"] == "echo" and summary["typo"]["pipeline"] == "echo"
-    assert summary["short"]["options"] == {"end_silence_ms": 300.0}
-    assert summary["typo"]["options"] == {"end_silence_ms": 700.0, "end_silence_msec": 300.0}
+    assert summary["short"]["options"] == {"end_silence_ms": 300.0, "turn_detection": "silence"}
+    assert summary["typo"]["options"] == {"end_silence_ms": 700.0, "turn_detection": "silence", "end_silence_msec": 300.0}
     assert summary["short"]["ignored_options"] == [] and summary["typo"]["ignored_options"] == ["end_silence_msec"]
     md = next(out.glob("*.md")).read_text()
     assert "## short" in md and "## typo" in md

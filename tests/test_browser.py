@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FIXED_RULES
 from voice import pipelines
 from voice.audio import read_wav, write_wav
 
@@ -77,7 +78,7 @@ async def chromium(args: list[str], init_script: str | None = None):
 async def _with_page(pipeline: str, args: list[str], body, query: str = ""):
     from voice.server.app import ServerConfig, VoiceServer
 
-    server = VoiceServer(ServerConfig(port=0, pipeline=pipeline))
+    server = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipeline=pipeline))
     await server.start()
     try:
         async with chromium(args) as page:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import hello_error, run
+from conftest import FIXED_RULES, hello_error, run
 from voice.audio import first_non_silent_index, read_wav
 from voice.client import VoiceClient
 from voice.pipelines import ModelCache
@@ -19,7 +19,7 @@ LONG = {"instructions": "You are a storyteller. Tell a long, detailed story of m
 
 
 async def _server() -> VoiceServer:
-    srv = VoiceServer(ServerConfig(port=0, pipeline="cascade", warmup=False))
+    srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipeline="cascade", warmup=False))
     srv.models = MODELS
     await srv.start()
     return srv

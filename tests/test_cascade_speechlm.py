@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import hello_error, run
 from tests.test_e2e_speechlm import _save_tiny_speechlm
+from conftest import FIXED_RULES
 from voice.cascade.config import CascadeConfig
 from voice.cascade.conversation import Conversation, clock_text
 from voice.cascade.llm import LlmStage, make_llm
@@ -154,7 +155,7 @@ def test_a_spoken_question_gets_words_and_audio_through_a_server(tiny_lm, speech
     options = {"llm_backend": "speechlm", "llm": str(tiny_lm), "tts": "espeak", "now": "2026-05-03T16:33"}
 
     async def go():
-        srv = VoiceServer(ServerConfig(port=0, pipeline="cascade", warmup=False))
+        srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipeline="cascade", warmup=False))
         await srv.start()
         try:
             async with VoiceClient(srv.url, rate, "cascade", options) as c:

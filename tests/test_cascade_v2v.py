@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import ROOT, SPEECH_DIR, run, speech_files  # noqa: E402
+from conftest import FIXED_RULES, ROOT, SPEECH_DIR, run, speech_files  # noqa: E402
 
 from voice.audio import first_non_silent_index, read_wav, resample  # noqa: E402
 from voice.client import VoiceClient  # noqa: E402
@@ -51,7 +51,7 @@ async def measure_turn(c: VoiceClient, pcm: np.ndarray, turn: int) -> dict:
 
 async def measure(items: list[tuple[np.ndarray, dict]], options: dict) -> list[dict]:
     """One session per item (its options may fix the clock); one warm server for all."""
-    srv = VoiceServer(ServerConfig(port=0, pipeline="cascade"))
+    srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipeline="cascade"))
     await srv.start()
     out = []
     try:

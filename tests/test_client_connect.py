@@ -33,7 +33,7 @@ LIVE_AUDIO = """() => ({
 async def start_server(port: int = 0, **config):
     from voice.server.app import ServerConfig, VoiceServer
 
-    server = VoiceServer(ServerConfig(port=port, **config))
+    server = VoiceServer(ServerConfig(port=port, vad_defaults=FIXED_RULES, **config))
     await server.start()
     return server
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import SPEECH_DIR, assert_barge_in, hello_error, run, serve
 from tests.test_e2e_codec_echo import _through, _turn_frames
+from conftest import FIXED_RULES
 from voice.audio import read_wav
 from voice.frames import AssistantAudio, AssistantText, Codes, ErrorFrame, SpeechStopped, TurnEnd
 
@@ -216,7 +217,7 @@ def test_serving_starts_without_a_speech_lm_and_the_hello_says_why(tmp_path, mon
     monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path / "none"))
 
     async def go():
-        srv = VoiceServer(ServerConfig(port=0, pipelines=("echo", "e2e"), warmup_all=True))
+        srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipelines=("echo", "e2e"), warmup_all=True))
         await srv.start()              # warming e2e up only logs: the other pipelines are served
         await srv.stop()
     run(go())

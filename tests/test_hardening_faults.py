@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import FIXED_RULES
 from voice import pipelines
 from voice.audio import read_wav
 from voice.client import VoiceClient
@@ -69,7 +70,7 @@ def corrupt_pipeline(tmp_path):
 
 def test_corrupt_checkpoint_stops_the_server_at_start_up(corrupt_pipeline):
     async def main():
-        srv = VoiceServer(ServerConfig(port=0, pipelines=("echo", "test_corrupt"), warmup_all=True))
+        srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipelines=("echo", "test_corrupt"), warmup_all=True))
         await srv.start()
 
     with pytest.raises(StartupError, match="test_corrupt.*corrupt") as err:
@@ -90,7 +91,7 @@ def test_stop_closes_live_sessions_with_1001_promptly(speech_dir):
     speech, rate = read_wav(speech_dir / "ps_librivox_sense_0890.wav")
 
     async def main():
-        srv = VoiceServer(ServerConfig(port=0))
+        srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES))
         await srv.start()
         c = VoiceClient(srv.url, rate, pipeline="echo")
         await c.connect()

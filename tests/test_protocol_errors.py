@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from conftest import FIXED_RULES
 from voice.client import VoiceClient
 from voice.protocol import ERRORS, PROTOCOL_VERSION, ProtocolError, parse_hello, parse_text
 from voice.server.app import ServerConfig, VoiceServer
@@ -49,7 +50,7 @@ CASES = [
 @pytest.mark.parametrize("name,messages,code,close", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_documented_error_and_server_keeps_serving(name, messages, code, close):
     async def main():
-        srv = VoiceServer(ServerConfig(port=0))
+        srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES))
         await srv.start()
         try:
             # a healthy session is open the whole time and must keep working
@@ -77,7 +78,7 @@ def test_session_goes_on_after_a_recoverable_error(speech_dir):
     pcm, rate = read_wav(speech_dir / "tf_speech_commands_yes.wav")
 
     async def main():
-        srv = VoiceServer(ServerConfig(port=0))
+        srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES))
         await srv.start()
         try:
             c = VoiceClient(srv.url, rate, pipeline="echo")

@@ -9,6 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from conftest import FIXED_RULES
 from voice.audio import read_wav, resample
 from voice.client import VoiceClient
 from voice.server.app import ServerConfig, VoiceServer
@@ -18,7 +19,7 @@ ECHO_ORDER = ["ready", "speech_started", "speech_stopped", "audio_start", "turn_
 
 
 async def start_server(**kw) -> VoiceServer:
-    srv = VoiceServer(ServerConfig(port=0, **kw))
+    srv = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, **kw))
     await srv.start()
     return srv
 
@@ -107,7 +108,7 @@ def test_healthz_and_static_files():
 
 def test_unknown_default_pipeline_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown pipeline"):
-        VoiceServer(ServerConfig(port=0, pipeline="nonexistent"))
+        VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipeline="nonexistent"))
 
 
 @pytest.mark.parametrize("client", ["answers the close", "reads nothing"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FIXED_RULES
 from voice.audio import first_non_silent_index, read_wav, resample
 from voice.cli import main as cli_main
 from voice.talk import parse_options
@@ -111,7 +112,7 @@ class ThreadServer:
     def __init__(self, pipeline: str = "echo") -> None:
         from voice.server.app import ServerConfig, VoiceServer
 
-        self.server = VoiceServer(ServerConfig(port=0, pipeline=pipeline))
+        self.server = VoiceServer(ServerConfig(port=0, vad_defaults=FIXED_RULES, pipeline=pipeline))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 

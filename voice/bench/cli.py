@@ -29,6 +29,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--name", default=None, help="report name (default: <variant names>_<set>)")
     p.add_argument("--url", default=None, help="bench a running server instead of starting one in-process")
     p.add_argument("--barge-in", action="store_true", help="also interrupt each answer and time the clear")
+    p.add_argument("--barge-in-mix", action="store_true",
+                   help="with --barge-in: play, in turn, an interruption, a backchannel, a noise and the assistant's "
+                        "own voice over the answers (data/barge/v1), and count the false interruptions")
     p.add_argument("--resume", action="store_true", help="reuse the finished turns of an interrupted run")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hello option for every variant's sessions (e.g. end_silence_ms=500); repeatable")
@@ -36,7 +39,7 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up turn")
     p.add_argument("--speech-dir", default=None, help="folder of recordings for --set shared-speech")
     p.add_argument("--corpus-dir", default=None, help="corpus folder for --set corpus-test")
-    p.add_argument("--turns-dir", default=None, help="paused-turn set for --set paused-turns (default data/turns/v1)")
+    p.add_argument("--turns-dir", default=None, help="paused-turn set for --set paused-turns (default data/turns/v2)")
     p.add_argument("--write-reference", metavar="JSON", default=None,
                    help="only (re)compute the reference speech boundaries of --speech-dir into JSON "
                         "(applying the review file given by --review) and exit")
@@ -85,10 +88,17 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
     from voice.bench.report import git_commit, machine, write_reports
     from voice.bench.runner import RunConfig, Schedule, ServerThread, load_partial, run_all
 
+    barge_items = ()
+    if args.barge_in and args.barge_in_mix:
+        from voice.bench.sets import barge_in_mix
+
+        barge_items = tuple(barge_in_mix())
     cfg = RunConfig(variants=variants, turns=args.turns, turn_timeout_s=args.timeout_s, barge_in=args.barge_in,
+                    barge_items=barge_items,
                     warmup=not args.no_warmup, options=options)
     names = tuple(v.name for v in variants)
-    name = args.name or f"{'-'.join(names)}_{args.set_name}" + ("_barge-in" if args.barge_in else "")
+    name = args.name or f"{'-'.join(names)}_{args.set_name}" + ("_barge-in" if args.barge_in else "") + (
+        "-mix" if args.barge_in and args.barge_in_mix else "")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f"{name}.partial.jsonl"
@@ -123,7 +133,9 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
     bar.close()
     from dataclasses import asdict
 
-    run_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("variants", "options")}
+    run_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("variants", "options", "barge_items")}
+    if cfg.barge_items:
+        run_cfg["barge_items"] = [f"{i.item_id} {i.text}" for i in cfg.barge_items]
     meta = {"name": name, "date": started, "command": "voice " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "machine": machine(), "load_start": load_start, "load_end": machine()["loadavg"], "git": git_commit(),
             "server": server_desc, "n_items": len(items),

@@ -15,6 +15,7 @@ from voice.bench.variants import Variant, format_options
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over the carried recordings (voice/assets/speech)
+FALSE_INTERRUPTION_LIMIT = 0.05   # issue 14: noises, backchannels and echo that stop the answer
 PREMATURE_LIMIT = 0.03   # issue 14: answers that start while the user only pauses, share of paused turns
 METRICS = ("v2v_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms", "vad_end_error_ms",
            "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms")
@@ -99,6 +100,15 @@ def summarize(records: list[dict], config: dict | None = None) -> dict:
         s["turn_detection"] = sorted({r.get("turn_detection", "silence") for r in recs})
         reasons = [r.get("end_reason") for r in recs if r.get("end_reason")]
         s["end_reasons"] = {k: reasons.count(k) for k in sorted(set(reasons))}
+        noise = [r for r in recs if r.get("false_interruption") is not None]
+        if noise:
+            kinds = sorted({r["barge_in_kind"] for r in noise})
+            rate = sum(r["false_interruption"] for r in noise) / len(noise)
+            s["false_interruption"] = {
+                "n": len(noise), "rate": round(rate, 4), "limit": FALSE_INTERRUPTION_LIMIT,
+                "met": rate <= FALSE_INTERRUPTION_LIMIT,
+                "by_kind": {k: round(sum(r["false_interruption"] for r in noise if r["barge_in_kind"] == k)
+                                     / sum(1 for r in noise if r["barge_in_kind"] == k), 4) for k in kinds}}
         paused = [r["premature_end"] for r in recs if r.get("premature_end") is not None]
         if paused:
             s["premature_end"] = {"n": len(paused), "rate": round(sum(paused) / len(paused), 4),
@@ -152,6 +162,12 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
         lines += [f"{s['turns']} turns, {s['failures']} without a measured answer. Turn detection: "
                   f"{', '.join(s.get('turn_detection') or ['silence'])}; turns ended by "
                   f"{', '.join(f'{k} {n}' for k, n in (s.get('end_reasons') or {}).items()) or '-'}.", ""]
+        if s.get("false_interruption"):
+            fi = s["false_interruption"]
+            by_kind = ", ".join(f"{k} {v:.0%}" for k, v in fi["by_kind"].items())
+            lines += [f"**False interruptions (a noise, a backchannel or the assistant's own voice stopped the answer): "
+                      f"{fi['rate']:.1%} of {fi['n']} ({by_kind}; target <= {fi['limit']:.0%}: "
+                      f"{'met' if fi['met'] else 'NOT met'}).**", ""]
         if s.get("premature_end"):
             pe = s["premature_end"]
             lines += [f"**Premature end of turn (the VAD ended the turn during a pause inside it): {pe['rate']:.1%} of "

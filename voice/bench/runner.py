@@ -30,6 +30,7 @@ class RunConfig:
     turn_timeout_s: float = 60.0     # a turn with no turn_end after its speech ends this long is a failure
     silence_threshold: float = 0.01  # |sample| above this (about -40 dBFS) is "non-silent" answer audio
     barge_in: bool = False           # also time interruptions during the answer
+    barge_items: tuple = ()          # what is played over the answers (default: the set's next item)
     warmup: bool = True              # one untimed turn per pipeline first
     options: dict = field(default_factory=dict)  # hello options of every variant (VAD settings, pipeline options)
 
@@ -191,19 +192,26 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
 async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: dict, turn: int | None) -> None:
     """While the answer to `turn` plays, the user speaks `item`: time the `clear` and the last answer sample."""
     rec["barge_in_item"] = item.item_id
+    rec["barge_in_kind"] = item.barge_kind
     t_audio_start, _ = _event_time(client, "audio_start", turn=turn)
     clip_t0 = await _speak(client, item, cfg)  # the lead silence is part of the overlap with the answer
     true_start = clip_t0 + item.speech.start_s
     stop = asyncio.Event()
     mic = asyncio.create_task(_stream_silence(client, stop, cfg.chunk_ms, cfg.turn_timeout_s))
+    # an interruption is waited for; anything else gets a second after it to (wrongly) stop the answer
+    wait_s = cfg.turn_timeout_s if item.barge_kind == "interrupt" else 1.0
     try:
-        await client.wait_for(_clears(turn), cfg.turn_timeout_s, include_past=True)
+        await client.wait_for(_clears(turn), wait_s, include_past=True)
     except asyncio.TimeoutError:
-        rec["barge_in_error"] = "no clear event"
+        if item.barge_kind == "interrupt":
+            rec["barge_in_error"] = "no clear event"
     stop.set()
     await mic
     t_clear = next((t for t, e in client.log.events if _clears(turn)(e)), None)
     rec["_clear_t"] = t_clear if t_clear is not None else float("inf")
+    if item.barge_kind != "interrupt":
+        rec["false_interruption"] = t_clear is not None
+        return
     if t_clear is None:
         return
     rec["barge_in_clear_ms"] = _ms(t_clear - true_start)
@@ -283,7 +291,9 @@ async def run_all(url: str, items: list[TurnItem], cfg: RunConfig, partial_path:
                 if on_turn:
                     on_turn(done[(name, k)])
                 continue
-            barge = items[(i + 1) % len(items)] if cfg.barge_in else None
+            barge = None
+            if cfg.barge_in:
+                barge = cfg.barge_items[k % len(cfg.barge_items)] if cfg.barge_items else items[(i + 1) % len(items)]
             rec = await turn(variants[name], items[i], barge)
             rec["turn"] = k
             out.write(json.dumps(rec) + "\n")

@@ -17,6 +17,9 @@ SPEECH_DIR = speech_dir()    # the real recordings the package carries, or $VOIC
 REFERENCE_TABLE = ROOT / "tests" / "data" / "speech_boundaries.json"
 CORPUS_DIR = ROOT / "data" / "corpus" / "v1"
 TURNS_DIR = ROOT / "data" / "turns" / "v1"
+BARGE_DIR = ROOT / "data" / "barge" / "v1"
+BARGE_CORPUS_DIR = ROOT / "data" / "corpus" / "v2"
+BARGE_KINDS = ("interrupt", "backchannel", "noise", "echo")
 SET_NAMES = ("shared-speech", "corpus-test", "paused-turns")
 
 
@@ -34,6 +37,7 @@ class TurnItem:
     expected: str | None = None  # expected answer (None: correctness not checked)
     options: dict = field(default_factory=dict)  # per-turn hello options (e.g. the dialogue's clock)
     pauses: tuple[tuple[float, float], ...] = ()  # pauses inside the turn (start, end) on the clip's timeline
+    barge_kind: str = "interrupt"  # as a barge-in: interrupt (should stop the answer), backchannel, noise, echo
 
 
 def load_set(name: str, speech_dir: Path = SPEECH_DIR, corpus_dir: Path = CORPUS_DIR,
@@ -119,6 +123,39 @@ def paused_turns(turns_dir: Path, limit: int | None = None) -> list[TurnItem]:
         items.append(TurnItem(f"{r['id']}:{r['kind']}", str(turns_dir / r["prefix_wav"]), pcm, 16000, speech,
                               f"{r['prefix_text']} ... {r['rest_text']}", r.get("intent"), None,
                               pauses=((round(pause_start, 4), round(pause_end, 4)),)))
+    return items
+
+
+def barge_in_mix(barge_dir: Path = BARGE_DIR, corpus_dir: Path = BARGE_CORPUS_DIR, n: int = 40,
+                 seed: int = 0) -> list[TurnItem]:
+    """What the bench plays over the answers with --barge-in-mix: the test split's voices, in turn an
+    interruption, a backchannel ("uh-huh", "yeah", ...), a noise (cough, knock, clap, door, breath,
+    click) and the assistant's voice coming back through the microphone (a corpus answer in the
+    assistant's voice, quieter, in a room). Only the first should stop the answer."""
+    from voice.turn.barge_data import NOISE_KINDS, as_echo, echo_rows, noise_burst
+    from voice.turn.data import load_records, read_piece
+
+    records = [r for r in load_records(barge_dir, "test") if "interrupt_wav" in r and "backchannel_wav" in r]
+    echoes = echo_rows(corpus_dir, "test")
+    if not records or not echoes:
+        raise ValueError(f"the barge-in mix needs the test splits of {barge_dir} (voice data barge) and {corpus_dir}")
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        kind, r = BARGE_KINDS[i % len(BARGE_KINDS)], records[(i * 7) % len(records)]
+        if kind in ("interrupt", "backchannel"):
+            pcm, label = read_piece(barge_dir, r[f"{kind}_wav"]), r[f"{kind}_text"]
+        elif kind == "noise":
+            label = NOISE_KINDS[(i // len(BARGE_KINDS)) % len(NOISE_KINDS)]
+            pcm = noise_burst(label, rng)
+        else:
+            label = echoes[i % len(echoes)]
+            pcm = np.clip(as_echo(read_piece(corpus_dir, label), rng) * np.float32(4.0), -1, 1)[: 3 * 16000]
+        pcm = pcm.astype(np.float32)
+        dur = len(pcm) / 16000    # a noise or an echo "starts" with its first sample
+        speech = (find_speech(pcm, 16000) if kind in ("interrupt", "backchannel") else
+                  SpeechBoundaries(0.0, dur, ((0.0, dur),), -90.0, 0.0, -60.0, -50.0, dur, 16000))
+        items.append(TurnItem(f"{kind}:{i}", label, pcm, 16000, speech, label, barge_kind=kind))
     return items
 
 

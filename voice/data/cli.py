@@ -47,7 +47,7 @@ def register(subparsers, registered: dict) -> None:
     c.set_defaults(func=_check)
 
     t = sub.add_parser("turns", help="the paused-turn set: corpus questions whole, cut at a pause, and finished (resumable)")
-    _turn_set_arguments(t, "data/turns/v1")
+    _turn_set_arguments(t, "data/turns/v2")
     t.set_defaults(func=_turns)
 
     g = sub.add_parser("barge", help="the barge-in set: interruptions and backchannels in the corpus's voices (resumable)")

@@ -21,6 +21,7 @@ from voice.protocol import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, PROTOCOL_VER
 from voice.server.limits import LoopLagMonitor, SessionLimits
 from voice.server.security import SecurityConfig, cors_headers, origin_ok, ssl_context, token_ok
 from voice.server.session import Close, Session
+from voice.stages.vad import VadConfig
 
 log = logging.getLogger(__name__)
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
@@ -41,6 +42,7 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     shutdown_grace_s: float = 3.0     # on stop(): how long sessions get to flush and close (1001) ...
     shutdown_handshake_s: float = 0.2  # ... of which at most this waiting for a client's close reply
+    vad_defaults: dict = field(default_factory=dict)  # VAD options a hello does not set (e.g. turn_detection)
 
 
 class StartupError(RuntimeError):
@@ -52,6 +54,7 @@ class VoiceServer:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
+        VadConfig.from_options(self.config.vad_defaults)   # bad server-wide VAD options: ValueError now
         self.models = pipelines.ModelCache()
         self.sessions: dict[str, Session] = {}
         self.started_s = time.time()
@@ -195,7 +198,8 @@ class VoiceServer:
             await ws.send(json.dumps({"type": "error", "code": "server_full", "message": why}))
             await ws.close(CLOSE_TRY_AGAIN_LATER, "server_full")
             return
-        session = Session(ws, self.models, self.pipeline_names, self.config.pipeline, self.config.limits)
+        session = Session(ws, self.models, self.pipeline_names, self.config.pipeline, self.config.limits,
+                          vad_defaults=self.config.vad_defaults)
         self.sessions[session.session_id] = session
         task = asyncio.current_task()
         if task is not None:

@@ -34,6 +34,11 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--certfile", default=None, help="TLS certificate (PEM): serve https/wss")
     p.add_argument("--keyfile", default=None, help="TLS private key (PEM)")
     p.add_argument("--no-warmup", action="store_true", help="load models on first use instead of at start-up")
+    p.add_argument("--turn-detection", choices=("model", "silence"), default=None,
+                   help="how turns end when a hello does not say: the end-of-turn model (default) or end_silence_ms")
+    p.add_argument("--barge-in-detection", choices=("model", "duration"), default=None,
+                   help="how speech interrupts an answer when a hello does not say: the barge-in model (default) "
+                        "or barge_in_min_speech_ms")
     p.set_defaults(func=run)
 
 
@@ -48,9 +53,11 @@ def build_config(args: argparse.Namespace):
                               certfile=args.certfile, keyfile=args.keyfile)
     served = tuple(p.strip() for p in args.pipelines.split(",") if p.strip())
     limits = SessionLimits(max_session_s=args.max_session_minutes * 60.0)
+    vad_defaults = {k: v for k, v in (("turn_detection", getattr(args, "turn_detection", None)),
+                                      ("barge_in_detection", getattr(args, "barge_in_detection", None))) if v}
     return ServerConfig(host=args.host, port=args.port, pipeline=args.pipeline, pipelines=served,
                         max_sessions=args.max_sessions, max_loop_lag_ms=args.max_loop_lag_ms, warmup=not args.no_warmup, warmup_all=True,
-                        limits=limits, security=security)
+                        limits=limits, security=security, vad_defaults=vad_defaults)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,8 +40,9 @@ class Session:
     """Owns one connection's state. `run()` returns when the connection ends."""
 
     def __init__(self, ws, models: pipelines.ModelCache, pipeline_names: list[str], default_pipeline: str,
-                 limits: SessionLimits | None = None) -> None:
+                 limits: SessionLimits | None = None, vad_defaults: dict | None = None) -> None:
         self.ws = ws
+        self.vad_defaults = dict(vad_defaults or {})   # the server's VAD options, under the hello's own
         self.models = models
         self.pipeline_names = pipeline_names
         self.default_pipeline = default_pipeline
@@ -210,7 +211,10 @@ class Session:
         self._hello_received = True           # a slow pipeline build must not trip the hello timeout
         options = AskedOptions(hello.options)  # what the VAD and the pipeline never ask for is ignored
         try:
-            vad_config = VadConfig.from_options(options)
+            vad_config = VadConfig.from_options(options)      # marks the VAD's options as used
+            if self.vad_defaults:
+                own = {k: dict.__getitem__(options, k) for k in dict.keys(options)}
+                vad_config = VadConfig.from_options({**self.vad_defaults, **own})
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError("bad_options", str(exc)[:200]) from None
         turn_detector = barge_in_detector = None   # loaded once per process, in a thread the first time

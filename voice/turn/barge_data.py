@@ -146,7 +146,9 @@ def as_echo(answer: np.ndarray, rng: np.random.Generator, rate_hz: int = SAMPLE_
     from voice.data.augment import _room_impulse
 
     rir = _room_impulse(rng, float(rng.uniform(0.15, 0.4)), rate_hz)
-    wet = np.convolve(answer, rir)[: len(answer)]
+    n = len(answer) + len(rir) - 1
+    size = 1 << (n - 1).bit_length()       # by FFT: a direct convolution of seconds with a room is slow
+    wet = np.fft.irfft(np.fft.rfft(answer, size) * np.fft.rfft(rir, size), size)[: len(answer)]
     delay = np.zeros(int(rng.uniform(0.01, 0.08) * rate_hz), np.float32)
     gain = 10 ** (rng.uniform(-26, -8) / 20)
     return (np.concatenate([delay, wet]) * gain).astype(np.float32)

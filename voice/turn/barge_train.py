@@ -109,6 +109,11 @@ def check_times(length_s: float) -> list[float]:
 
 def evaluate(model, store: BargeStore, threshold: float = 0.5, seed: int = 0) -> dict:
     """Per kind and voice: interruptions caught and how fast, false interruptions."""
+    return summarize(*check_probabilities(model, store, seed), threshold)
+
+
+def check_probabilities(model, store: BargeStore, seed: int = 0) -> tuple[list, dict]:
+    """The evaluation's cases (record, kind, check times, echo under it) and P(interruption) at each check."""
     rng = np.random.default_rng(seed)
     context = model.config.context_samples
     rows, clips, owners = [], [], []
@@ -134,6 +139,10 @@ def evaluate(model, store: BargeStore, threshold: float = 0.5, seed: int = 0) ->
     per_row: dict[int, list[float]] = defaultdict(list)
     for owner, p in zip(owners, probs):
         per_row[owner].append(float(p))
+    return rows, per_row
+
+
+def summarize(rows: list, per_row: dict, threshold: float) -> dict:
     groups: dict[str, dict] = defaultdict(lambda: {"n": 0, "yes": 0, "latencies_ms": []})
     for i, (record, kind, times, with_echo) in enumerate(rows):
         says = [p >= threshold for p in per_row[i]]
@@ -194,8 +203,18 @@ def _eval(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model), BARGE_IN_WEIGHTS)
     store = BargeStore(Path(args.barge), Path(args.corpus), args.split, args.limit)
-    result = evaluate(model, store, args.threshold)
+    rows, probs = check_probabilities(model, store)
+    result = summarize(rows, probs, args.threshold)
     speed = decision_ms(model, model.config.context_samples)
+    if args.sweep:
+        print(f"{'threshold':>9s} {'caught':>7s} {'false':>7s} {'backch.':>7s} {'noise':>7s} {'echo':>7s} {'p50 ms':>7s} {'p95 ms':>7s}")
+        for t in [float(x) for x in args.sweep.split(",")]:
+            r = summarize(rows, probs, t)
+            k = {name: r.get(f"kind:{name}", {}) for name in ("interrupt", "backchannel", "noise", "echo")}
+            print(f"{t:9.2f} {100 * r['summary']['caught']:6.1f}% {100 * r['summary']['false_interruption']:6.1f}% "
+                  + " ".join(f"{100 * k[n].get('interrupts_rate', 0):6.1f}%" for n in ("backchannel", "noise", "echo"))
+                  + f" {k['interrupt'].get('latency_p50_ms') or 0:7.0f} {k['interrupt'].get('latency_p95_ms') or 0:7.0f}")
+        return 0
     if args.json:
         print(json.dumps({"split": args.split, "groups": result, "decision": speed}))
     else:
@@ -224,6 +243,7 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--split", default="test", choices=["test", "validation", "train"])
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--sweep", default="", help="comma-separated thresholds: one summary line per threshold")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)

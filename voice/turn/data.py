@@ -36,7 +36,7 @@ from voice.turn.pauses import choose_pause, opening_filler
 log = logging.getLogger(__name__)
 SAMPLE_RATE_HZ = 16000
 FORMAT = "voice-turns"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2    # 2: no bare cuts after content words (a filler comes with them)
 
 
 @dataclass(frozen=True)

@@ -89,18 +89,22 @@ def pause_points(text: str) -> list[PausedText]:
 def choose_pause(text: str, rng: random.Random) -> tuple[PausedText, str] | None:
     """One pause for `text` and the prefix as written for the synthesizer; None for one-word turns.
 
-    Kinds are drawn evenly among those the sentence offers, so that "word" cuts (the most common
-    and least telling) do not drown the rest; a filler is added to a fifth of the cuts and is then
-    the kind.
+    Kinds are drawn evenly among those the sentence offers, so that the rare ones (colon, number,
+    list) are not drowned; a filler is added to a fifth of the cuts and is then the kind.
     """
     points = pause_points(text)
     if not points:
         return None
-    kinds = sorted({p.kind for p in points})
-    kind = rng.choice(kinds)
+    # People hesitate after a function word, at a colon, between list items or the parts of a
+    # number; a cut after any other word often leaves a sentence that is complete ("Please count
+    # from 10 | up to 13"), so such a cut is only used with a filler, which says "not done yet".
+    kinds = sorted({p.kind for p in points} - {"word"})
+    has_word = any(p.kind == "word" for p in points)
+    filler = not kinds or rng.random() < 0.2
+    kind = "word" if has_word and (not kinds or (filler and rng.random() < 0.5)) else rng.choice(kinds)
     point = rng.choice([p for p in points if p.kind == kind])
     written = point.prefix.rstrip(".,?!;:")
-    if rng.random() < 0.2:
+    if filler or kind == "word":
         point = PausedText(point.prefix, point.rest, "filler")
         written = f"{written}, {rng.choice(FILLERS)}"
     # A trailing comma gives the rising tune of an unfinished phrase; without it the synthesizer

@@ -6,8 +6,8 @@ silence of random length (the decision happens somewhere in it):
 - over: the whole question; the question said with its pause (prefix, pause, rest);
 - not over: the prefix alone (the user is pausing); an opening hesitation ("So, um,").
 
-Augmentation: gain, background noise (a microphone is never digitally silent), 8 kHz telephone
-band, leading silence or a shorter context. Training is resumable (trainer.pt), shows loss,
+Augmentation: speed and pitch together (30%, 0.9-1.12x: other voices), gain, background noise (a
+microphone is never digitally silent), 8 kHz telephone band, leading silence or a shorter context. Training is resumable (trainer.pt), shows loss,
 accuracy and ETA, and keeps the checkpoint with the best validation accuracy.
 
 The evaluation plays the turn-taking rule the VAD head runs (`TurnPolicy`): the model is asked at
@@ -59,7 +59,7 @@ def silence(seconds: float) -> np.ndarray:
 class PieceStore:
     """The set's pieces of one split, read once and kept in memory."""
 
-    def __init__(self, turns_dir: Path, split: str, limit: int = 0) -> None:
+    def __init__(self, turns_dir: Path, split: str, limit: int = 0, short_dir: Path | None = None) -> None:
         self.records = load_records(turns_dir, split)
         if limit:
             self.records = self.records[:limit]
@@ -70,14 +70,34 @@ class PieceStore:
             for key in ("full_wav", "prefix_wav", "rest_wav", "opening_wav"):
                 if key in r:
                     self.audio[r[key]] = read_piece(turns_dir, r[key])
+        if short_dir is not None and (Path(short_dir) / "manifest.jsonl").exists():
+            self._add_short_replies(Path(short_dir), split)
+
+    def _add_short_replies(self, barge_dir: Path, split: str) -> None:
+        """A whole turn can be one word ("yes", "okay"): the barge-in set's acknowledgements, said in the
+        same voice as the record's question, are over too (same ids, same split)."""
+        by_id = {r["id"]: r for r in self.records}
+        for b in load_records(barge_dir, split):
+            if b["id"] in by_id and b.get("backchannel_text") in SHORT_REPLIES:
+                key = f"short:{b['backchannel_wav']}"
+                self.audio[key] = read_piece(barge_dir, b["backchannel_wav"])
+                by_id[b["id"]]["short_wav"] = key
 
     def piece(self, record: dict, name: str) -> np.ndarray:
         return self.audio[record[f"{name}_wav"]]
 
 
+# Acknowledgements that are a whole turn when the assistant is silent ("hmm", "oh", "ah" may be a
+# hesitation and are left out).
+SHORT_REPLIES = frozenset(("uh-huh", "mm-hmm", "yeah", "okay", "right", "sure", "I see", "yes", "mhm", "got it",
+                           "yeah yeah", "okay okay", "oh right"))
+
+
 def example_kinds(record: dict) -> list[tuple[str, int]]:
     """The examples one record gives: (name, label)."""
     kinds = [("full", OVER)]
+    if "short_wav" in record:
+        kinds.append(("short", OVER))
     if "prefix_wav" in record:
         kinds += [("prefix", NOT_OVER), ("paused_full", OVER)]
     if "opening_wav" in record:
@@ -104,7 +124,18 @@ def _telephone(audio: np.ndarray) -> np.ndarray:
     return torchaudio.functional.resample(down, 8000, SAMPLE_RATE_HZ)[0, : len(audio)].numpy()
 
 
+def _resample_by(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Played `factor` times faster (and higher): a cheap change of voice and tempo."""
+    import torch
+    import torchaudio
+
+    rate = int(round(SAMPLE_RATE_HZ * factor / 100)) * 100
+    return torchaudio.functional.resample(torch.from_numpy(audio)[None], rate, SAMPLE_RATE_HZ)[0].numpy()
+
+
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.3:
+        audio = _resample_by(audio, float(rng.uniform(0.9, 1.12)))
     x = audio * np.float32(10 ** (rng.uniform(-12, 6) / 20))
     if rng.random() < 0.15:
         x = _telephone(x)
@@ -162,6 +193,11 @@ def probabilities(model, clips: list[np.ndarray], batch: int = 64) -> np.ndarray
 
 def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> dict:
     """Accuracy at the first check, and the premature-end rate and end latency under `policy`."""
+    return summarize(*check_probabilities(model, store, policy, progress), policy)
+
+
+def check_probabilities(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> tuple[list, dict]:
+    """The examples of `store` (record, kind, label, check times) and the model's P(over) at each check."""
     from tqdm import tqdm
 
     rows = []          # (record, kind, label, check times)
@@ -189,7 +225,11 @@ def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = Fals
     per_row: dict[int, list[float]] = defaultdict(list)
     for owner, p in zip(owners, probs):
         per_row[owner].append(float(p))
+    return rows, per_row
 
+
+def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
+    """Per group (all, voice, example kind, pause kind): the numbers `format_report` prints."""
     def blank() -> dict:
         return {"n": 0, "correct_first": 0, "over": 0, "not_over": 0, "premature": 0, "missed_first": 0,
                 "latencies_ms": []}
@@ -297,7 +337,7 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
     out.mkdir(parents=True, exist_ok=True)
     model = DecisionModel(config)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    step, history, best = 0, [], -1.0
+    step, history, best = 0, [], -math.inf
     trainer = out / "trainer.pt"
     if trainer.exists():
         blob = torch.load(trainer, weights_only=False)
@@ -347,8 +387,9 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
 
 def _train(args: argparse.Namespace) -> int:
     turns = Path(args.turns)
-    train_store = PieceStore(turns, "train", args.limit)
-    val_store = PieceStore(turns, "validation", args.limit)
+    short = Path(args.short_replies) if args.short_replies else None
+    train_store = PieceStore(turns, "train", args.limit, short)
+    val_store = PieceStore(turns, "validation", args.limit, short)
     print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions", flush=True)
     policy = TurnPolicy()
 
@@ -369,10 +410,20 @@ def _eval(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model))
-    store = PieceStore(Path(args.turns), args.split, args.limit)
-    policy = TurnPolicy(pause_ms=args.pause_ms, max_silence_ms=args.max_silence_ms, threshold=args.threshold)
-    result = evaluate(model, store, policy, progress=not args.json)
+    store = PieceStore(Path(args.turns), args.split, args.limit,
+                       Path(args.short_replies) if args.short_replies else None)
+    policy = TurnPolicy(pause_ms=args.pause_ms, recheck_ms=args.recheck_ms or 1e9, max_silence_ms=args.max_silence_ms,
+                        threshold=args.threshold)
+    rows, probs = check_probabilities(model, store, policy, progress=not args.json)
+    result = summarize(rows, probs, policy)
     speed = decision_ms(model, model.config.context_samples)
+    if args.sweep:
+        print(f"{'threshold':>9s} {'premature':>9s} {'end p50':>8s} {'end p95':>8s} {'by fallback':>11s}")
+        for t in [float(x) for x in args.sweep.split(",")]:
+            r = summarize(rows, probs, TurnPolicy(policy.pause_ms, policy.recheck_ms, policy.max_silence_ms, t))["all"]
+            print(f"{t:9.2f} {100 * r['premature_rate']:8.1f}% {r['end_silence_p50_ms']:8.0f} {r['end_silence_p95_ms']:8.0f} "
+                  f"{r['ended_by_fallback']:11d}")
+        return 0
     if args.json:
         print(json.dumps({"split": args.split, "policy": policy.__dict__, "groups": result, "decision": speed}))
     else:
@@ -402,20 +453,25 @@ def register(subparsers, registered: dict) -> None:
 
     train = command_group(subparsers, registered, "train", "train a model")
     p = train.add_parser("turn", help="train the end-of-turn model on the paused-turn set (resumable)")
-    p.add_argument("--turns", default="data/turns/v1", help="paused-turn set (voice data turns)")
+    p.add_argument("--turns", default="data/turns/v2", help="paused-turn set (voice data turns)")
     p.add_argument("--out", default="runs/turn/cpu", help="run folder; resumes when it holds trainer.pt")
+    p.add_argument("--short-replies", default="data/barge/v1",
+                   help="barge-in set whose acknowledgements ('yes', 'okay') are whole turns too ('' for none)")
     add_model_arguments(p, context_s=3.0)
     p.set_defaults(func=_train)
 
     evaluate_parser = command_group(subparsers, registered, "eval", "evaluate a model")
     p = evaluate_parser.add_parser("turn", help="the end-of-turn model per voice and pause kind on a split")
     p.add_argument("model", nargs="?", default="models/turn", help="a model folder or turn.pt (default: models/turn)")
-    p.add_argument("--turns", default="data/turns/v1")
+    p.add_argument("--turns", default="data/turns/v2")
+    p.add_argument("--short-replies", default="data/barge/v1", help="barge-in set for the one-word turns ('' for none)")
     p.add_argument("--split", default="test", choices=["test", "validation", "train"])
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--pause-ms", type=float, default=200.0, help="silence at which the model is first asked")
     p.add_argument("--max-silence-ms", type=float, default=1500.0, help="silence that ends the turn regardless")
+    p.add_argument("--recheck-ms", type=float, default=96.0, help="asked again this often (0: once)")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--sweep", default="", help="comma-separated thresholds: one line of the whole split per threshold")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)

@@ -1,0 +1,91 @@
+"""The turn-taking sets, training and evaluation end to end on a tiny corpus (slow: synthesis and training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voice.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> dict[str, Path]:
+    from voice.data.build import BuildConfig, build
+
+    root = tmp_path_factory.mktemp("turns")
+    corpus = root / "corpus"
+    build(BuildConfig(out_dir=str(corpus), seed=3, dialogues={"train": 6, "validation": 3, "test": 3}, shard_size=3),
+          progress=False)
+    turns, barge = root / "turns", root / "barge"
+    assert main(["data", "turns", "--corpus", str(corpus), "--out", str(turns), "--workers", "1", "--no-progress"]) == 0
+    assert main(["data", "barge", "--corpus", str(corpus), "--out", str(barge), "--workers", "1", "--no-progress"]) == 0
+    return {"corpus": corpus, "turns": turns, "barge": barge}
+
+
+def test_paused_turn_set_keeps_the_splits_and_its_pieces(sets):
+    from voice.turn.data import load_records, read_piece
+
+    corpus_rows = [json.loads(line) for line in (sets["corpus"] / "manifest.jsonl").read_text().splitlines()]
+    users = {r["id"]: r for r in corpus_rows if r["role"] == "user"}
+    records = load_records(sets["turns"])
+    assert {r["id"] for r in records} == set(users)
+    for r in records:
+        assert (r["split"], r["voice"], r["text"]) == (users[r["id"]]["split"], users[r["id"]]["voice"], users[r["id"]]["text"])
+        full = read_piece(sets["turns"], r["full_wav"])
+        assert 0.2 < len(full) / 16000 < 10
+        if "prefix_wav" in r:
+            assert len(read_piece(sets["turns"], r["prefix_wav"])) < len(full) + 16000
+            assert 0.3 <= r["pause_s"] <= 1.2
+
+
+def test_a_rebuild_reuses_every_shard(sets, capsys):
+    before = (sets["turns"] / "manifest.jsonl").read_text()
+    assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(sets["turns"]), "--workers", "1",
+                 "--no-progress"]) == 0
+    assert (sets["turns"] / "manifest.jsonl").read_text() == before
+    assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(sets["turns"]), "--seed", "5",
+                 "--no-progress"]) == 1
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_train_resume_and_evaluate_the_end_of_turn_model(sets, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--turns", str(sets["turns"]), "--out", str(out), "--batch", "4", "--eval-every", "2", "--channels", "16",
+              "--hidden", "16", "--threads", "1"]
+    assert main(["train", "turn", "--steps", "2", *common]) == 0
+    assert (out / "turn.pt").exists() and (out / "trainer.pt").exists()
+    assert main(["train", "turn", "--steps", "4", *common]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+    assert main(["eval", "turn", str(out), "--turns", str(sets["turns"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    groups = report["groups"]
+    assert groups["all"]["n"] >= 3 and 0 <= groups["all"]["accuracy_first_check"] <= 1
+    assert any(k.startswith("voice:") for k in groups) and report["decision"]["p50_ms"] > 0
+
+
+def test_train_and_evaluate_the_barge_in_model(sets, tmp_path, capsys):
+    out = tmp_path / "barge"
+    assert main(["train", "barge", "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]), "--out", str(out),
+                 "--steps", "2", "--batch", "4", "--eval-every", "2", "--channels", "16", "--hidden", "16",
+                 "--threads", "1"]) == 0
+    assert main(["eval", "barge", str(out), "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"kind:interrupt", "kind:backchannel", "kind:noise", "kind:echo"} <= set(report["groups"])
+
+
+def test_bench_sets_from_the_turn_taking_sets(sets):
+    from voice.bench.sets import barge_in_mix, load_set
+
+    paused = load_set("paused-turns", turns_dir=sets["turns"])
+    for item in paused:
+        (start, end), = item.pauses
+        assert 0 < start < end < len(item.pcm) / 16000
+        assert np.abs(item.pcm[int(start * 16000) + 10: int(end * 16000) - 10]).max() == 0   # the pause is silent
+    mix = barge_in_mix(sets["barge"], sets["corpus"], n=8)
+    assert [i.barge_kind for i in mix[:4]] == ["interrupt", "backchannel", "noise", "echo"]
+    assert all(len(i.pcm) > 0 for i in mix)
