@@ -171,3 +171,31 @@ def test_healthz_is_readable_by_allowed_origins_only():
     allowed, refused, same = serve(main, security=SecurityConfig(allowed_origins=("http://app.example.com",)))
     assert allowed == "http://app.example.com" and refused is None
     assert same is not None
+
+
+def test_a_server_with_the_shipped_turn_models_ends_a_real_turn_by_model_or_fallback(speech_dir):
+    """No VAD defaults: the hello's defaults are the turn-taking models shipped in models/turn."""
+    from voice.turn.model import BARGE_IN_WEIGHTS, SHIPPED_DIR, WEIGHTS
+
+    assert (SHIPPED_DIR / WEIGHTS).exists() and (SHIPPED_DIR / BARGE_IN_WEIGHTS).exists()
+    pcm, rate = read_wav(speech_dir / "ps_librivox_sense_0890.wav")
+
+    async def main():
+        srv = VoiceServer(ServerConfig(port=0))
+        await srv.start()
+        try:
+            client = VoiceClient(srv.url, rate, pipeline="echo")
+            ready = await client.connect()
+            await client.stream(np.concatenate([pcm, np.zeros(int(2.0 * rate), np.float32)]), realtime=False)
+            await client.wait_for(lambda e: e.get("type") == "turn_end", 20.0, include_past=True)
+            await client.close()
+            return ready, client
+        finally:
+            await srv.stop()
+
+    ready, client = run(main())
+    assert ready["turn_detection"] == "model" and ready["barge_in_detection"] == "model"
+    stops = client.log.of_type("speech_stopped")
+    assert stops and stops[-1]["reason"] in ("model", "max_silence")
+    if stops[-1]["reason"] == "model":
+        assert 0.0 <= stops[-1]["p_end"] <= 1.0

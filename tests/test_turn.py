@@ -248,3 +248,40 @@ def test_a_missing_barge_in_model_falls_back_to_duration(monkeypatch):
     monkeypatch.setattr(vad, "load_barge_in_detector", lambda: None)
     stage = VadStage(16000, VadConfig(), turn_detector=FixedDetector(0.5))
     assert stage.config.barge_in_detection == "duration" and stage.barge_in_detector is None
+
+
+@pytest.mark.parametrize("condition", ["clean", "telephone_8k", "clipped", "endless_silence"])
+def test_the_shipped_models_always_end_a_real_turn(condition):
+    """Bad input: 8 kHz telephone audio, clipping, a microphone left open: the turn still ends, by the
+    model or at turn_max_silence_ms, never later."""
+    from conftest import SPEECH_DIR
+    from voice.audio import read_wav, resample
+    from voice.stages.vad import load_barge_in_detector, load_turn_detector
+
+    detector = load_turn_detector()
+    assert detector is not None and load_barge_in_detector() is not None, "models/turn must ship"
+    pcm, rate = read_wav(SPEECH_DIR / "ps_cards_005.wav")
+    pcm = resample(pcm, rate, 16000)
+    rate = 16000
+    if condition == "telephone_8k":
+        pcm, rate = resample(pcm, 16000, 8000), 8000
+    elif condition == "clipped":
+        pcm = np.clip(pcm * 20.0, -1.0, 1.0).astype(np.float32)
+    tail_s = 60.0 if condition == "endless_silence" else 2.0
+    audio = np.concatenate([np.zeros(rate // 2, np.float32), pcm, np.zeros(int(tail_s * rate), np.float32)])
+
+    async def go():
+        vad = VadStage(rate, VadConfig(), turn_detector=detector)
+        out = []
+        step = rate // 50
+        for i in range(0, len(audio), step):
+            async for f in vad.process(UserAudio(pcm=audio[i:i + step], sample_rate_hz=rate, stream_s=i / rate)):
+                if isinstance(f, SpeechStopped):
+                    out.append((f, (i + step) / rate))
+        return out
+    stops = asyncio.run(go())
+    assert stops, "the turn never ended"
+    last, detected_s = stops[-1]
+    assert last.reason in ("model", "max_silence")
+    assert detected_s - last.stream_s <= VadConfig().turn_max_silence_ms / 1000 + 0.032 + 0.02 + 1e-6
+    assert len(stops) <= 3    # ended, and not split into many turns by the open microphone

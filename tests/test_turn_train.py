@@ -57,7 +57,7 @@ def test_train_resume_and_evaluate_the_end_of_turn_model(sets, tmp_path, capsys)
     out = tmp_path / "run"
     common = ["--turns", str(sets["turns"]), "--out", str(out), "--batch", "4", "--eval-every", "2", "--channels", "16",
               "--hidden", "16", "--threads", "1"]
-    assert main(["train", "turn", "--steps", "2", *common]) == 0
+    assert main(["train", "turn", "--steps", "2", "--voice-variants", "1", *common]) == 0
     assert (out / "turn.pt").exists() and (out / "trainer.pt").exists()
     assert main(["train", "turn", "--steps", "4", *common]) == 0
     assert "resumed at step 2" in capsys.readouterr().out
@@ -76,6 +76,19 @@ def test_train_and_evaluate_the_barge_in_model(sets, tmp_path, capsys):
     assert main(["eval", "barge", str(out), "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"kind:interrupt", "kind:backchannel", "kind:noise", "kind:echo"} <= set(report["groups"])
+
+
+def test_voice_variants_keep_one_speaker_per_question(sets):
+    from voice.turn.train import PieceStore
+
+    store = PieceStore(sets["turns"], "train")
+    store.add_voice_variants(2, progress=False)
+    record = next(r for r in store.records if "prefix_wav" in r)
+    for v in (1, 2):
+        changed = store.piece(record, "full", v)
+        assert changed.dtype == np.float32 and abs(len(changed) - len(store.piece(record, "full"))) < 1600
+        assert not np.allclose(changed[:1000], store.piece(record, "full")[:1000])
+    assert store.variants == 2
 
 
 def test_bench_sets_from_the_turn_taking_sets(sets):

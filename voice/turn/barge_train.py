@@ -90,11 +90,13 @@ def example(store: BargeStore, rng: np.random.Generator, context: int, label: in
 
 
 def training_batch(store: BargeStore, rng: np.random.Generator, size: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+    from voice.turn.model import fit_context
+
     xs, ys = [], []
     for _ in range(size):
         label = int(rng.random() < 0.5)
         audio, _ = example(store, rng, context, label)
-        xs.append(augment(audio, rng))
+        xs.append(fit_context(augment(audio, rng), context))   # a change of speed changes the length
         ys.append(label)
     return np.stack(xs), np.asarray(ys, np.float32)
 

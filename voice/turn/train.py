@@ -19,6 +19,7 @@ whatever it says. A turn is ended prematurely when any check during the user's r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -72,6 +73,24 @@ class PieceStore:
                     self.audio[r[key]] = read_piece(turns_dir, r[key])
         if short_dir is not None and (Path(short_dir) / "manifest.jsonl").exists():
             self._add_short_replies(Path(short_dir), split)
+        self.variants = 0
+
+    def add_voice_variants(self, n: int, seed: int = 0, progress: bool = True) -> None:
+        """`n` other voices for every record (Praat's vocal-tract and pitch change, `voice.data.voice_variants`),
+        the same voice for all of a record's pieces so that prefix, pause and rest stay one speaker."""
+        from tqdm import tqdm
+
+        from voice.data.voice_variants import change_voice, draw_variant
+
+        for record in tqdm(self.records, desc=f"{n} voice variants", unit="question", disable=not progress):
+            keys = [record[k] for k in ("full_wav", "prefix_wav", "rest_wav", "opening_wav", "short_wav") if k in record]
+            for v in range(1, n + 1):
+                rng = np.random.default_rng([seed, v, int(hashlib.sha256(record["id"].encode()).hexdigest()[:8], 16)])
+                params = draw_variant(rng)
+                params["duration"] = 1.0       # tempo is augmented on the fly already
+                for key in keys:
+                    self.audio[f"{key}#{v}"] = change_voice(self.audio[key], SAMPLE_RATE_HZ, **params)
+        self.variants = n
 
     def _add_short_replies(self, barge_dir: Path, split: str) -> None:
         """A whole turn can be one word ("yes", "okay"): the barge-in set's acknowledgements, said in the
@@ -83,8 +102,9 @@ class PieceStore:
                 self.audio[key] = read_piece(barge_dir, b["backchannel_wav"])
                 by_id[b["id"]]["short_wav"] = key
 
-    def piece(self, record: dict, name: str) -> np.ndarray:
-        return self.audio[record[f"{name}_wav"]]
+    def piece(self, record: dict, name: str, variant: int = 0) -> np.ndarray:
+        key = record[f"{name}_wav"]
+        return self.audio[f"{key}#{variant}" if variant else key]
 
 
 # Acknowledgements that are a whole turn when the assistant is silent ("hmm", "oh", "ah" may be a
@@ -105,12 +125,12 @@ def example_kinds(record: dict) -> list[tuple[str, int]]:
     return kinds
 
 
-def speech_of(store: PieceStore, record: dict, kind: str, pause_s: float | None = None) -> np.ndarray:
+def speech_of(store: PieceStore, record: dict, kind: str, pause_s: float | None = None, variant: int = 0) -> np.ndarray:
     """The user's audio of one example, up to the point where the silence starts."""
     if kind == "paused_full":
         gap = record["pause_s"] if pause_s is None else pause_s
-        return np.concatenate([store.piece(record, "prefix"), silence(gap), store.piece(record, "rest")])
-    return store.piece(record, kind)
+        return np.concatenate([store.piece(record, "prefix", variant), silence(gap), store.piece(record, "rest", variant)])
+    return store.piece(record, kind, variant)
 
 
 # ---- augmentation --------------------------------------------------------------------------------
@@ -166,7 +186,7 @@ def training_batch(store: PieceStore, rng: np.random.Generator, size: int, conte
             label, options = OVER, ["full"]
         kind = options[rng.integers(len(options))]
         pause = float(rng.uniform(0.25, 1.3)) if kind == "paused_full" else None
-        speech = speech_of(store, record, kind, pause)
+        speech = speech_of(store, record, kind, pause, int(rng.integers(store.variants + 1)))
         lead = silence(float(rng.uniform(0.0, 1.0)))
         audio = np.concatenate([lead, speech, silence(float(rng.uniform(0.12, 1.4)))])
         if with_augment:
@@ -389,6 +409,8 @@ def _train(args: argparse.Namespace) -> int:
     turns = Path(args.turns)
     short = Path(args.short_replies) if args.short_replies else None
     train_store = PieceStore(turns, "train", args.limit, short)
+    if args.voice_variants:
+        train_store.add_voice_variants(args.voice_variants, args.seed)
     val_store = PieceStore(turns, "validation", args.limit, short)
     print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions", flush=True)
     policy = TurnPolicy()
@@ -457,6 +479,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--out", default="runs/turn/cpu", help="run folder; resumes when it holds trainer.pt")
     p.add_argument("--short-replies", default="data/barge/v1",
                    help="barge-in set whose acknowledgements ('yes', 'okay') are whole turns too ('' for none)")
+    p.add_argument("--voice-variants", type=int, default=0,
+                   help="also train on N Praat voice changes of every question (vocal tract and pitch; default 0)")
     add_model_arguments(p, context_s=3.0)
     p.set_defaults(func=_train)
 
