@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from conftest import FIXED_RULES
 from tests.test_browser import _skip_without_browser, chromium, chromium_args, fake_mic  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
