@@ -91,3 +91,13 @@ def save_trainer_state(path: str | Path, model, opt, step: int, history: list, b
     torch.save({"state": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
                 "best": best}, buf)
     atomic_write(path, buf.getvalue())
+
+
+def load_trainer_state(path: str | Path, model, opt) -> tuple[int, list, float]:
+    """Restore what `save_trainer_state` wrote into `model` and `opt`; returns (step, history, best)."""
+    import torch
+
+    blob = torch.load(path, weights_only=False)
+    model.load_state_dict(blob["state"])
+    opt.load_state_dict(blob["opt"])
+    return blob["step"], blob["history"], blob["best"]

@@ -133,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from voice.fileutil import save_trainer_state
+    from voice.fileutil import load_trainer_state, save_trainer_state
 
     from voice.codec.loader import load_codec
     from voice.codec.tokenize import cache_id
@@ -158,10 +158,7 @@ def _train(args: argparse.Namespace) -> int:
     step, history, best = 0, [], math.inf
     trainer = out / "trainer.pt"
     if trainer.exists():
-        blob = torch.load(trainer, weights_only=False)
-        model.load_state_dict(blob["state"])
-        opt.load_state_dict(blob["opt"])
-        step, history, best = blob["step"], blob["history"], blob["best"]
+        step, history, best = load_trainer_state(trainer, model, opt)
         print(f"[hearing] resumed at step {step} (best validation CER {best:.3f})", flush=True)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"[hearing] {len(train_set)} train / {len(val_set)} validation user turns; {n_params / 1e6:.2f} M "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.turn.data import SAMPLE_RATE_HZ, _say, _seed, _write, run_shards, user_rows
+from voice.turn.data import SAMPLE_RATE_HZ, _say, _seed, _write, run_shards, shard_rows, user_rows
 
 BACKCHANNELS = ("uh-huh", "mm-hmm", "yeah", "okay", "right", "sure", "I see", "yes", "mhm", "oh", "ah",
                 "got it", "hmm", "yeah yeah", "okay okay", "oh right")
@@ -45,13 +45,9 @@ class BargeBuildConfig:
 
 
 def _build_shard(task: tuple) -> list[dict]:
-    shard, rows, out_dir, config = task
-    out = Path(out_dir)
-    (out / "wav" / f"{shard:05d}").mkdir(parents=True, exist_ok=True)
     records = []
-    for row in rows:
+    for out, base, row, config in shard_rows(task):
         rng = random.Random(_seed(config.seed, f"barge/{row['id']}"))
-        base = f"wav/{shard:05d}/{row['id']}"
         rec = {k: row[k] for k in ("id", "split", "voice", "speaker", "intent", "text", "speed", "pitch_semitones")}
         interrupt_text = rng.choice(INTERRUPT_OPENINGS) + row["text"]
         backchannel_text = rng.choice(BACKCHANNELS)

@@ -25,7 +25,7 @@ import numpy as np
 
 from voice.turn.barge_data import NOISE_KINDS, as_echo, echo_rows, noise_burst
 from voice.turn.data import load_records, read_piece
-from voice.turn.train import augment, decision_ms, model_config, probabilities, train_loop
+from voice.turn.train import augment, decision_ms, model_config, probabilities_by_owner, train_loop
 
 CHECK_S = 0.2          # speech heard at the first check
 RECHECK_S = 0.096
@@ -137,11 +137,7 @@ def check_probabilities(model, store: BargeStore, seed: int = 0) -> tuple[list, 
                 clips.append(audio)
                 owners.append(len(rows))
             rows.append((record, kind, check_times(len(sound) / 16000), with_echo))
-    probs = probabilities(model, clips)
-    per_row: dict[int, list[float]] = defaultdict(list)
-    for owner, p in zip(owners, probs):
-        per_row[owner].append(float(p))
-    return rows, per_row
+    return rows, probabilities_by_owner(model, clips, owners, "eval barge")
 
 
 def summarize(rows: list, per_row: dict, threshold: float) -> dict:

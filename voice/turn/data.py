@@ -117,14 +117,20 @@ def _write(out: Path, rel: str, audio: np.ndarray) -> None:
     os.replace(tmp, out / rel)
 
 
-def _build_shard(task: tuple) -> list[dict]:
+def shard_rows(task: tuple):
+    """Worker side of `run_shards`: make the shard's WAV folder, then yield (out, base, row, config) for
+    each of its rows, `base` being the row's WAV path without its piece name."""
     shard, rows, out_dir, config = task
     out = Path(out_dir)
     (out / "wav" / f"{shard:05d}").mkdir(parents=True, exist_ok=True)
-    records = []
     for row in rows:
+        yield out, f"wav/{shard:05d}/{row['id']}", row, config
+
+
+def _build_shard(task: tuple) -> list[dict]:
+    records = []
+    for out, base, row, config in shard_rows(task):
         rng = random.Random(_seed(config.seed, row["id"]))
-        base = f"wav/{shard:05d}/{row['id']}"
         rec = {k: row[k] for k in ("id", "split", "voice", "speaker", "intent", "phrasing", "text", "speed",
                                    "pitch_semitones")}
         full = _say(row["text"], row)

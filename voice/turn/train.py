@@ -211,6 +211,21 @@ def probabilities(model, clips: list[np.ndarray], batch: int = 64) -> np.ndarray
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def probabilities_by_owner(model, clips: list[np.ndarray], owners: list[int], desc: str,
+                           progress: bool = False) -> dict[int, list[float]]:
+    """P(yes) of every clip, grouped by its owner (the example whose checks the clips are), in order."""
+    from tqdm import tqdm
+
+    per_owner: dict[int, list[float]] = defaultdict(list)
+    bar = tqdm(total=len(clips), desc=desc, unit="clip", disable=not progress)
+    for i in range(0, len(clips), 256):
+        for owner, p in zip(owners[i: i + 256], probabilities(model, clips[i: i + 256])):
+            per_owner[owner].append(float(p))
+        bar.update(len(clips[i: i + 256]))
+    bar.close()
+    return per_owner
+
+
 def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> dict:
     """Accuracy at the first check, and the premature-end rate and end latency under `policy`."""
     return summarize(*check_probabilities(model, store, policy, progress), policy)
@@ -218,8 +233,6 @@ def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = Fals
 
 def check_probabilities(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> tuple[list, dict]:
     """The examples of `store` (record, kind, label, check times) and the model's P(over) at each check."""
-    from tqdm import tqdm
-
     rows = []          # (record, kind, label, check times)
     clips, owners = [], []
     for record in store.records:
@@ -235,17 +248,7 @@ def check_probabilities(model, store: PieceStore, policy: TurnPolicy, progress: 
                 clips.append(np.concatenate([speech, silence(t)]))
                 owners.append(len(rows))
             rows.append((record, kind, label, times))
-    probs = []
-    bar = tqdm(total=len(clips), desc="eval turn", unit="clip", disable=not progress)
-    for i in range(0, len(clips), 256):
-        probs.append(probabilities(model, clips[i: i + 256]))
-        bar.update(len(clips[i: i + 256]))
-    bar.close()
-    probs = np.concatenate(probs) if probs else np.zeros(0)
-    per_row: dict[int, list[float]] = defaultdict(list)
-    for owner, p in zip(owners, probs):
-        per_row[owner].append(float(p))
-    return rows, per_row
+    return rows, probabilities_by_owner(model, clips, owners, "eval turn", progress)
 
 
 def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
@@ -348,7 +351,7 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
     import torch
     from tqdm import tqdm
 
-    from voice.fileutil import save_trainer_state
+    from voice.fileutil import load_trainer_state, save_trainer_state
     from voice.turn.model import DecisionModel
 
     torch.set_num_threads(args.threads)
@@ -360,10 +363,7 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
     step, history, best = 0, [], -math.inf
     trainer = out / "trainer.pt"
     if trainer.exists():
-        blob = torch.load(trainer, weights_only=False)
-        model.load_state_dict(blob["state"])
-        opt.load_state_dict(blob["opt"])
-        step, history, best = blob["step"], blob["history"], blob["best"]
+        step, history, best = load_trainer_state(trainer, model, opt)
         print(f"[{tag}] resumed at step {step} (best validation score {best:.3f})", flush=True)
     print(f"[{tag}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; out {out}", flush=True)
     rng = np.random.default_rng(args.seed + step)
