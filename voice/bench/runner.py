@@ -165,6 +165,7 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
     t_stop, stopped = _event_time(client, "speech_stopped", turn=turn)
     if stopped is not None:
         rec["end_reason"] = stopped.get("reason")
+        rec["answer_started_ms"] = stopped.get("answer_started_ms")   # a speculative start: ms before the end
         # the VAD's stamped end (input timeline; the lead silence comes first) minus the true end
         rec["vad_end_error_ms"] = _ms(stopped["t"] - cfg.lead_s - rec["speech_end_s"])
         rec["speech_stopped_ms"] = _ms(t_stop - true_end)
@@ -176,6 +177,7 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
         rec["timings_ms"] = turn_end.get("timings_ms") or {}
         rec["endpointing_ms"] = turn_end.get("endpointing_ms")
         rec["interrupted"] = bool(turn_end.get("interrupted"))
+        rec["answers_taken_back"] = turn_end.get("answers_taken_back", 0)
     texts = [e for _, e in client.log.events if e.get("type") == "assistant_text" and e.get("turn") == turn]
     # assistant_text events are deltas; the final one closes the answer (usually empty)
     rec["answer_text"] = "".join(e.get("text", "") for e in texts).strip()

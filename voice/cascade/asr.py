@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -89,9 +90,8 @@ class WhisperAsr(AsrBackend):
         return self._decode(np.concatenate(chunks)) if chunks else ""
 
     def finish(self) -> str:
-        text = self.partial()
-        self._chunks = []
-        return text
+        chunks, self._chunks = self._chunks, []   # taken first: a new turn may begin while this one decodes
+        return self._decode(np.concatenate(chunks)) if chunks else ""
 
 
 class DecoderPool:
@@ -176,7 +176,13 @@ class AsrStage(Stage):
         self.backend = backend
         self.partials = partials or backend.cheap_partials
         self.partial_interval_s = partial_interval_s if not backend.cheap_partials else PARTIAL_MIN_INTERVAL_S
+        # the backend's calls run here one at a time, in order: a turn's finish that an interrupt or a
+        # retract left running ends before the next turn's begin (pocketsphinx is not thread-safe)
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asr")
         self.reset()
+
+    async def _call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     def reset(self) -> None:
         self._turn = -1
@@ -188,13 +194,14 @@ class AsrStage(Stage):
         await self.backend.start()
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._worker.shutdown, True)
         self.backend.close()
 
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         if isinstance(frame, SpeechStarted):
             self.reset()
             self._turn = frame.turn_id
-            self.backend.begin()
+            await self._call(self.backend.begin)
             yield frame
         elif isinstance(frame, UserAudio):
             if frame.turn_id == self._turn:
@@ -203,7 +210,7 @@ class AsrStage(Stage):
         elif isinstance(frame, SpeechStopped) and frame.turn_id == self._turn:
             yield frame
             self._turn = -1
-            text = await asyncio.to_thread(self.backend.finish)
+            text = await self._call(self.backend.finish)
             log.debug("turn %d: %r", frame.turn_id, text)
             yield Transcript(turn_id=frame.turn_id, text=text, final=True)
             if not text:
@@ -213,7 +220,7 @@ class AsrStage(Stage):
 
     async def _on_audio(self, frame: UserAudio) -> AsyncIterator[Frame]:
         if self.backend.incremental:
-            await asyncio.to_thread(self.backend.accept, frame.pcm)
+            await self._call(self.backend.accept, frame.pcm)
         else:
             self.backend.accept(frame.pcm)
         if not self.partials:

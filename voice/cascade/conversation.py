@@ -74,6 +74,11 @@ class Conversation:
             if ex is not None and ex.cut_at_s is None and text.strip():
                 ex.clauses.append(_Clause(text.strip(), start_s, end_s))
 
+    def forget(self, turn_id: int) -> None:
+        """Remove the exchange of `turn_id` (a turn answered speculatively and taken back)."""
+        with self._lock:
+            self._exchanges = [ex for ex in self._exchanges if ex.turn_id != turn_id]
+
     def cut(self, at_s: float) -> None:
         """Interrupt at `at_s`: forget assistant audio not yet played by then (idempotent)."""
         with self._lock:

@@ -223,6 +223,11 @@ class LlmStage(Stage):
     def reset(self) -> None:
         self._cancel.set()
 
+    def retract(self, turn_id: int) -> None:
+        """A speculative answer taken back: stop it, and neither the user's words nor the answer stay in the context."""
+        self._cancel.set()
+        self.conversation.forget(turn_id)
+
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         yield frame
         if not (isinstance(frame, Transcript) and frame.final and frame.text.strip()):

@@ -177,6 +177,13 @@ class TtsStage(Stage):
 
     def reset(self) -> None:
         self.conversation.cut(now_s())
+        self._forget_turn()
+
+    def retract(self, turn_id: int) -> None:
+        """A speculative answer taken back: nothing of it was played (the LLM stage drops its exchange)."""
+        self._forget_turn()
+
+    def _forget_turn(self) -> None:
         self._play_end_s = 0.0   # estimated end of playback at the client (cleared on interrupt)
         self._turn = -1
         self._chunker = ClauseChunker(self.min_clause_words)

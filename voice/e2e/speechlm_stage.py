@@ -140,6 +140,18 @@ class _Conversation:
     """A stage's place in the shared generator; only the worker thread reads or changes `session`."""
 
     session: Any = None          # a `voice.speechlm.generate.Session`, or None before the first turn
+    mark: Any = None             # the context as the current user turn found it (`_TurnMark`), for a retract
+
+
+@dataclass(frozen=True)
+class _TurnMark:
+    """Where a user turn started in the context: a retract rolls the context back to it."""
+
+    session: Any                 # the generator session then (None: there was none)
+    length: int = 0              # steps in its cache
+    pending_text: int | None = None
+    answer: Any = None           # the last answer's record (for a later barge-in's cut)
+    user_open: bool = False
 
 
 class _TextDeltas:
@@ -199,6 +211,11 @@ class SpeechLMStage(Stage):
       played: the answer leaves the context. Without a session (a pipeline run alone) the played
       part is unknown and the context keeps every step made, as generated.
     - An answer cut at `max_answer_s` keeps the frames that were sent.
+    - Speculative start: the answer to a turn whose end the VAD only thinks likely is made as any
+      other (the session holds it). When the user goes on, `retract` rolls the context back to where
+      the turn started (`_TurnMark`, taken at its `SpeechStarted`): neither the words heard so far
+      nor the answer stay, and the turn is heard again, whole. A context refreshed meanwhile is dropped
+      (the next turn starts a fresh one).
     - Session end (`close`): the conversation's slot is freed.
     """
 
@@ -227,6 +244,11 @@ class SpeechLMStage(Stage):
         self.service.post(self._end, self._conv, self._spoken, self._played_frames())
         self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
 
+    def retract(self, turn_id: int) -> None:
+        """A speculative answer taken back: the context goes back to where the user's turn started."""
+        self.service.post(self._rewind, self._conv)
+        self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
+
     async def close(self) -> None:
         await self.service.call(self._drop, self._conv)
 
@@ -251,6 +273,22 @@ class SpeechLMStage(Stage):
             self.last_cut = AnswerCut(spoken[0], spoken[1], kept, start, before, gen.length(gs))
             log.info("speech LM: answer to turn %d cut: %d of %d frames sent kept, context %d -> %d steps",
                      spoken[0], kept, spoken[1], before, gen.length(gs))
+
+    def _mark(self, conv: _Conversation) -> None:
+        gs = conv.session
+        conv.mark = _TurnMark(None) if gs is None else _TurnMark(
+            gs, self.service.generator.decoder.lengths[gs.slot], gs.pending_text, gs.answer, gs.user_open)
+
+    def _rewind(self, conv: _Conversation) -> None:
+        """Back to the context's mark: what the retracted turn and its answer added is forgotten."""
+        mark, gs, conv.mark = conv.mark, conv.session, None
+        if gs is None:
+            return
+        if mark is None or mark.session is not gs or mark.user_open:   # no mark, a fresh context, a block open
+            self._drop(conv)
+            return
+        self.service.generator.decoder.truncate(gs.slot, mark.length)
+        gs.pending_text, gs.answer, gs.user_open, gs.hearing, gs.held = mark.pending_text, mark.answer, False, None, None
 
     def _drop(self, conv: _Conversation) -> None:
         if conv.session is not None:
@@ -302,6 +340,7 @@ class SpeechLMStage(Stage):
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         if isinstance(frame, SpeechStarted):
             self._turn, self._turn_codes, self._full = frame.turn_id, [], False
+            self.service.post(self._mark, self._conv)
         elif isinstance(frame, Codes) and frame.role == "user":
             if frame.turn_id == self._turn:
                 await self._heard(frame.codes)

@@ -40,6 +40,7 @@ class Pipeline:
         self._head_observer = head_observer
         self._interrupt_lock = asyncio.Lock()
         self._started = False
+        self.generation = 0   # +1 at each interrupt or retract: output read before it is stale
 
     @property
     def output(self) -> asyncio.Queue[Frame]:
@@ -97,12 +98,20 @@ class Pipeline:
 
     async def interrupt(self) -> None:
         """Cancel work in flight, drain every queue, reset the queued stages, restart them."""
+        await self._restart(lambda stage: stage.reset())
+
+    async def retract(self, turn_id: int) -> None:
+        """As `interrupt`, for a speculative end of `turn_id` taken back: the stages' `retract` instead of `reset`."""
+        await self._restart(lambda stage: stage.retract(turn_id))
+
+    async def _restart(self, forget: Callable[[Stage], None]) -> None:
         async with self._interrupt_lock:
+            self.generation += 1
             await self._cancel_tasks()
             for q in self.queues:
                 _drain(q)
             for stage in self.stages:
-                stage.reset()
+                forget(stage)
             if self._started:
                 for i in range(len(self.stages)):
                     self._tasks[i] = asyncio.create_task(self._run_stage(i), name=f"stage:{self.stages[i].name}")

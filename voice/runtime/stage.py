@@ -18,6 +18,10 @@ class StageContext(Protocol):
     async def interrupt(self, reason: str) -> None:
         """Out-of-band interrupt: cancel work in flight, drain queues, reset stages, clear the client."""
 
+    async def retract(self, turn_id: int) -> None:
+        """Take back a speculative end of `turn_id` (the user went on): cancel the answer started for it,
+        drop what of it is held, and have the queued stages forget it (`Stage.retract`)."""
+
     def answer_played_s(self, turn_id: int) -> float | None:
         """Seconds of the answer to `turn_id` the client has played (estimated by the session; after an
         interrupt, what it had played when its buffer was cleared). 0.0 when none of it was sent, None
@@ -50,6 +54,12 @@ class Stage:
 
     def reset(self) -> None:
         """Forget the turn in progress (called after an interrupt cancelled this stage's work)."""
+
+    def retract(self, turn_id: int) -> None:
+        """The end of `turn_id` was speculative and the user went on: its work was cancelled, and the
+        turn comes again from its start (`SpeechStarted`, then all its audio so far). Forget the turn
+        without a trace: nothing of it or of its answer may stay in a context. Default: `reset`."""
+        self.reset()
 
     async def close(self) -> None:
         """Release per-session resources."""

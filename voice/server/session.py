@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from voice import pipelines
 from voice.audio import float_to_pcm16, pcm16_to_float
 from voice.frames import (AssistantAudio, AssistantText, ErrorFrame, Frame, Metric, SpeechStarted,
-                          SpeechStopped, Transcript, TurnEnd, UserAudio, now_s)
+                          SpeechStopped, Transcript, TurnConfirmed, TurnEnd, UserAudio, now_s)
 from voice.protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_POLICY, PROTOCOL_VERSION,
                             AskedOptions, Hello, ProtocolError, parse_hello, parse_text)
 from voice.runtime.pipeline import Pipeline
@@ -64,6 +64,13 @@ class Session:
         self._first_audio_sent: set[int] = set()
         self._tasks: list[asyncio.Task] = []
         self._pending_head: list[dict] = []   # VAD events to send once the current push returns
+        # speculative starts: a turn's output held until the VAD confirms its end (None: an interrupt
+        # cancelled it meanwhile); the turns confirmed in the current push, to release after it
+        self._held: dict[int, list[Frame] | None] = {}
+        self._speculated_s: dict[int, float] = {}
+        self._taken_back: dict[int, int] = {}  # answers started speculatively and taken back, per turn
+        self._to_release: list[int] = []
+        self._output_lock = asyncio.Lock()    # one output frame at a time: a release or a retract never interleaves
         self._endpointing_ms: dict[int, float] = {}
         self._ended: asyncio.Future[Close] | None = None
         self._control_bucket = TokenBucket(self.limits.control_per_s, self.limits.control_burst)
@@ -96,6 +103,8 @@ class Session:
         self._cancelled_upto = max([self._cancelled_upto, *turns])
         if self._last_audio_turn in turns:       # what the stages' reset learns was played (answer_played_s)
             self._last_audio_cut_s = self.answer_played_s(self._last_audio_turn)
+        for turn in self._held:               # answers started speculatively: nothing more of them will come
+            self._held[turn] = None
         await self.pipeline.interrupt()
         self._drain_outbox()
         self._playback_end_s = 0.0
@@ -103,6 +112,19 @@ class Session:
         await self._send_event({"type": "clear", "reason": reason, "turns": turns})
         for turn in unfinished:
             await self._send_event(self._turn_end_event(turn, interrupted=True))
+
+    async def retract(self, turn_id: int) -> None:
+        """The VAD takes back a speculative end of `turn_id`: cancel the answer started for it and drop
+        what of it was held, without a trace for the client (no `clear`, no events)."""
+        if self.pipeline is None:
+            return
+        async with self._output_lock:
+            await self.pipeline.retract(turn_id)
+            self._held.pop(turn_id, None)
+            self._speculated_s.pop(turn_id, None)
+            self._taken_back[turn_id] = self._taken_back.get(turn_id, 0) + 1
+            self.tracer.forget(turn_id)   # the turn's timings start again at its real end
+        log.debug("session %s: speculative answer to turn %d taken back", self.session_id, turn_id)
 
     # ---- main loop ----------------------------------------------------------------------
     def end(self, close: Close, event: dict | None = None) -> None:
@@ -245,7 +267,8 @@ class Session:
                                 "pipeline": hello.pipeline, "input_sample_rate": hello.sample_rate_hz,
                                 "sample_rate": self.output_rate_hz, "ignored_options": ignored,
                                 "turn_detection": stages[0].config.turn_detection,
-                                "barge_in_detection": stages[0].config.barge_in_detection})
+                                "barge_in_detection": stages[0].config.barge_in_detection,
+                                "speculative_start": stages[0].speculates})
 
     async def _on_audio(self, data: bytes) -> None:
         if self.hello is None or self.pipeline is None:
@@ -264,6 +287,20 @@ class Session:
         events, self._pending_head = self._pending_head, []
         for ev in events:
             await self._send_event(ev)
+        turns, self._to_release = self._to_release, []
+        for turn in turns:
+            await self._release(turn)
+
+    async def _release(self, turn: int) -> None:
+        """The VAD confirmed the end of a turn answered speculatively: send what was held, in order."""
+        async with self._output_lock:
+            held = self._held.pop(turn, [])
+            if held is None:        # an interrupt cancelled the answer while it was held
+                self._answering.discard(turn)
+                await self._send_event(self._turn_end_event(turn, interrupted=True))
+                return
+            for frame in held:
+                await self._on_output(frame)
 
     # ---- outgoing -----------------------------------------------------------------------
     async def _reader(self) -> None:
@@ -272,13 +309,21 @@ class Session:
         try:
             while True:
                 frame = await self.pipeline.output.get()
-                await self._on_output(frame)
+                generation = self.pipeline.generation
+                async with self._output_lock:
+                    if generation == self.pipeline.generation:   # else: read before a retract or an interrupt
+                        await self._on_output(frame)
         except Exception as exc:
             log.exception("session %s: output failed", self.session_id)
             self.end(Close(CLOSE_INTERNAL_ERROR, "internal_error"),
                      {"type": "error", "code": "internal_error", "message": f"server error ({type(exc).__name__})"})
 
     async def _on_output(self, frame: Frame) -> None:
+        if frame.turn_id in self._held:       # answered speculatively: held until the end is confirmed
+            held = self._held[frame.turn_id]
+            if held is not None:
+                held.append(frame)
+            return
         if isinstance(frame, AssistantAudio):
             if frame.turn_id <= self._cancelled_upto or len(frame.pcm) == 0:
                 return
@@ -309,19 +354,28 @@ class Session:
     def on_head_frame(self, frame: Frame) -> None:
         """Called by the pipeline for every frame the VAD head emits."""
         if isinstance(frame, SpeechStarted):
-            self._pending_head.append({"type": "speech_started", "turn": frame.turn_id, "t": frame.stream_s})
-        elif isinstance(frame, SpeechStopped):
+            if not frame.resumed:             # a turn sent again after a retract: the client knows it already
+                self._pending_head.append({"type": "speech_started", "turn": frame.turn_id, "t": frame.stream_s})
+        elif isinstance(frame, SpeechStopped) and frame.speculative:
+            self._held[frame.turn_id] = []
+            self._speculated_s[frame.turn_id] = frame.created_s
+        elif isinstance(frame, (SpeechStopped, TurnConfirmed)):
             self._answering.add(frame.turn_id)
             self._endpointing_ms[frame.turn_id] = self._endpointing_of(frame)
             event = {"type": "speech_stopped", "turn": frame.turn_id, "t": frame.stream_s,
                      "start": frame.speech_start_s, "reason": frame.reason}
             if frame.end_probability is not None:
                 event["p_end"] = frame.end_probability
+            if isinstance(frame, TurnConfirmed):
+                started_s = self._speculated_s.pop(frame.turn_id, frame.created_s)
+                event["answer_started_ms"] = round((started_s - frame.created_s) * 1000, 1)   # negative: before
+                self._to_release.append(frame.turn_id)
             self._pending_head.append(event)
 
     def _turn_end_event(self, turn: int, interrupted: bool) -> dict:
         event = {"type": "turn_end", "turn": turn, "interrupted": interrupted,
-                 "timings_ms": self.tracer.turn_timings_ms(turn), "endpointing_ms": self._endpointing_ms.pop(turn, None)}
+                 "timings_ms": self.tracer.turn_timings_ms(turn), "endpointing_ms": self._endpointing_ms.pop(turn, None),
+                 "answers_taken_back": self._taken_back.pop(turn, 0)}
         # the timings are reported: drop the turn's trace (and the between-turns input records, turn 0),
         # so that a long session's memory stays flat instead of filling the tracer up to its cap
         self.tracer.forget(turn)
@@ -329,7 +383,7 @@ class Session:
         self._first_audio_sent.discard(turn)
         return event
 
-    def _endpointing_of(self, stopped: SpeechStopped) -> float | None:
+    def _endpointing_of(self, stopped: SpeechStopped | TurnConfirmed) -> float | None:
         """Milliseconds from the end of speech to its detection.
 
         The audio the VAD waited for after the last speech sample (on the input timeline, up to

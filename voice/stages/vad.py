@@ -8,6 +8,15 @@ Two ways to decide that the user's turn is over (`turn_detection` in the hello):
   of `turn_max_silence_ms` ends the turn whatever it says;
 - `silence`: a silence of `end_silence_ms` ends the turn.
 
+Speculative start (model mode): when the model rates a pause as a likely end (P(over) at least
+`turn_speculate_threshold`) but not yet a sure one, the VAD sends `SpeechStopped(speculative=True)`:
+the pipeline starts its answer at once and the session holds its output. When the turn is then
+decided over (the model at a later check, or the long silence), a `TurnConfirmed` releases the
+held answer, which by then is partly or wholly made. When the user goes on instead, the VAD asks
+the session to take the answer back (`StageContext.retract`: its work is cancelled, its output
+dropped, the stages forget it, the client never learns of it) and sends the turn again from its
+start, so the stages hear it whole.
+
 Two ways to decide that speech during the assistant's answer interrupts it (`barge_in_detection`):
 
 - `model` (default): from `barge_in_check_ms` (200 ms) of speech, and every 96 ms after, the
@@ -27,7 +36,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from voice.audio import StreamingResampler
-from voice.frames import Frame, SpeechStarted, SpeechStopped, UserAudio
+from voice.frames import Frame, SpeechStarted, SpeechStopped, TurnConfirmed, UserAudio
 from voice.runtime.stage import Stage
 from voice.stages.silero import SAMPLE_RATE_HZ, WINDOW_SAMPLES, SileroState, SileroVadModel, shared_model
 
@@ -50,6 +59,8 @@ class VadConfig:
     turn_max_silence_ms: float = 1500.0  # model: a silence this long ends the turn whatever the model says
     turn_threshold: float = 0.0         # model: P(over) needed to end the turn (0: the model's own threshold)
     turn_recheck_ms: float = 96.0       # model: asked again this often while the silence lasts (0: asked once)
+    turn_speculate_threshold: float = 0.3  # model: P(over) at which the answer starts, held until the turn is
+                                        # decided over (0: never; at or above the decision threshold: never)
 
     barge_in_detection: str = "model"   # "model": the barge-in model decides; "duration": barge_in_min_speech_ms
     barge_in_check_ms: float = 200.0    # model: speech heard when the model is first asked
@@ -65,6 +76,7 @@ class VadConfig:
               "pre_roll_ms": 2_000.0, "barge_in_min_speech_ms": 10_000.0, "max_turn_s": 600.0,
               "threshold": 1.0, "refine_with_energy": 1.0, "turn_pause_ms": 10_000.0,
               "turn_max_silence_ms": 10_000.0, "turn_threshold": 1.0, "turn_recheck_ms": 10_000.0, "barge_in_check_ms": 10_000.0,
+              "turn_speculate_threshold": 1.0,
               "barge_in_max_speech_ms": 10_000.0, "barge_in_threshold": 1.0}
     CHOICES = {"turn_detection": TURN_MODES, "barge_in_detection": BARGE_IN_MODES}
 
@@ -271,6 +283,16 @@ class VadStage(Stage):
         self._recent: deque[np.ndarray] = deque(maxlen=max(1, -(-context // WINDOW_SAMPLES)))
         self._next_check_s: float | None = None   # model: stream time of the next question to it
         self._next_barge_check_s: float | None = None
+        self._speculating = False   # a speculative SpeechStopped was sent for this turn, not yet decided
+        self._turn_windows: list[tuple[np.ndarray, float]] = []   # the turn's audio, to send again on a retract
+
+    @property
+    def speculates(self) -> bool:
+        """Whether this stage may start answers speculatively (model mode, a threshold below the model's)."""
+        cfg = self.config
+        if self.turn_detector is None or cfg.turn_speculate_threshold <= 0:
+            return False
+        return cfg.turn_speculate_threshold < (cfg.turn_threshold or self.turn_detector.threshold)
 
     def reset(self) -> None:
         self._reset_state()
@@ -333,6 +355,9 @@ class VadStage(Stage):
             self._pre_roll.clear()
         else:
             if self._confirmed:
+                if is_speech and self._speculating:
+                    async for out in self._resume():
+                        yield out
                 yield self._audio(window, t_s)
             else:
                 self._held.append(window)
@@ -349,7 +374,13 @@ class VadStage(Stage):
         end_s = t_s + WINDOW_S
         if self._silence_from_s is not None:
             reason, p_end = self._turn_over(end_s)
-            if reason is not None:
+            if reason == "speculate":
+                self._speculating = True
+                log.debug("turn %d: speculative end, P(over)=%.2f", self.turn_id, p_end)
+                yield SpeechStopped(turn_id=self.turn_id, stream_s=round(self._silence_from_s, 4),
+                                    speech_start_s=round(self._start_s, 4), reason="model",
+                                    end_probability=p_end, speculative=True)
+            elif reason is not None:
                 async for out in self._end_burst(self._silence_from_s, reason, p_end):
                     yield out
                 return
@@ -379,7 +410,9 @@ class VadStage(Stage):
 
         Silence mode: once it lasts end_silence_ms. Model mode: once it lasts turn_max_silence_ms,
         or earlier when the end-of-turn model, asked at turn_pause_ms and every turn_recheck_ms after,
-        says the turn is over. An unconfirmed burst (too short to be a turn) ends as in silence mode.
+        says the turn is over; "speculate" when it rates the end likely (turn_speculate_threshold) but
+        not sure, the first time in this silence. An unconfirmed burst (too short to be a turn) ends
+        as in silence mode.
         """
         cfg = self.config
         silence_ms = (now_s - self._silence_from_s) * 1000
@@ -396,7 +429,11 @@ class VadStage(Stage):
         p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
         threshold = cfg.turn_threshold or self.turn_detector.threshold
         log.debug("turn %d: P(over)=%.2f after %.0f ms of silence", self.turn_id, p_end, silence_ms)
-        return ("model", round(p_end, 4)) if p_end >= threshold else (None, None)
+        if p_end >= threshold:
+            return "model", round(p_end, 4)
+        if self.speculates and not self._speculating and p_end >= cfg.turn_speculate_threshold:
+            return "speculate", round(p_end, 4)
+        return None, None
 
     def _barge_in_says(self, speech_ms: float, now_s: float) -> bool:
         """Model mode, while the assistant speaks: is this burst the user taking the turn?"""
@@ -416,18 +453,34 @@ class VadStage(Stage):
     async def _confirm(self) -> AsyncIterator[Frame]:
         self.turn_id += 1
         self._confirmed = True
+        self._turn_windows = []
         yield SpeechStarted(turn_id=self.turn_id, stream_s=round(self._start_s, 4))
         for i, w in enumerate(self._held):
             yield self._audio(w, self._held_start_s + i * WINDOW_S)
         self._held = []
 
+    async def _resume(self) -> AsyncIterator[Frame]:
+        """The user goes on after a speculative end: take the answer back, then send the turn again from its start."""
+        log.debug("turn %d: speech again after a speculative end; the answer is taken back", self.turn_id)
+        self._speculating = False
+        if self.ctx is not None:
+            await self.ctx.retract(self.turn_id)
+        yield SpeechStarted(turn_id=self.turn_id, stream_s=round(self._start_s, 4), resumed=True)
+        for w, t_s in self._turn_windows:
+            yield UserAudio(turn_id=self.turn_id, pcm=w, sample_rate_hz=SAMPLE_RATE_HZ, stream_s=round(t_s, 4))
+
     async def _end_burst(self, speech_end_s: float, reason: str = "silence",
                          end_probability: float | None = None) -> AsyncIterator[Frame]:
-        if self._confirmed:
+        if self._confirmed and self._speculating:
+            yield TurnConfirmed(turn_id=self.turn_id, stream_s=round(speech_end_s, 4),
+                                speech_start_s=round(self._start_s, 4), reason=reason,
+                                end_probability=end_probability)
+        elif self._confirmed:
             yield SpeechStopped(turn_id=self.turn_id, stream_s=round(speech_end_s, 4),
                                 speech_start_s=round(self._start_s, 4), reason=reason,
                                 end_probability=end_probability)
-        self._triggered, self._confirmed = False, False
+        self._triggered, self._confirmed, self._speculating = False, False, False
+        self._turn_windows = []
         self._silence_from_s = None
         self._next_check_s = None
         self._next_barge_check_s = None
@@ -436,4 +489,6 @@ class VadStage(Stage):
         self._held = []
 
     def _audio(self, window: np.ndarray, t_s: float) -> UserAudio:
+        if self.speculates:
+            self._turn_windows.append((window, t_s))
         return UserAudio(turn_id=self.turn_id, pcm=window, sample_rate_hz=SAMPLE_RATE_HZ, stream_s=round(t_s, 4))
