@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,6 +20,8 @@ class Frame:
 
     turn_id: int = 0
     created_s: float = field(default_factory=now_s, compare=False)
+
+    for_session: ClassVar[bool] = False   # True: only the session reads it; the pipeline does not queue it
 
     @property
     def kind(self) -> str:
@@ -74,7 +77,9 @@ class SpeechStopped(Frame):
 @dataclass(frozen=True)
 class TurnConfirmed(Frame):
     """VAD: the turn that a speculative `SpeechStopped` ended really is over (why: `reason`, as in
-    `SpeechStopped`); the session releases the answer it held. Stages need not handle it."""
+    `SpeechStopped`); the session releases the answer it held. It never reaches the queued stages."""
+
+    for_session: ClassVar[bool] = True
 
     stream_s: float = 0.0
     speech_start_s: float = 0.0

@@ -71,7 +71,8 @@ class Pipeline:
                     produced.append(out)
             frames = produced
         for f in frames:
-            await self.queues[0].put(f)
+            if not f.for_session:     # frames for the session alone (it sees them through head_observer)
+                await self.queues[0].put(f)
 
     async def _run_stage(self, i: int) -> None:
         stage, inq, outq = self.stages[i], self.queues[i], self.queues[i + 1]
