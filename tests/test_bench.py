@@ -120,3 +120,19 @@ def test_corpus_context_gives_the_dialogue_clock():
     assert context_clock("Today is Tuesday, October 27, 2026. The time is 10:01 PM.") == "2026-10-27T22:01"
     assert context_clock("Today is Friday, May 1, 2026. The time is 12:05 AM.") == "2026-05-01T00:05"
     assert context_clock("no clock here") is None
+
+
+def test_the_bench_reads_the_sets_where_the_data_commands_write_them():
+    """`voice bench --set corpus-test|paused-turns|--barge-in-mix` default to the folders `voice data build|turns|barge`
+    write by default (the paused-turn default once pointed at an old folder)."""
+    import argparse
+
+    from voice.bench import sets
+    from voice.data.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"), {})
+    root = sets.ROOT
+    for command, folder in (("build", sets.CORPUS_DIR), ("turns", sets.TURNS_DIR), ("barge", sets.BARGE_DIR)):
+        args = parser.parse_args(["data", command])
+        assert root / args.out == folder, (command, args.out, folder)
