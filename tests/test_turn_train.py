@@ -102,3 +102,28 @@ def test_bench_sets_from_the_turn_taking_sets(sets):
     mix = barge_in_mix(sets["barge"], sets["corpus"], n=8)
     assert [i.barge_kind for i in mix[:4]] == ["interrupt", "backchannel", "noise", "echo"]
     assert all(len(i.pcm) > 0 for i in mix)
+
+
+def test_the_offline_evaluation_counts_speculative_starts_and_answers_taken_back():
+    """Hand-made probabilities: when an answer starts (speculatively or at the decision), how many pauses
+    started one and dropped it, and when a pipeline of 1 s would be ready."""
+    from voice.turn.train import NOT_OVER, OVER, TurnPolicy, ready_ms, summarize
+
+    record = {"voice": "v", "kind": "filler"}
+    times = [0.2, 0.296, 0.392]
+    rows = [(record, "full", OVER, times), (record, "full", OVER, times),
+            (record, "prefix", NOT_OVER, times), (record, "prefix", NOT_OVER, times), (record, "prefix", NOT_OVER, times)]
+    probs = {0: [0.4, 0.5, 0.9],     # over: likely at 200 ms, decided at 392 ms
+             1: [0.1, 0.1, 0.1],     # over: never decided, the 1.5 s silence ends it
+             2: [0.5, 0.2, 0.1],     # a pause rated likely: started, then taken back
+             3: [0.9, 0.1, 0.1],     # a pause decided over: premature (not taken back: it was answered)
+             4: [0.1, 0.1, 0.1]}
+    off = summarize(rows, probs, TurnPolicy(threshold=0.8))["all"]
+    on = summarize(rows, probs, TurnPolicy(threshold=0.8, speculate=0.3))["all"]
+    assert off["premature_rate"] == on["premature_rate"] == round(1 / 3, 4)
+    assert off["taken_back_rate"] == 0.0 and on["taken_back_rate"] == round(1 / 3, 4)
+    assert (off["start_p50_ms"], on["start_p50_ms"]) == (946.0, 850.0)   # starts: 392 / 1500 against 200 / 1500
+    assert ready_ms(rows, probs, TurnPolicy(threshold=0.8), 1000.0) == pytest.approx((1946.0, 2444.6))
+    assert ready_ms(rows, probs, TurnPolicy(threshold=0.8, speculate=0.3), 1000.0) == pytest.approx((1850.0, 2435.0))
+    # a speculation threshold at or above the decision's is no speculation
+    assert summarize(rows, probs, TurnPolicy(threshold=0.8, speculate=0.8))["all"] == off

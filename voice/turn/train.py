@@ -42,6 +42,7 @@ class TurnPolicy:
     recheck_ms: float = 96.0          # three 32 ms VAD windows
     max_silence_ms: float = 1500.0
     threshold: float = 0.5
+    speculate: float = 0.0            # P(over) at which the answer starts, held until the end is decided (0: never)
 
     def check_times_s(self, up_to_s: float | None = None) -> list[float]:
         """Silences (s) at which the model is asked, up to the fallback (or `up_to_s`)."""
@@ -255,12 +256,15 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
     """Per group (all, voice, example kind, pause kind): the numbers `format_report` prints."""
     def blank() -> dict:
         return {"n": 0, "correct_first": 0, "over": 0, "not_over": 0, "premature": 0, "missed_first": 0,
-                "latencies_ms": []}
+                "latencies_ms": [], "starts_ms": [], "taken_back": 0}
+
+    start_at = policy.speculate if 0 < policy.speculate < policy.threshold else policy.threshold
 
     groups: dict[str, dict] = defaultdict(blank)
     for i, (record, kind, label, times) in enumerate(rows):
         ps = per_row[i]
         says_over = [p >= policy.threshold for p in ps]
+        starts = [p >= start_at for p in ps]       # the answer starts (speculatively, or at the decision)
         keys = ["all", f"voice:{record['voice']}", f"example:{kind}"]
         if kind in ("prefix", "paused_full"):
             keys.append(f"pause:{record['kind']}")
@@ -274,9 +278,11 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
                 g["missed_first"] += int(not first)
                 hit = next((t for t, s in zip(times, says_over) if s), policy.max_silence_ms / 1000)
                 g["latencies_ms"].append(hit * 1000)
+                g["starts_ms"].append(1000 * next((t for t, s in zip(times, starts) if s), hit))
             else:
                 g["not_over"] += 1
                 g["premature"] += int(any(says_over))
+                g["taken_back"] += int(any(starts) and not any(says_over))   # started at the pause, then dropped
     result = {}
     for key, g in sorted(groups.items()):
         lat = np.asarray(g["latencies_ms"]) if g["latencies_ms"] else None
@@ -288,8 +294,26 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
             "end_silence_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat is not None else None,
             "end_silence_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat is not None else None,
             "ended_by_fallback": int(np.sum(lat >= policy.max_silence_ms - 1e-6)) if lat is not None else None,
+            "start_p50_ms": round(float(np.percentile(g["starts_ms"], 50)), 1) if lat is not None else None,
+            "start_p95_ms": round(float(np.percentile(g["starts_ms"], 95)), 1) if lat is not None else None,
+            "taken_back_rate": round(g["taken_back"] / g["not_over"], 4) if g["not_over"] else None,
         }
     return result
+
+
+def ready_ms(rows: list, per_row: dict, policy: TurnPolicy, pipeline_ms: float) -> tuple[float, float]:
+    """p50 and p95 over finished turns of when an answer that takes `pipeline_ms` to make is ready to play
+    (ms of silence): max(the decided end, its start + pipeline_ms), its start being speculative or the end."""
+    start_at = policy.speculate if 0 < policy.speculate < policy.threshold else policy.threshold
+    ready = []
+    for i, (_record, _kind, label, times) in enumerate(rows):
+        if label != OVER:
+            continue
+        ps = per_row[i]
+        end = next((t for t, p in zip(times, ps) if p >= policy.threshold), policy.max_silence_ms / 1000) * 1000
+        start = next((t for t, p in zip(times, ps) if p >= start_at), end / 1000) * 1000
+        ready.append(max(end, min(start, end) + pipeline_ms))
+    return float(np.percentile(ready, 50)), float(np.percentile(ready, 95))
 
 
 def decision_ms(model, context: int, repeats: int = 50) -> dict:
@@ -434,17 +458,25 @@ def _eval(args: argparse.Namespace) -> int:
     model, _ = DecisionModel.load(Path(args.model))
     store = PieceStore(Path(args.turns), args.split, args.limit,
                        Path(args.short_replies) if args.short_replies else None)
+    speculate = [float(x) for x in str(args.speculate).split(",") if x.strip()] or [0.0]
     policy = TurnPolicy(pause_ms=args.pause_ms, recheck_ms=args.recheck_ms or 1e9, max_silence_ms=args.max_silence_ms,
-                        threshold=args.threshold)
+                        threshold=args.threshold, speculate=speculate[0])
     rows, probs = check_probabilities(model, store, policy, progress=not args.json)
     result = summarize(rows, probs, policy)
     speed = decision_ms(model, model.config.context_samples)
-    if args.sweep:
-        print(f"{'threshold':>9s} {'premature':>9s} {'end p50':>8s} {'end p95':>8s} {'by fallback':>11s}")
-        for t in [float(x) for x in args.sweep.split(",")]:
-            r = summarize(rows, probs, TurnPolicy(policy.pause_ms, policy.recheck_ms, policy.max_silence_ms, t))["all"]
-            print(f"{t:9.2f} {100 * r['premature_rate']:8.1f}% {r['end_silence_p50_ms']:8.0f} {r['end_silence_p95_ms']:8.0f} "
-                  f"{r['ended_by_fallback']:11d}")
+    if args.sweep or len(speculate) > 1:
+        # the answer is ready at max(end, start + pipeline_ms): what a pipeline that needs pipeline_ms sees
+        print(f"{'threshold':>9s} {'speculate':>9s} {'premature':>9s} {'end p50':>8s} {'end p95':>8s} "
+              f"{'by fallback':>11s} {'start p50':>9s} {'start p95':>9s} {'taken back':>10s} "
+              f"{f'ready@{args.pipeline_ms:.0f} p50':>15s} {'p95':>6s}")
+        for t in [float(x) for x in (args.sweep or str(args.threshold)).split(",")]:
+            for sp in speculate:
+                sweep_policy = TurnPolicy(policy.pause_ms, policy.recheck_ms, policy.max_silence_ms, t, sp)
+                r = summarize(rows, probs, sweep_policy)["all"]
+                ready = ready_ms(rows, probs, sweep_policy, args.pipeline_ms)
+                print(f"{t:9.2f} {sp:9.2f} {100 * r['premature_rate']:8.1f}% {r['end_silence_p50_ms']:8.0f} "
+                      f"{r['end_silence_p95_ms']:8.0f} {r['ended_by_fallback']:11d} {r['start_p50_ms']:9.0f} "
+                      f"{r['start_p95_ms']:9.0f} {100 * r['taken_back_rate']:9.1f}% {ready[0]:15.0f} {ready[1]:6.0f}")
         return 0
     if args.json:
         print(json.dumps({"split": args.split, "policy": policy.__dict__, "groups": result, "decision": speed}))
@@ -496,6 +528,10 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--recheck-ms", type=float, default=96.0, help="asked again this often (0: once)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--sweep", default="", help="comma-separated thresholds: one line of the whole split per threshold")
+    p.add_argument("--speculate", default="0", help="speculative-start threshold(s), comma-separated: when the answer "
+                   "starts, how many answers started at pauses are taken back (0: none)")
+    p.add_argument("--pipeline-ms", type=float, default=1200.0,
+                   help="for the sweep's ready columns: how long the pipeline takes to its first audio (cascade: ~1200)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)
