@@ -372,3 +372,29 @@ def test_the_speech_lm_forgets_a_taken_back_turn_to_the_last_step(tiny_lm, monke
     _, _, alone_start, alone_keys, _ = run(conversation(speculate=False))
     assert start == alone_start and np.allclose(keys.numpy(), alone_keys.numpy(), atol=1e-5)
     assert any(isinstance(f, AssistantAudio) for f in out)
+
+
+def test_a_pipelines_vad_defaults_sit_under_the_servers_and_the_hellos(monkeypatch):
+    """The cascade decides ends at 0.9 (its answer starts speculatively anyway); the server's defaults and
+    the hello's own options go over a pipeline's."""
+    import voice.server.session as session
+    from tests.conftest import exchange
+
+    assert pipelines.get("cascade").vad_defaults == {"turn_threshold": 0.9}
+    monkeypatch.setattr(session, "load_turn_detector", lambda: SteadyDetector(0.5))
+    pipelines.register(pipelines.PipelineDef(name="strict-test", description="test", build=lambda o, m: [],
+                                             output_sample_rate_hz=lambda o, m: RATE_HZ,
+                                             vad_defaults={"turn_threshold": 0.9}))
+    hello = {"type": "hello", "sample_rate": RATE_HZ, "pipeline": "strict-test"}
+    try:
+        def ready(server_defaults: dict, options: dict) -> dict:
+            async def go(srv):
+                events, _ = await exchange(srv.url, [{**hello, "options": options}], wait_s=0.5)
+                return next(e for e in events if e["type"] == "ready")
+            return serve(go, vad_defaults=server_defaults, warmup=False)
+        assert ready({}, {})["turn_threshold"] == 0.9
+        assert ready({"turn_threshold": 0.85}, {})["turn_threshold"] == 0.85
+        assert ready({"turn_threshold": 0.85}, {"turn_threshold": 0.7})["turn_threshold"] == 0.7
+        assert ready({"turn_detection": "silence"}, {})["turn_threshold"] is None
+    finally:
+        pipelines._REGISTRY.pop("strict-test", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from voice.runtime.stage import Stage
@@ -44,6 +44,8 @@ class PipelineDef:
     build: Callable[[dict, ModelCache], list[Stage]]        # (hello options, models) -> stages
     output_sample_rate_hz: Callable[[dict, ModelCache], int]
     warmup: Callable[[ModelCache], None] | None = None      # load shared weights at server start
+    # VAD options this pipeline answers best with, under the server's defaults and the hello's own
+    vad_defaults: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, PipelineDef] = {}

@@ -232,11 +232,13 @@ class Session:
         hello = parse_hello(msg, self.pipeline_names, self.default_pipeline)
         self._hello_received = True           # a slow pipeline build must not trip the hello timeout
         options = AskedOptions(hello.options)  # what the VAD and the pipeline never ask for is ignored
+        defn = pipelines.get(hello.pipeline)
+        defaults = {**defn.vad_defaults, **self.vad_defaults}   # the pipeline's, under the server's
         try:
             vad_config = VadConfig.from_options(options)      # marks the VAD's options as used
-            if self.vad_defaults:
+            if defaults:
                 own = {k: dict.__getitem__(options, k) for k in dict.keys(options)}
-                vad_config = VadConfig.from_options({**self.vad_defaults, **own})
+                vad_config = VadConfig.from_options({**defaults, **own})
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError("bad_options", str(exc)[:200]) from None
         turn_detector = barge_in_detector = None   # loaded once per process, in a thread the first time
@@ -244,7 +246,6 @@ class Session:
             turn_detector = await asyncio.to_thread(load_turn_detector)
         if vad_config.barge_in_detection == "model":
             barge_in_detector = await asyncio.to_thread(load_barge_in_detector)
-        defn = pipelines.get(hello.pipeline)
         try:
             # in a thread: loading a model named in the options must not stall other sessions
             built = await asyncio.to_thread(defn.build, options, self.models)
@@ -268,7 +269,8 @@ class Session:
                                 "sample_rate": self.output_rate_hz, "ignored_options": ignored,
                                 "turn_detection": stages[0].config.turn_detection,
                                 "barge_in_detection": stages[0].config.barge_in_detection,
-                                "speculative_start": stages[0].speculates})
+                                "speculative_start": stages[0].speculates,
+                                "turn_threshold": stages[0].turn_threshold})
 
     async def _on_audio(self, data: bytes) -> None:
         if self.hello is None or self.pipeline is None:

@@ -287,6 +287,13 @@ class VadStage(Stage):
         self._turn_windows: list[tuple[np.ndarray, float]] = []   # the turn's audio, to send again on a retract
 
     @property
+    def turn_threshold(self) -> float | None:
+        """P(over) that ends a turn in model mode (the hello's or the pipeline's, else the model's own); None in silence mode."""
+        if self.turn_detector is None:
+            return None
+        return self.config.turn_threshold or self.turn_detector.threshold
+
+    @property
     def speculates(self) -> bool:
         """Whether this stage may start answers speculatively (model mode, a threshold below the model's)."""
         cfg = self.config
