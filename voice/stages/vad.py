@@ -261,6 +261,9 @@ class VadStage(Stage):
             if self.barge_in_detector is None:
                 config = replace(config, barge_in_detection="duration")
         self.config = config
+        # whether answers may start speculatively: model mode, a threshold below the decision's (fixed per session)
+        self.speculates = (self.turn_detector is not None
+                           and 0 < config.turn_speculate_threshold < self.turn_threshold)
         self.turn_id = 0
         self._reset_state()
 
@@ -292,14 +295,6 @@ class VadStage(Stage):
         if self.turn_detector is None:
             return None
         return self.config.turn_threshold or self.turn_detector.threshold
-
-    @property
-    def speculates(self) -> bool:
-        """Whether this stage may start answers speculatively (model mode, a threshold below the model's)."""
-        cfg = self.config
-        if self.turn_detector is None or cfg.turn_speculate_threshold <= 0:
-            return False
-        return cfg.turn_speculate_threshold < (cfg.turn_threshold or self.turn_detector.threshold)
 
     def reset(self) -> None:
         self._reset_state()
@@ -434,9 +429,8 @@ class VadStage(Stage):
             return None, None
         self._next_check_s = now_s + cfg.turn_recheck_ms / 1000 if cfg.turn_recheck_ms > 0 else float("inf")
         p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
-        threshold = cfg.turn_threshold or self.turn_detector.threshold
         log.debug("turn %d: P(over)=%.2f after %.0f ms of silence", self.turn_id, p_end, silence_ms)
-        if p_end >= threshold:
+        if p_end >= self.turn_threshold:
             return "model", round(p_end, 4)
         if self.speculates and not self._speculating and p_end >= cfg.turn_speculate_threshold:
             return "speculate", round(p_end, 4)

@@ -44,6 +44,16 @@ class TurnPolicy:
     threshold: float = 0.5
     speculate: float = 0.0            # P(over) at which the answer starts, held until the end is decided (0: never)
 
+    @property
+    def start_threshold(self) -> float:
+        """P(over) at which an answer starts: the speculation threshold when it is below the decision's."""
+        return self.speculate if 0 < self.speculate < self.threshold else self.threshold
+
+    def end_and_start_s(self, times: list[float], ps: list[float]) -> tuple[float, float]:
+        """A finished turn's silence (s) at the decided end (or the fallback) and at the answer's start."""
+        end = next((t for t, p in zip(times, ps) if p >= self.threshold), self.max_silence_ms / 1000)
+        return end, next((t for t, p in zip(times, ps) if p >= self.start_threshold), end)
+
     def check_times_s(self, up_to_s: float | None = None) -> list[float]:
         """Silences (s) at which the model is asked, up to the fallback (or `up_to_s`)."""
         last = self.max_silence_ms / 1000 if up_to_s is None else min(up_to_s, self.max_silence_ms / 1000)
@@ -258,13 +268,11 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
         return {"n": 0, "correct_first": 0, "over": 0, "not_over": 0, "premature": 0, "missed_first": 0,
                 "latencies_ms": [], "starts_ms": [], "taken_back": 0}
 
-    start_at = policy.speculate if 0 < policy.speculate < policy.threshold else policy.threshold
-
     groups: dict[str, dict] = defaultdict(blank)
     for i, (record, kind, label, times) in enumerate(rows):
         ps = per_row[i]
         says_over = [p >= policy.threshold for p in ps]
-        starts = [p >= start_at for p in ps]       # the answer starts (speculatively, or at the decision)
+        starts = [p >= policy.start_threshold for p in ps]   # the answer starts (speculatively, or at the decision)
         keys = ["all", f"voice:{record['voice']}", f"example:{kind}"]
         if kind in ("prefix", "paused_full"):
             keys.append(f"pause:{record['kind']}")
@@ -276,9 +284,9 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
             if label == OVER:
                 g["over"] += 1
                 g["missed_first"] += int(not first)
-                hit = next((t for t, s in zip(times, says_over) if s), policy.max_silence_ms / 1000)
-                g["latencies_ms"].append(hit * 1000)
-                g["starts_ms"].append(1000 * next((t for t, s in zip(times, starts) if s), hit))
+                end, start = policy.end_and_start_s(times, ps)
+                g["latencies_ms"].append(end * 1000)
+                g["starts_ms"].append(start * 1000)
             else:
                 g["not_over"] += 1
                 g["premature"] += int(any(says_over))
@@ -304,15 +312,11 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
 def ready_ms(rows: list, per_row: dict, policy: TurnPolicy, pipeline_ms: float) -> tuple[float, float]:
     """p50 and p95 over finished turns of when an answer that takes `pipeline_ms` to make is ready to play
     (ms of silence): max(the decided end, its start + pipeline_ms), its start being speculative or the end."""
-    start_at = policy.speculate if 0 < policy.speculate < policy.threshold else policy.threshold
     ready = []
     for i, (_record, _kind, label, times) in enumerate(rows):
-        if label != OVER:
-            continue
-        ps = per_row[i]
-        end = next((t for t, p in zip(times, ps) if p >= policy.threshold), policy.max_silence_ms / 1000) * 1000
-        start = next((t for t, p in zip(times, ps) if p >= start_at), end / 1000) * 1000
-        ready.append(max(end, min(start, end) + pipeline_ms))
+        if label == OVER:
+            end, start = policy.end_and_start_s(times, per_row[i])
+            ready.append(1000 * max(end, start + pipeline_ms / 1000))
     return float(np.percentile(ready, 50)), float(np.percentile(ready, 95))
 
 
