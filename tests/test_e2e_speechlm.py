@@ -18,7 +18,7 @@ TEXTS = ["Today is Monday, May 4, 2026. The time is 3:30 PM.", "It is sunny and 
 
 
 def _save_tiny_speechlm(folder, codec_id: str | None = None, seed: int = 0, max_len: int = 1024,
-                        num_codebooks: int | None = None) -> None:
+                        num_codebooks: int | None = None, hearing: dict | None = None) -> None:
     import torch
 
     from voice.codec.loader import load_codec
@@ -35,7 +35,7 @@ def _save_tiny_speechlm(folder, codec_id: str | None = None, seed: int = 0, max_
     cfg = SpeechLMConfig(text_vocab_size=len(kept), text_token_ids=kept, num_codebooks=k, codebook_size=n, codec_dim=d,
                          codec_id=codec_id or cache_id(codec), hidden_size=48, intermediate_size=96,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=max_len, delays=[0] + [1] * (k - 1), text_lead=2)
+                         max_position_embeddings=max_len, delays=[0] + [1] * (k - 1), text_lead=2, hearing=hearing)
     torch.manual_seed(seed)
     SpeechLM(cfg, codebooks=books).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -94,6 +94,44 @@ def test_stage_answers_a_turn_and_keeps_the_context_for_a_follow_up(e2e_env):
     assert sum(len(f.pcm) for f in played if hasattr(f, "pcm")) > 0.3 * 16000
     run(lm.close())
     assert len(service.generator.free) == service.max_sessions
+
+
+def test_a_model_that_hears_through_the_ear_gets_the_turns_audio_with_its_codes(tmp_path, monkeypatch):
+    """The stage hands the generator each turn's 16 kHz audio (resampled when the client sends another
+    rate) beside its codes; every frame goes into the context by the answer; the next turn starts clean."""
+    from voice.speechlm.generate import SpeechGenerator
+    from voice.speechlm.whisper_ear import FEATURE_DIM
+
+    _save_tiny_speechlm(tmp_path, hearing={"kind": "ear", "dim": FEATURE_DIM, "chunk": 25, "context": 50})
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
+    fed = []
+    real = SpeechGenerator.feed_user_speech
+
+    def spy(self, session, codes, pcm=None, features=None):
+        fed.append((codes.shape[1], None if pcm is None else len(pcm)))
+        return real(self, session, codes, pcm=pcm, features=features)
+
+    monkeypatch.setattr(SpeechGenerator, "feed_user_speech", spy)
+    encode, lm, _ = _stages({"max_answer_s": 0.3})
+    assert lm.reads_ear
+    audio, rate = read_wav(SPEECH_DIR / "ds_LDC93S1.wav")
+    assert rate == 16000
+    out = run(_through([encode, lm], _turn_frames(audio, rate, turn=1)))
+    _answer(out, lm.k, 15)
+    frames, samples = sum(f for f, _ in fed), sum(n for _, n in fed)
+    assert samples == len(audio) and abs(frames - len(audio) / 320) <= 3, (frames, samples)
+    gs, gen = lm._conv.session, lm.service.generator
+    assert gs.held is None and gs.ear is None and not gs.user_open    # the turn's frames all went in
+    after = gen.decoder.lengths[gs.slot]
+    assert after >= 1 + frames
+    fed.clear()                             # a second turn at 24 kHz: resampled to 16 kHz for the ear
+    from voice.audio import StreamingResampler
+
+    audio24 = StreamingResampler(16000, 24000).process(audio)
+    out = run(_through([encode, lm], _turn_frames(audio24, 24000, turn=2)))
+    _answer(out, lm.k, 15)
+    assert abs(sum(n for _, n in fed) - len(audio)) <= 48
+    run(lm.close())
 
 
 def test_an_interrupted_answer_stops_at_once_and_the_next_turn_is_answered(e2e_env):

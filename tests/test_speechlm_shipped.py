@@ -56,8 +56,10 @@ def test_a_real_recording_gets_a_streamed_answer_that_ends(shipped) -> None:
     gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(max_frames=250))
     session = gen.open()
     gen.feed_text(session, "context", text.encode("It is Wednesday, 2 December 2026, 15:30."))
+    assert rate == 16000
+    pcm = audio[: rate * 3] if model.config.reads_ear else None    # what the Whisper ear hears, beside the codes
     for i in range(0, codes.shape[1], 2):                     # prefilled as the user speaks
-        gen.feed_user_speech(session, codes[:, i:i + 2])
+        gen.feed_user_speech(session, codes[:, i:i + 2], pcm=None if pcm is None else pcm[i * 320:(i + 2) * 320])
     words, answer = _answer(gen, session, max_steps=400)      # ends by END or the frame cap
     assert not session.answering, "the answer must end (END or the frame cap)"
     gen.close(session)

@@ -149,3 +149,36 @@ def test_hearing_encoder_trains_resumes_evaluates_and_feeds_the_lm(corpus: Path,
     assert main(["eval", "lm", str(lm / "checkpoint"), "--corpus", str(corpus), "--limit", "1",
                  "--hearing-limit", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hearing"]["n"] == 2
+
+
+def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpus: Path, tmp_path: Path, capsys) -> None:
+    from voice.speechlm.ear_cache import load_ear_index
+    from voice.speechlm.whisper_ear import EarConfig
+
+    ear = ["data", "ear", "--corpus", str(corpus), "--chunk", "10", "--context", "20"]
+    capsys.readouterr()
+    assert main([*ear, "--limit", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["encoded_now"] == 3
+    assert main(ear) == 0                                             # the rest; the first 3 are kept
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    index = load_ear_index(corpus, EarConfig(10, 20))
+    assert done["utterances"] == len(index) > 3 and done["encoded_now"] == len(index) - 3
+    row = next(iter(index.values()))
+    assert np.load(corpus / row["path"]).shape == (row["frames"], 384)
+    run = tmp_path / "ear"
+    args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--ear",
+            "--ear-chunk", "10", "--ear-context", "20"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4"]) == 0                         # resumes, still hearing through the ear
+    config = json.loads((run / "checkpoint" / "config.json").read_text())
+    assert config["hearing"] == {"kind": "ear", "dim": 384, "chunk": 10, "context": 20}
+    assert [h["step"] for h in _history(run)] == [2, 4]
+    capsys.readouterr()
+    assert main(["eval", "lm", str(run / "checkpoint"), "--corpus", str(corpus), "--limit", "1", "--hearing-limit", "2",
+                 "--speed", "--real-speech", "--real-limit", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["hearing"]["n"] == 2 and {r["sessions"] for r in report["speed"]} == {1, 4}
+    assert len(report["real_speech"]) == 1
+    with pytest.raises(SystemExit, match="choose one"):
+        main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",
+              "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", "x.pt", "--steps", "1"])

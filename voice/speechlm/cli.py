@@ -70,7 +70,16 @@ def _train(args: argparse.Namespace) -> int:
         if model.config.codec_id != codec_id:
             raise SystemExit(f"{out} was trained on codes of {model.config.codec_id}, not {codec_id}")
         model_k = model.config.num_codebooks
-    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants)
+    ear = None
+    if resume and model.config.reads_ear:
+        ear = model.config.ear_config
+    elif not resume and args.ear:
+        from voice.speechlm.whisper_ear import EarConfig
+
+        ear = EarConfig(chunk=args.ear_chunk, context=args.ear_context)
+        if args.hearing_encoder:
+            raise SystemExit("--ear and --hearing-encoder are two ways of hearing: choose one")
+    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear)
     if not resume:
         tokenizer = load_tokenizer(args.base or args.tokenizer)
         kept = None
@@ -80,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
             kept = choose_ids(tokenizer, [t.text for d in train_set for t in d.turns] + [d.context for d in train_set])
         text = TextIds(tokenizer, kept)
         delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
-        hearing = None
+        hearing = ear
         if args.hearing_encoder:
             from voice.speechlm.hearing import HearingEncoder
 
@@ -92,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
     with_variants = sum(bool(d.user_variants) for d in train_set)
     if args.user_variants and not with_variants:
         raise SystemExit(f"no voice variants cached: run `voice codec tokenize --corpus {args.corpus} --user-variants N`")
-    val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k) or train_set[:64]
+    val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k, ear=ear) or train_set[:64]
     mix = json.loads(args.mix) if args.mix else None
     rank = int(os.environ.get("RANK", "0"))        # under torchrun each process draws its own examples
     stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank)
@@ -103,7 +112,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"[lm] {len(train_set)} train / {len(val_set)} validation dialogues; model {n_params / 1e6:.1f} M "
           f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}, "
           f"hears {model.config.heard_codebooks or k} codebooks"
-          f"{' and a hearing encoder' if model.hearing is not None else ''}; "
+          f"{' and a hearing encoder' if model.hearing is not None else ''}"
+          f"{' and the Whisper ear' if model.config.reads_ear else ''}; "
           f"{with_variants} dialogues with voice variants; out {out}", flush=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device)
@@ -153,6 +163,7 @@ def _eval(args: argparse.Namespace) -> int:
 def register(subparsers, registered: dict) -> None:
     from voice.cli import command_group
     from voice.speechlm.train import PRESETS
+    from voice.speechlm.whisper_ear import EarConfig
 
     train = command_group(subparsers, registered, "train", "train a model")
     p = train.add_parser("lm", help="train the speech LM on a corpus's token cache (resumable; torchrun for DDP)")
@@ -174,6 +185,11 @@ def register(subparsers, registered: dict) -> None:
                    help="a hearing.pt (voice train hearing): the model also reads the user's frames through it, frozen")
     p.add_argument("--hearing-input", default="features", choices=["features", "chars"],
                    help="what the model reads of the hearing encoder: its features, or its character posteriors")
+    p.add_argument("--ear", action="store_true",
+                   help="the model also reads the user's audio through Whisper tiny.en's encoder (voice data ear's cache)")
+    p.add_argument("--ear-chunk", type=int, default=EarConfig.chunk, help="with --ear: frames per encoder chunk")
+    p.add_argument("--ear-context", type=int, default=EarConfig.context,
+                   help="with --ear: frames of earlier audio a chunk's window sees")
     p.add_argument("--user-variants", action="store_true",
                    help="also train on the cached voice variants of the user's turns (voice codec tokenize --user-variants)")
     p.add_argument("--mix", default="", help='task mix as JSON, e.g. {"s2s": 0.5, "t2t": 0.1, "s2t": 0.3, "t2s": 0.1}')

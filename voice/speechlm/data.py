@@ -37,9 +37,10 @@ class Dialogue:
 
 
 def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("train",),
-                   num_codebooks: int | None = None, variants: bool = False) -> list[Dialogue]:
+                   num_codebooks: int | None = None, variants: bool = False, ear=None) -> list[Dialogue]:
     """Dialogues of `splits` whose every utterance is in the token cache `tokens/<codec_id>`; with
-    `variants`, also the cached voice variants of their user turns (training splits only)."""
+    `variants`, also the cached voice variants of their user turns (training splits only); with `ear`
+    (an `EarConfig`), each user turn's Whisper-ear features from `voice data ear`'s cache."""
     from voice.codec.tokenize import load_variant_index
     from voice.data.manifest import read_manifest
 
@@ -54,24 +55,37 @@ def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("trai
             by_dialogue[record["dialogue_id"]].append(record)
     if variants and set(splits) & {"validation", "test"}:
         raise ValueError("voice variants are for training splits only")
+    if variants and ear is not None:
+        raise ValueError("voice variants have no Whisper-ear features (their audio is not kept): use one or the other")
     variant_index = load_variant_index(corpus, codec_id) if variants else {}
+    ear_index = {}
+    if ear is not None:
+        from voice.speechlm.ear_cache import ear_id, load_ear_index
+
+        ear_index = load_ear_index(corpus, ear)
+        if not ear_index:
+            raise FileNotFoundError(f"no Whisper-ear cache {ear_id(ear)} in {corpus}: run `voice data ear --corpus {corpus} "
+                                    f"--chunk {ear.chunk} --context {ear.context}` first")
     dialogues, missing = [], 0
     for did, records in by_dialogue.items():
         records.sort(key=lambda r: (r["turn_index"], r["role"] != "user"))
-        if any(r["id"] not in index for r in records):
+        if any(r["id"] not in index or (ear is not None and r["role"] == "user" and r["id"] not in ear_index)
+               for r in records):
             missing += 1
             continue
         turns = []
         for r in records:
             codes = np.load(Path(corpus) / index[r["id"]]["path"]).astype(np.int64)
-            turns.append(Turn(r["role"], r["text"], codes[:num_codebooks] if num_codebooks else codes))
+            feats = np.load(Path(corpus) / ear_index[r["id"]]["path"]) if r["id"] in ear_index else None
+            turns.append(Turn(r["role"], r["text"], codes[:num_codebooks] if num_codebooks else codes, feats))
         users = [r for r in records if r["role"] == "user"]
         dialogues.append(Dialogue(did, records[0]["split"], records[0].get("context") or "", turns,
                                   [r.get("intent") or "" for r in users], [str(r.get("expected") or "") for r in users],
                                   users[0]["voice"] if users else "",
                                   _user_variants(corpus, users, variant_index, num_codebooks) if variants else []))
     if missing:
-        log.warning("%d dialogues skipped: not every utterance is tokenized with %s", missing, codec_id)
+        log.warning("%d dialogues skipped: not every utterance is tokenized with %s%s", missing, codec_id,
+                    " and heard by the Whisper ear" if ear is not None else "")
     return dialogues
 
 

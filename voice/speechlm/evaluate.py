@@ -79,10 +79,10 @@ def _history(gen, session, dialogue, upto: int, tokenize) -> None:
     for turn in dialogue.turns:
         if turn.role == "user":
             if users == upto:
-                gen.feed_user_speech(session, turn.codes)
+                gen.feed_user_speech(session, turn.codes, features=turn.ear)
                 return
             users += 1
-            gen.feed_user_speech(session, turn.codes)
+            gen.feed_user_speech(session, turn.codes, features=turn.ear)
         else:
             w = StepWriter(gen.vocab, gen.layout, tokenize)
             w.assistant_speech(turn.text, turn.codes)
@@ -126,7 +126,7 @@ def evaluate_hearing(gen, dialogues, text, limit: int) -> list[dict]:
         session = gen.open()
         try:
             gen.feed_text(session, "context", text.encode(""))
-            gen.feed_user_speech(session, turn.codes)
+            gen.feed_user_speech(session, turn.codes, features=turn.ear)
             words = gen.generate_text(session, "transcribe")
         finally:
             gen.close(session)
@@ -150,10 +150,11 @@ def evaluate_real_speech(gen, codec, whisper, text, speech_dir: Path, limit: int
     for path in sorted(Path(speech_dir).glob("*.wav"))[:limit]:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
         codes = codec.encode(audio.T, rate)
+        pcm = _pcm16k(audio.mean(1), rate) if gen.cfg.reads_ear else None
         session = gen.open()
         try:
             gen.feed_text(session, "context", text.encode(context))
-            gen.feed_user_speech(session, codes[: gen.vocab.num_codebooks])
+            gen.feed_user_speech(session, codes[: gen.vocab.num_codebooks], pcm=pcm)
             words, answer, _ = answer_turn(gen, session)
         finally:
             gen.close(session)
@@ -163,23 +164,41 @@ def evaluate_real_speech(gen, codec, whisper, text, speech_dir: Path, limit: int
     return rows
 
 
-def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answer_steps: int = 150) -> dict:
+def _pcm16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float audio at 16 kHz, what the Whisper ear reads."""
+    if rate == 16000:
+        return np.asarray(audio, np.float32)
+    import torch
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(np.asarray(audio, np.float32)), rate, 16000).numpy()
+
+
+def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answer_steps: int = 150,
+                  pcm: np.ndarray | None = None) -> dict:
     """x real time of answer steps (frames of 20 ms per second of compute), for `sessions` sessions batched,
-    and ms from the user's last frame to the first answer frame (one session)."""
+    and ms from the user's last frame to the first answer frame (one session). A model that reads the
+    Whisper ear hears the turn's audio (`pcm`, 16 kHz): the ear's last chunk is in the first-frame time."""
     user = next(t for t in dialogue.turns if t.role == "user")
+    cut = user.codes.shape[1] - 2
+    head = tail = None
+    if gen.cfg.reads_ear:
+        if pcm is None:
+            raise ValueError("a model that reads the Whisper ear needs the turn's audio to be timed")
+        head, tail = pcm[: cut * 320], pcm[cut * 320:]
     opened = [gen.open() for _ in range(sessions)]
     try:
         for s in opened:
             gen.feed_text(s, "context", tokenize(dialogue.context))
-            gen.feed_user_speech(s, user.codes[:, :-2])
+            gen.feed_user_speech(s, user.codes[:, :cut], pcm=head)
         t0 = time.perf_counter()
-        gen.feed_user_speech(opened[0], user.codes[:, -2:])      # the last 40 ms arrive; then the answer starts
+        gen.feed_user_speech(opened[0], user.codes[:, cut:], pcm=tail)  # the last 40 ms arrive; then the answer starts
         out = gen.begin_answer(opened[0])
         while out.frames is None and not out.done:
             out = gen.step([opened[0]])[0]
         first_ms = (time.perf_counter() - t0) * 1000
         for s in opened[1:]:
-            gen.feed_user_speech(s, user.codes[:, -2:])
+            gen.feed_user_speech(s, user.codes[:, cut:], pcm=tail)
             gen.begin_answer(s)
         # force long answers for the timing: steps run whatever the model says (a done session still steps)
         t0 = time.perf_counter()
@@ -264,11 +283,15 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     codec = load_codec(codec_source, k)
     if split not in ("test", "validation"):
         raise SystemExit(f"evaluate on the test or the validation split, not {split!r}")
-    dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k)
+    dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config)
     gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling())
+    pcm = None
+    if speed and model.config.reads_ear:     # the timed turn's audio: its codes decoded (only its length matters)
+        user = next(t for t in dialogues[0].turns if t.role == "user")
+        pcm = _pcm16k(codec.decode(user.codes), codec.sample_rate_hz)
     if speed:   # one untimed pass first: the first steps of a process pay for allocation and thread start-up
-        measure_speed(gen, dialogues[0], text.encode, 1, answer_steps=20)
-    speed_rows = [measure_speed(gen, dialogues[0], text.encode, n) for n in (1, 4)] if speed else []
+        measure_speed(gen, dialogues[0], text.encode, 1, answer_steps=20, pcm=pcm)
+    speed_rows = [measure_speed(gen, dialogues[0], text.encode, n, pcm=pcm) for n in (1, 4)] if speed else []
     whisper = load_whisper()
     results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []

@@ -48,6 +48,7 @@ class Turn:
     role: str                                  # "user" | "assistant"
     text: str
     codes: np.ndarray | None = None            # int [K, T]; None for a text turn
+    ear: np.ndarray | None = None              # user speech: the Whisper ear's features [T, D] (models that read them)
 
 
 @dataclass
@@ -71,6 +72,8 @@ class Steps:
     # the user's speech and its words: (first frame step, end step, text ids) per user turn that has
     # a transcript (the auxiliary hearing loss reads it; nothing else does)
     user_spans: list[tuple[int, int, list[int]]] = field(default_factory=list)
+    # the Whisper ear's features of each user turn: (first frame step, features [T, D])
+    user_ear: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.text.shape[0])
@@ -78,7 +81,8 @@ class Steps:
     def cut(self, n: int) -> "Steps":
         """The first n steps (user spans that do not fit are dropped)."""
         return Steps(self.text[:n], self.audio[:, :n], self.text_target[:n], self.audio_target[:, :n],
-                     [sp for sp in self.user_spans if sp[1] <= n])
+                     [sp for sp in self.user_spans if sp[1] <= n],
+                     [(a, f[: n - a]) for a, f in self.user_ear if a < n])
 
 
 class StepWriter:
@@ -93,6 +97,7 @@ class StepWriter:
         self.audio: list[list[int]] = [[] for _ in range(vocab.num_codebooks)]
         self.audio_target: list[list[bool]] = [[] for _ in range(vocab.num_codebooks)]
         self.user_spans: list[tuple[int, int, list[int]]] = []
+        self.user_ear: list[tuple[int, np.ndarray]] = []
 
     def _step(self, text_id: int, target: bool = False) -> None:
         self.text.append(text_id)
@@ -108,13 +113,18 @@ class StepWriter:
         if end:
             self._step(self.vocab.special("end_of_text"), target)
 
-    def user_speech(self, codes: np.ndarray, words: str | None = None) -> None:
-        """The user's audio frames; `words` (its transcript, when known) is kept as a user span."""
+    def user_speech(self, codes: np.ndarray, words: str | None = None, ear: np.ndarray | None = None) -> None:
+        """The user's audio frames; `words` (its transcript, when known) is kept as a user span, `ear`
+        (the Whisper ear's features of the same audio, [T', D]) is cut or padded to the frames."""
         codes = self._check_codes(codes)
         heard = self.layout.heard_codebooks or self.vocab.num_codebooks
         self._step(self.vocab.special("user_speech"))
         if words is not None and codes.shape[1]:
             self.user_spans.append((len(self.text), len(self.text) + codes.shape[1], list(self.tokenize(words))))
+        if ear is not None and codes.shape[1]:
+            from voice.speechlm.whisper_ear import fit_frames
+
+            self.user_ear.append((len(self.text), fit_frames(np.asarray(ear), codes.shape[1])))
         for f in range(codes.shape[1]):
             self._step(self.vocab.special("pad"))
             for k in range(heard):
@@ -151,7 +161,8 @@ class StepWriter:
     def steps(self) -> Steps:
         return Steps(np.asarray(self.text, np.int64), np.asarray(self.audio, np.int64).reshape(self.vocab.num_codebooks, -1),
                      np.asarray(self.text_target, bool),
-                     np.asarray(self.audio_target, bool).reshape(self.vocab.num_codebooks, -1), list(self.user_spans))
+                     np.asarray(self.audio_target, bool).reshape(self.vocab.num_codebooks, -1), list(self.user_spans),
+                     list(self.user_ear))
 
 
 def layout_example(example: Example, vocab: Vocab, layout: Layout, tokenize) -> Steps:
@@ -163,7 +174,7 @@ def layout_example(example: Example, vocab: Vocab, layout: Layout, tokenize) -> 
     for turn in example.turns:
         if turn.role == "user":
             if example.task in ("s2s", "s2t"):
-                w.user_speech(turn.codes, turn.text)
+                w.user_speech(turn.codes, turn.text, turn.ear)
                 if example.task == "s2t":
                     w.text_block("transcribe", turn.text, target=True, end=True)
             elif example.task == "t2s":

@@ -18,6 +18,7 @@ import torch
 from voice.speechlm.hearing import HearingStream
 from voice.speechlm.kvcache import SlotDecoder
 from voice.speechlm.model import SpeechLM
+from voice.speechlm.whisper_ear import FEATURE_DIM, EarStream, WhisperEar, fit_frames
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,12 @@ class Session:
     answer: _Answer | None = None             # the answer being made, or the last one until the next block starts
     hearing: HearingStream | None = None      # the user turn's hearing-encoder stream (models with one)
     held: np.ndarray | None = None            # user frames [K, n] waiting for their features (the encoder's lookahead)
+    ear: EarStream | None = None              # the user turn's Whisper-ear stream (models that read the ear, given audio)
+    ear_rows: np.ndarray | None = None        # ear features [m, D] not yet matched with frames
+
+    def clear_user(self) -> None:
+        """Forget the user turn's streams and held frames."""
+        self.hearing = self.held = self.ear = self.ear_rows = None
 
     @property
     def answering(self) -> bool:
@@ -76,8 +83,9 @@ class SpeechGenerator:
     """The model, its tokenizer and a slot cache for `max_sessions` sessions."""
 
     def __init__(self, model: SpeechLM, max_sessions: int = 4, sampling: Sampling = Sampling(),
-                 max_len: int | None = None, seed: int = 0) -> None:
+                 max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None) -> None:
         self.model = model.eval()
+        self._ear = ear                 # the Whisper ear (made when first needed), for a model that reads it
         self.cfg = model.config
         self.vocab, self.layout = self.cfg.vocab, self.cfg.layout
         self.decoder = SlotDecoder(model, max_sessions, max_len)
@@ -127,13 +135,24 @@ class SpeechGenerator:
         x = self.model.embed(t, a) if user is None else self.model.embed(t, a, user[None])
         return self.decoder.forward([session.slot], x)[0]
 
+    @property
+    def ear(self) -> WhisperEar:
+        if self._ear is None:
+            self._ear = WhisperEar(config=self.cfg.ear_config)
+        return self._ear
+
     def _close_user(self, session: Session) -> None:
-        """The user's speech block ends: frames held for the hearing encoder's lookahead go in now."""
-        if session.user_open and session.hearing is not None:
-            feats, held = self.model.hearing_read(session.hearing.finish()), session.held
-            if held.shape[1]:
-                self._feed(session, [self.vocab.special("pad")] * held.shape[1], held.T.tolist(), feats)
-        session.hearing = session.held = None
+        """The user's speech block ends: frames held for the hearing encoder's lookahead (or for their
+        Whisper-ear features) go in now."""
+        if session.user_open and session.held is not None and session.held.shape[1]:
+            held = session.held
+            if session.hearing is not None:
+                feats = self.model.hearing_read(session.hearing.finish())
+            else:
+                rows = session.ear.finish() if session.ear is not None else np.zeros((0, FEATURE_DIM), np.float32)
+                feats = torch.from_numpy(fit_frames(np.concatenate([session.ear_rows, rows]), held.shape[1]))
+            self._feed(session, [self.vocab.special("pad")] * held.shape[1], held.T.tolist(), feats)
+        session.clear_user()
         session.user_open = False
 
     def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
@@ -152,8 +171,14 @@ class SpeechGenerator:
         audio += [self._none_audio] * (1 + len(ids))
         self._feed(session, text, audio)
 
-    def feed_user_speech(self, session: Session, codes: np.ndarray) -> None:
-        """More frames of the user's turn, codes [K, n] (the block's marker goes in with the first ones)."""
+    def feed_user_speech(self, session: Session, codes: np.ndarray, pcm: np.ndarray | None = None,
+                         features: np.ndarray | None = None) -> None:
+        """More frames of the user's turn, codes [K, n] (the block's marker goes in with the first ones).
+
+        A model that reads the Whisper ear also takes the same stretch of the user's 16 kHz audio
+        (`pcm`, encoded here chunk by chunk) or its ear `features` [m, D] computed elsewhere (`voice
+        data ear`'s cache); frames wait for their features, and the turn's last ones go in when it ends.
+        Given neither, the frames wait for the end of the turn and go in without features."""
         codes = np.asarray(codes)
         k = self.vocab.num_codebooks
         if codes.ndim != 2 or codes.shape[0] < k:
@@ -167,10 +192,26 @@ class SpeechGenerator:
             session.user_open = True
             if self.model.hearing is not None:
                 session.hearing, session.held = HearingStream(self.model.hearing), np.zeros((k, 0), np.int64)
+            elif self.cfg.reads_ear:
+                session.held, session.ear_rows = np.zeros((k, 0), np.int64), np.zeros((0, FEATURE_DIM), np.float32)
         heard = np.array(codes[:k], dtype=np.int64)
         heard[self.layout.heard_codebooks or k:] = self.vocab.audio_none     # codebooks the model does not read
         user = None
-        if session.hearing is not None:          # frames go in once their features are known (lookahead)
+        if self.cfg.reads_ear:                   # frames go in once their ear features are known
+            if features is not None:
+                rows = np.asarray(features, np.float32).reshape(-1, FEATURE_DIM)
+            elif pcm is not None:
+                if session.ear is None:
+                    session.ear = EarStream(self.ear)
+                rows = session.ear.push(pcm)
+            else:
+                rows = np.zeros((0, FEATURE_DIM), np.float32)
+            rows = np.concatenate([session.ear_rows, rows])
+            held = np.concatenate([session.held, heard], 1)
+            n = min(held.shape[1], len(rows))
+            heard, session.held, session.ear_rows = held[:, :n], held[:, n:], rows[n:]
+            user = torch.cat([torch.zeros(len(text), FEATURE_DIM), torch.from_numpy(rows[:n])])
+        elif session.hearing is not None:          # frames go in once their features are known (lookahead)
             feats = self.model.hearing_read(session.hearing.push(codes[: self.model.hearing.config.num_codebooks]))
             held = np.concatenate([session.held, heard], 1)
             heard, session.held = held[:, : feats.shape[0]], held[:, feats.shape[0]:]

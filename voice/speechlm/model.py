@@ -44,7 +44,9 @@ class SpeechLMConfig(PretrainedConfig):
         self.delays = list(delays) if delays is not None else [0] + [1] * (num_codebooks - 1)
         self.text_lead = text_lead                      # steps the answer's words start before its audio
         self.heard_codebooks = heard_codebooks          # codebooks of the user's speech it reads (0: all)
-        self.hearing = hearing                          # a frozen hearing encoder's HearingConfig (as a dict), or None
+        # a frozen hearing encoder's HearingConfig (as a dict); or {"kind": "ear", "dim", "chunk", "context"}: the
+        # user's frames also read through Whisper's encoder (voice.speechlm.whisper_ear); or None
+        self.hearing = hearing
         self.hearing_input = hearing_input              # what the LM reads of it: "features" or "chars" (its CTC posteriors)
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -56,6 +58,17 @@ class SpeechLMConfig(PretrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         self.initializer_range = initializer_range
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @property
+    def reads_ear(self) -> bool:
+        """The model reads the Whisper ear's features of the user's audio (not a hearing encoder of codes)."""
+        return bool(self.hearing) and self.hearing.get("kind") == "ear"
+
+    @property
+    def ear_config(self):
+        from voice.speechlm.whisper_ear import EarConfig
+
+        return EarConfig(chunk=int(self.hearing["chunk"]), context=int(self.hearing["context"])) if self.reads_ear else None
 
     @property
     def vocab(self) -> Vocab:
@@ -98,7 +111,10 @@ class SpeechLM(PreTrainedModel):
         self.audio_head = nn.Linear(h, k * (n + 1), bias=False)
         self.hearing_blank = nn.Parameter(torch.zeros(h))        # CTC blank of the training-only hearing loss
         self.hearing = self.hearing_proj = None
-        if config.hearing:                                        # the user's frames also read by a frozen encoder
+        if config.reads_ear:                                      # the Whisper ear's features, through an adapter
+            d = int(config.hearing["dim"])
+            self.hearing_proj = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
+        elif config.hearing:                                      # the user's frames also read by a frozen encoder
             from voice.speechlm.hearing import HearingConfig, HearingEncoder
 
             self.hearing = HearingEncoder(HearingConfig(**config.hearing)).requires_grad_(False)
@@ -171,7 +187,10 @@ class SpeechLM(PreTrainedModel):
         frames, zeros elsewhere) -> step embeddings [B, S, H]."""
         x = self.backbone.embed_tokens(text)                                     # [B, S, H]
         if user is not None and self.hearing_proj is not None:
-            x = x + self.hearing_proj(user)
+            heard = self.hearing_proj(user)
+            if self.config.reads_ear:           # the adapter has biases: only frames with features take part
+                heard = heard * (user != 0).any(-1, keepdim=True).to(heard.dtype)
+            x = x + heard
         latents = torch.stack([self.codebooks[k][audio[:, k]] for k in range(audio.shape[1])], 1)  # [B, K, S, D]
         x = x + torch.einsum("bksd,kdh->bsh", latents, self.audio_proj)
         none = (audio == self.config.vocab.audio_none).to(x.dtype)              # [B, K, S]
@@ -184,14 +203,21 @@ class SpeechLM(PreTrainedModel):
         return (self.text_head(hidden) if text else None), audio
 
     def forward(self, text_ids: torch.Tensor, audio_codes: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                targets=None, text_weight: float = 1.0, hearing_weight: float = 0.0, user_spans=None, **kwargs):
+                targets=None, text_weight: float = 1.0, hearing_weight: float = 0.0, user_spans=None,
+                user_ear: torch.Tensor | None = None, **kwargs):
         """Logits of both heads at every step; or, given `targets` (a `voice.speechlm.batch.Batch`), the
         training loss, with the heads applied only where there are targets (the text head is the costly one).
-        `user_spans` (or the targets' own) say where the user's turns are, for the hearing encoder."""
+        `user_spans` (or the targets' own) say where the user's turns are, for the hearing encoder;
+        `user_ear` (or the targets' own) is the Whisper ear's features [B, S, D], for a model that reads them."""
         self.check_ids(text_ids, audio_codes)
         if user_spans is None and targets is not None:
             user_spans = targets.user_spans
-        user = self.user_features(audio_codes, user_spans)
+        if self.config.reads_ear:
+            user = user_ear if user_ear is not None or targets is None else targets.user_ear
+            if user is None and user_spans:
+                raise ValueError("this model hears through the Whisper ear: give the user turns' ear features")
+        else:
+            user = self.user_features(audio_codes, user_spans)
         hidden = self.backbone(inputs_embeds=self.embed(text_ids, audio_codes, user), attention_mask=attention_mask,
                                use_cache=False).last_hidden_state
         if targets is not None:

