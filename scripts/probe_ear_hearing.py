@@ -8,6 +8,7 @@ codec-code hearing encoder (`voice eval hearing`): docs/speechlm.md, "The Whispe
 
     .venv/bin/python scripts/probe_ear_hearing.py --minutes 8            # the GRU probe
     .venv/bin/python scripts/probe_ear_hearing.py --head linear --minutes 8
+    .venv/bin/python scripts/probe_ear_hearing.py --steps 1000 --chunk 1500 --context 0   # whole turns
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> int:
     p.add_argument("--chunk", type=int, default=EarConfig.chunk)
     p.add_argument("--context", type=int, default=EarConfig.context)
     p.add_argument("--minutes", type=float, default=8.0)
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: only --minutes)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -85,7 +87,7 @@ def main() -> int:
     model = Probe(args.head)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     rng, train, step, start = np.random.default_rng(0), sets["train"], 0, time.monotonic()
-    while time.monotonic() - start < args.minutes * 60:
+    while time.monotonic() - start < args.minutes * 60 and not (args.steps and step >= args.steps):
         x, lengths, labels = collate([train[i] for i in rng.choice(len(train), args.batch, replace=False)])
         logp = model(x).log_softmax(-1).transpose(0, 1)
         loss = F.ctc_loss(logp, torch.cat(labels), lengths, torch.tensor([len(y) for y in labels]), zero_infinity=True)
