@@ -27,9 +27,9 @@ import numpy as np
 
 from voice.frames import AssistantText, Codes, ErrorFrame, Frame, SpeechStarted, SpeechStopped, TurnEnd, UserAudio
 from voice.runtime.stage import Stage
+from voice.speechlm.whisper_ear import FRAME_SAMPLES, SAMPLE_RATE_HZ
 
 log = logging.getLogger(__name__)
-_EAR_FRAME_SAMPLES = 320          # 20 ms of 16 kHz audio: one codec frame, one Whisper-ear frame
 
 
 class SessionsFull(RuntimeError):
@@ -339,7 +339,7 @@ class SpeechLMStage(Stage):
                 pcm = None
                 if user_pcm is not None:     # the same stretch of the turn's audio (20 ms per frame)
                     pcm = np.concatenate(user_pcm) if user_pcm else np.zeros(0, np.float32)
-                    pcm = pcm[(codes.shape[1] - keep) * _EAR_FRAME_SAMPLES:]
+                    pcm = pcm[(codes.shape[1] - keep) * FRAME_SAMPLES:]
                 gen.feed_user_speech(conv.session, codes[:, -keep:], pcm=pcm)
 
     def _hear(self, conv: _Conversation, codes: np.ndarray, turn_codes: list[np.ndarray],
@@ -379,8 +379,6 @@ class SpeechLMStage(Stage):
         yield frame
 
     def _pcm16k(self, frame: UserAudio) -> np.ndarray:
-        from voice.speechlm.whisper_ear import SAMPLE_RATE_HZ
-
         pcm = np.asarray(frame.pcm, np.float32).reshape(-1)
         if frame.sample_rate_hz == SAMPLE_RATE_HZ:
             return pcm

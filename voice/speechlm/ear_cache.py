@@ -12,18 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.codec.tokenize import _read_index     # the ear's index.jsonl has the token cache's format
 from voice.speechlm.whisper_ear import EarConfig
 
 
 def ear_id(config: EarConfig) -> str:
     """A folder name that changes whenever the features would."""
     return f"whisper-tiny.en-int8-c{config.chunk}x{config.context}"
-
-
-def _read_index(folder: Path) -> dict:
-    from voice.codec.tokenize import _read_index as read_cache_index     # the same index.jsonl format
-
-    return read_cache_index(folder)
 
 
 def load_ear_index(corpus: Path, config: EarConfig) -> dict:

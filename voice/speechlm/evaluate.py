@@ -166,12 +166,11 @@ def evaluate_real_speech(gen, codec, whisper, text, speech_dir: Path, limit: int
 
 def _pcm16k(audio: np.ndarray, rate: int) -> np.ndarray:
     """Mono float audio at 16 kHz, what the Whisper ear reads."""
-    if rate == 16000:
-        return np.asarray(audio, np.float32)
-    import torch
-    import torchaudio.functional as AF
+    from voice.audio import resample
+    from voice.speechlm.whisper_ear import SAMPLE_RATE_HZ
 
-    return AF.resample(torch.from_numpy(np.asarray(audio, np.float32)), rate, 16000).numpy()
+    audio = np.asarray(audio, np.float32)
+    return audio if rate == SAMPLE_RATE_HZ else resample(audio, rate, SAMPLE_RATE_HZ)
 
 
 def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answer_steps: int = 150,
@@ -185,7 +184,9 @@ def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answe
     if gen.cfg.reads_ear:
         if pcm is None:
             raise ValueError("a model that reads the Whisper ear needs the turn's audio to be timed")
-        head, tail = pcm[: cut * 320], pcm[cut * 320:]
+        from voice.speechlm.whisper_ear import FRAME_SAMPLES
+
+        head, tail = pcm[: cut * FRAME_SAMPLES], pcm[cut * FRAME_SAMPLES:]
     opened = [gen.open() for _ in range(sessions)]
     try:
         for s in opened:
