@@ -204,3 +204,39 @@ def test_a_server_whose_whisper_does_not_load_says_why(monkeypatch) -> None:
     monkeypatch.setattr(generate, "WhisperEar", broken)
     with pytest.raises(ValueError, match="Whisper tiny.en's encoder .*did not load: No module named 'ctranslate2'"):
         SpeechLMService(_ear_lm(), None, None, max_sessions=1)
+
+
+def test_ear_masks_zero_spans_of_a_copy() -> None:
+    from voice.speechlm.data import EarMask
+
+    rows = _feats(100, 3) + 5.0                    # no zeros of its own
+    mask = EarMask(time_every=25, time_width=10, channel_masks=2, channel_width=48)
+    out = mask.apply(rows, np.random.default_rng(0))
+    assert out.shape == rows.shape and np.all(rows != 0)            # the cached rows are untouched
+    kept = out != 0
+    assert np.array_equal(out[kept], rows[kept])                   # only zeros are written
+    assert 0 < (~kept).mean() < 0.5
+    assert np.array_equal(out, mask.apply(rows, np.random.default_rng(0)))   # seeded
+    assert not np.array_equal(out, mask.apply(rows, np.random.default_rng(1)))
+    assert mask.apply(np.zeros((0, FEATURE_DIM), np.float32), np.random.default_rng(0)).shape == (0, FEATURE_DIM)
+
+
+def test_the_example_stream_masks_the_ear_of_spoken_examples_only() -> None:
+    from tests.test_speechlm import codes, tokenize
+    from voice.speechlm.data import Dialogue, EarMask, ExampleStream
+    from voice.speechlm.format import Layout, Turn
+    from voice.speechlm.vocab import Vocab
+
+    vocab, layout = Vocab(64, 3, 16), Layout((0, 1, 1), 2)
+    rows = _feats(30, 4) + 5.0
+    turns = [Turn("user", "hi", codes(3, 30, 1), rows), Turn("assistant", "yo", codes(3, 12, 2))]
+    dialogue = Dialogue("d0", "train", "", turns, ["smalltalk"], ["greeting"], "v")
+    for task in ("s2s", "s2t", "t2t"):
+        plain = ExampleStream([dialogue], vocab, layout, tokenize, {task: 1.0}).sample()[1]
+        masked = ExampleStream([dialogue], vocab, layout, tokenize, {task: 1.0}, ear_mask=EarMask()).sample()[1]
+        if task == "t2t":
+            assert plain.user_ear == masked.user_ear == []
+            continue
+        (start, seen), (start2, heard) = plain.user_ear[0], masked.user_ear[0]
+        assert start == start2 and np.array_equal(seen, rows)
+        assert heard.shape == rows.shape and (heard == 0).any() and np.array_equal(heard[heard != 0], rows[heard != 0])

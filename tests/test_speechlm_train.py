@@ -40,9 +40,12 @@ def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> No
     capsys.readouterr()
     assert main(["eval", "lm", str(run / "checkpoint"), "--corpus", str(corpus), "--limit", "2",
                  "--hearing-limit", "2", "--speed", "--json", "--worst", str(tmp_path / "worst"),
-                 "--real-speech", "--real-limit", "1"]) == 0
+                 "--real-speech", "--real-limit", "1", "--text-limit", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["answers"]["n"] == 2 and report["hearing"]["n"] == 2
+    typed = report["typed"]
+    assert typed["n"] == 3 and sum(g["n"] for g in typed["per_intent"].values()) == 3
+    assert all({"question", "text", "expected", "ok"} <= set(w) for w in typed["wrong"])
     assert {r["sessions"] for r in report["speed"]} == {1, 4}
     assert (tmp_path / "worst" / "worst.json").exists()
     assert len(report["real_speech"]) == 1 and {"file", "text", "heard"} <= set(report["real_speech"][0])
@@ -167,12 +170,19 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
     assert np.load(corpus / row["path"]).shape == (row["frames"], 384)
     run = tmp_path / "ear"
     args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--ear",
-            "--ear-chunk", "10", "--ear-context", "20"]
+            "--ear-chunk", "10", "--ear-context", "20", "--ear-mask"]
     assert main([*args, "--steps", "2"]) == 0
-    assert main([*args, "--steps", "4"]) == 0                         # resumes, still hearing through the ear
+    alone = int(capsys.readouterr().out.split("[lm] ")[1].split(" train")[0])
+    assert main([*args, "--steps", "4", "--extra-corpus", str(corpus)]) == 0   # resumes, with a second corpus's train split
+    said = capsys.readouterr().out
+    assert f"[lm] {2 * alone} train" in said and "(masked in training)" in said
+    with pytest.raises(SystemExit, match="train with --ear"):
+        main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "plain"),
+              "--ear-mask", "--steps", "1"])
+    assert main([*args, "--steps", "6"]) == 0                         # resumes, still hearing through the ear
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert config["hearing"] == {"kind": "ear", "dim": 384, "chunk": 10, "context": 20}
-    assert [h["step"] for h in _history(run)] == [2, 4]
+    assert [h["step"] for h in _history(run)] == [2, 4, 6]
     capsys.readouterr()
     assert main(["eval", "lm", str(run / "checkpoint"), "--corpus", str(corpus), "--limit", "1", "--hearing-limit", "2",
                  "--speed", "--real-speech", "--real-limit", "1", "--json"]) == 0

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ def _train(args: argparse.Namespace) -> int:
         if args.hearing_encoder:
             raise SystemExit("--ear and --hearing-encoder are two ways of hearing: choose one")
     train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear)
+    for extra in args.extra_corpus:      # only their train splits: held-out voices and phrasings stay held out
+        more = load_dialogues(Path(extra), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear)
+        if not more:
+            raise SystemExit(f"--extra-corpus {extra}: no tokenized training dialogues there")
+        train_set += [replace(d, dialogue_id=f"{Path(extra).name}/{d.dialogue_id}") for d in more]
     if not resume:
         tokenizer = load_tokenizer(args.base or args.tokenizer)
         kept = None
@@ -104,7 +110,15 @@ def _train(args: argparse.Namespace) -> int:
     val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k, ear=ear) or train_set[:64]
     mix = json.loads(args.mix) if args.mix else None
     rank = int(os.environ.get("RANK", "0"))        # under torchrun each process draws its own examples
-    stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank)
+    ear_mask = None
+    if args.ear_mask:
+        if not model.config.reads_ear:
+            raise SystemExit("--ear-mask masks the Whisper ear's features: train with --ear")
+        from voice.speechlm.data import EarMask
+
+        ear_mask = EarMask()
+    stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank,
+                           ear_mask=ear_mask)
     val_stream = ExampleStream(val_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=1234)
     val_items = [val_stream.sample()[1] for _ in range(cfg.eval_examples)]
     val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]
@@ -113,7 +127,8 @@ def _train(args: argparse.Namespace) -> int:
           f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}, "
           f"hears {model.config.heard_codebooks or k} codebooks"
           f"{' and a hearing encoder' if model.hearing is not None else ''}"
-          f"{' and the Whisper ear' if model.config.reads_ear else ''}; "
+          f"{' and the Whisper ear' if model.config.reads_ear else ''}"
+          f"{' (masked in training)' if ear_mask else ''}; "
           f"{with_variants} dialogues with voice variants; out {out}", flush=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device)
@@ -133,7 +148,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
-                   args.split)
+                   args.split, args.text_limit)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -152,6 +167,12 @@ def _eval(args: argparse.Namespace) -> int:
         h = out["hearing"]
         print(f"hearing ({out['split']} split, speech -> text, n={h['n']}): WER {h['wer']:.1%}, CER {h['cer']:.1%}; "
               + ", ".join(f"{v} {w:.0%}" for v, w in h["per_voice"].items()))
+    if "typed" in out:
+        t = out["typed"]
+        print(f"typed questions ({out['split']} split, text -> text, n={t['n']}): right {t['accuracy']:.1%}; "
+              + ", ".join(f"{k} {g['accuracy']:.0%}" for k, g in t["per_intent"].items()))
+        for row in t["wrong"][:5]:
+            print(f"  typed, wrong: {row['question']!r} -> {row['text']!r} (expected {row['expected']!r})")
     for row in out.get("real_speech", []):
         print(f"  real speech {row['file']}: text {row['text']!r}, heard {row['heard']!r} ({row['seconds']} s)")
     for row in out.get("worst", []):
@@ -168,6 +189,11 @@ def register(subparsers, registered: dict) -> None:
     train = command_group(subparsers, registered, "train", "train a model")
     p = train.add_parser("lm", help="train the speech LM on a corpus's token cache (resumable; torchrun for DDP)")
     p.add_argument("--corpus", default="data/corpus/v2", help="corpus folder with a token cache (voice codec tokenize)")
+    p.add_argument("--ear-mask", action="store_true",
+                   help="with --ear: SpecAugment-style time and channel masks on the ear's rows in training")
+    p.add_argument("--extra-corpus", action="append", default=[], metavar="DIR",
+                   help="also train on this corpus's train split (built with another --seed; repeatable); "
+                        "validation comes from --corpus")
     p.add_argument("--codec", default="compact", help="the codec whose token cache to read")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="model size and recipe")
     p.add_argument("--base", default=None, help="start from a pretrained Llama-style text LM (a folder or smollm2)")
@@ -210,6 +236,8 @@ def register(subparsers, registered: dict) -> None:
                    help="test: new voices and phrasings; validation: the training voices, new phrasings")
     p.add_argument("--limit", type=int, default=200, help="answers to evaluate (0: none)")
     p.add_argument("--hearing-limit", type=int, default=100, help="user turns to transcribe (0: none)")
+    p.add_argument("--text-limit", type=int, default=0,
+                   help="also ask this many questions typed (text -> text: the brain without the ears)")
     p.add_argument("--speed", action="store_true", help="also measure x real time (1 and 4 sessions) and first-frame latency")
     p.add_argument("--worst", default="", help="folder for the 10 worst answers' audio and worst.json")
     p.add_argument("--threads", type=int, default=2)

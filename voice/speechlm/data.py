@@ -126,11 +126,43 @@ def examples_of(dialogue: Dialogue, task: str, rng: np.random.Generator) -> Exam
     return Example(task, "", [Turn("user", turn.text), turn])
 
 
+@dataclass(frozen=True)
+class EarMask:
+    """SpecAugment-style masks on the Whisper ear's rows of a training turn (never at inference).
+
+    Time: one mask per `time_every` frames on average (at least one), each 0..`time_width` frames;
+    channels: `channel_masks` bands of 0..`channel_width` of the 384 features. Masked values are 0."""
+
+    time_every: int = 25
+    time_width: int = 10
+    channel_masks: int = 2
+    channel_width: int = 48
+
+    def apply(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        rows = np.array(rows, dtype=np.float32)          # a copy: the cached rows stay as they are
+        t, d = rows.shape
+        for _ in range(max(1, round(t / self.time_every)) if t else 0):
+            width = int(rng.integers(self.time_width + 1))
+            start = int(rng.integers(max(1, t - width + 1)))
+            rows[start:start + width] = 0.0
+        for _ in range(self.channel_masks):
+            width = int(rng.integers(self.channel_width + 1))
+            start = int(rng.integers(max(1, d - width + 1)))
+            rows[:, start:start + width] = 0.0
+        return rows
+
+
+def with_masked_ear(turns: list[Turn], mask: EarMask, rng: np.random.Generator) -> list[Turn]:
+    return [replace(t, ear=mask.apply(t.ear, rng)) if t.ear is not None else t for t in turns]
+
+
 class ExampleStream:
-    """Endless random examples of the task mix, laid out in steps (cut at `max_steps`)."""
+    """Endless random examples of the task mix, laid out in steps (cut at `max_steps`); with
+    `ear_mask`, the user's Whisper-ear rows are masked afresh in every example."""
 
     def __init__(self, dialogues: list[Dialogue], vocab: Vocab, layout: Layout, tokenize,
-                 mix: dict[str, float] | None = None, max_steps: int = 1024, seed: int = 0) -> None:
+                 mix: dict[str, float] | None = None, max_steps: int = 1024, seed: int = 0,
+                 ear_mask: EarMask | None = None) -> None:
         if not dialogues:
             raise ValueError("no dialogues to train on")
         self.dialogues, self.vocab, self.layout, self.tokenize = dialogues, vocab, layout, tokenize
@@ -140,11 +172,15 @@ class ExampleStream:
         self.p = p / p.sum()
         self.max_steps = max_steps
         self.rng = np.random.default_rng(seed)
+        self.ear_mask = ear_mask
 
     def sample(self) -> tuple[str, Steps]:
         task = self.tasks[int(self.rng.choice(len(self.tasks), p=self.p))]
         dialogue = self.dialogues[int(self.rng.integers(len(self.dialogues)))]
-        steps = layout_example(examples_of(dialogue, task, self.rng), self.vocab, self.layout, self.tokenize)
+        example = examples_of(dialogue, task, self.rng)
+        if self.ear_mask is not None and task in ("s2s", "s2t"):
+            example = replace(example, turns=with_masked_ear(example.turns, self.ear_mask, self.rng))
+        steps = layout_example(example, self.vocab, self.layout, self.tokenize)
         if len(steps) > self.max_steps:
             steps = steps.cut(self.max_steps)
         return task, steps

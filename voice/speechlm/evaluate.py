@@ -116,6 +116,40 @@ def evaluate_answers(gen, codec, whisper, dialogues, text, limit: int, keep_audi
     return results
 
 
+def evaluate_text_answers(gen, dialogues, text, limit: int) -> list[dict]:
+    """Text -> text: the same questions typed (the t2t task), after a typed reference history.
+
+    The model's brain without its ears: with the spoken answers it tells "does not understand the
+    new phrasing" from "does not hear it"."""
+    from tqdm import tqdm
+
+    from voice.data.answers import check_answer
+
+    end = [gen.vocab.special("end_of_text")]
+    jobs = [(d, i) for d in dialogues for i in range(len(d.intents))][:limit]
+    rows = []
+    for dialogue, i in tqdm(jobs, desc="eval lm text answers"):
+        session = gen.open()
+        try:
+            gen.feed_text(session, "context", text.encode(dialogue.context))
+            users = 0
+            for turn in dialogue.turns:
+                if turn.role == "user":
+                    gen.feed_text(session, "user_text", text.encode(turn.text))
+                    if users == i:
+                        break
+                    users += 1
+                else:
+                    gen.feed_text(session, "assistant_text", text.encode(turn.text) + end)
+            said = text.decode(gen.generate_text(session, "assistant_text"))
+        finally:
+            gen.close(session)
+        intent, expected = dialogue.intents[i], dialogue.expected[i]
+        rows.append({"dialogue_id": dialogue.dialogue_id, "turn": i, "intent": intent, "expected": expected,
+                     "question": turn.text, "text": said, "ok": check_answer(intent, expected, said)})
+    return rows
+
+
 def evaluate_hearing(gen, dialogues, text, limit: int) -> list[dict]:
     """Speech -> text: the model transcribes each user turn; WER against the corpus text."""
     from tqdm import tqdm
@@ -226,8 +260,16 @@ def _group(results: list[TurnResult], key) -> dict:
                 "speaking_wer": round(float(np.mean([r.speaking_wer for r in v])), 3)} for k, v in sorted(groups.items())}
 
 
-def report(results: list[TurnResult], hearing: list[dict], speed: list[dict]) -> dict:
+def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], typed: list[dict] | None = None) -> dict:
     out: dict = {"speed": speed}
+    if typed:
+        by_intent = defaultdict(list)
+        for r in typed:
+            by_intent[r["intent"]].append(r["ok"])
+        out["typed"] = {"n": len(typed), "accuracy": round(float(np.mean([r["ok"] for r in typed])), 3),
+                        "per_intent": {k: {"n": len(v), "accuracy": round(float(np.mean(v)), 3)}
+                                       for k, v in sorted(by_intent.items())},
+                        "wrong": [r for r in typed if not r["ok"]][:10]}
     if results:
         out["answers"] = {"n": len(results), "spoken_accuracy": round(np.mean([r.spoken_ok for r in results]), 3),
                           "text_accuracy": round(np.mean([r.text_ok for r in results]), 3),
@@ -264,7 +306,7 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
              worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
-             split: str = "test") -> dict:
+             split: str = "test", text_limit: int = 0) -> dict:
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -296,7 +338,8 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     whisper = load_whisper()
     results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
-    out = {"split": split, **report(results, hearing, speed_rows)}
+    typed = evaluate_text_answers(gen, dialogues, text, text_limit) if text_limit else []
+    out = {"split": split, **report(results, hearing, speed_rows, typed)}
     if real_speech is not None:
         out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)
     if worst_dir and results:
