@@ -30,14 +30,14 @@ def _history(run: Path) -> list[dict]:
 
 def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
-    args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run)]
+    args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--typed-batch", "3"]
     assert main([*args, "--steps", "10"]) == 0
     assert [h["step"] for h in _history(run)] == [10]
     assert main([*args, "--steps", "20"]) == 0                    # resumes at 10, goes on to 20
     history = _history(run)
     assert [h["step"] for h in history] == [10, 20]
-    assert {"val_loss", "val_text_acc", "val_audio_acc"} <= set(history[-1])
-    capsys.readouterr()
+    assert {"val_loss", "val_text_acc", "val_audio_acc", "typed_loss"} <= set(history[-1])
+    assert "3 new typed dialogues per step" in capsys.readouterr().out
     assert main(["eval", "lm", str(run / "checkpoint"), "--corpus", str(corpus), "--limit", "2",
                  "--hearing-limit", "2", "--speed", "--json", "--worst", str(tmp_path / "worst"),
                  "--real-speech", "--real-limit", "1", "--text-limit", "3"]) == 0
@@ -66,7 +66,8 @@ def test_ddp_on_two_cpu_processes(corpus: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "voice.cli", "train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run),
-           "--steps", "6", "--eval-every", "6", "--save-every", "6", "--threads", "1", "--device", "cpu"]
+           "--steps", "6", "--eval-every", "6", "--save-every", "6", "--threads", "1", "--device", "cpu",
+           "--typed-batch", "2"]   # the typed batch's backward runs under no_sync, the corpus batch's syncs both
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [h["step"] for h in _history(run)] == [6]

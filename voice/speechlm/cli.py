@@ -59,7 +59,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = config_with(preset_train, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                       eval_every=args.eval_every, save_every=args.save_every,
                       max_steps_per_example=args.max_steps_per_example, max_minutes=args.minutes,
-                      data_workers=args.data_workers, hearing_weight=args.hearing_weight)
+                      data_workers=args.data_workers, hearing_weight=args.hearing_weight,
+                      typed_batch_size=args.typed_batch)
     out = Path(args.out or f"runs/lm/{args.preset}")
     codec = load_codec(args.codec)
     codec_id = cache_id(codec)
@@ -92,7 +93,12 @@ def _train(args: argparse.Namespace) -> int:
         if (args.text_vocab or ("full" if args.base else "corpus")) == "corpus":
             if args.base:
                 raise SystemExit("--text-vocab corpus is for a model trained from scratch (a --base keeps its vocabulary)")
-            kept = choose_ids(tokenizer, [t.text for d in train_set for t in d.turns] + [d.context for d in train_set])
+            texts = [t.text for d in train_set for t in d.turns] + [d.context for d in train_set]
+            if cfg.typed_batch_size:
+                from voice.speechlm.typed import typed_texts
+
+                texts += typed_texts(2000)
+            kept = choose_ids(tokenizer, texts)
         text = TextIds(tokenizer, kept)
         delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
         hearing = ear
@@ -129,9 +135,15 @@ def _train(args: argparse.Namespace) -> int:
           f"{' and a hearing encoder' if model.hearing is not None else ''}"
           f"{' and the Whisper ear' if model.config.reads_ear else ''}"
           f"{' (masked in training)' if ear_mask else ''}; "
-          f"{with_variants} dialogues with voice variants; out {out}", flush=True)
+          f"{with_variants} dialogues with voice variants"
+          f"{f'; {cfg.typed_batch_size} new typed dialogues per step' if cfg.typed_batch_size else ''}; out {out}", flush=True)
+    typed_stream = None
+    if cfg.typed_batch_size:
+        from voice.speechlm.typed import TypedDialogueStream
+
+        typed_stream = TypedDialogueStream(vocab, layout, text.encode, cfg.max_steps_per_example, seed=cfg.seed + rank)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device)
+    metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device, typed_stream)
     print(json.dumps(metrics))
     return 0
 
@@ -189,6 +201,9 @@ def register(subparsers, registered: dict) -> None:
     train = command_group(subparsers, registered, "train", "train a model")
     p = train.add_parser("lm", help="train the speech LM on a corpus's token cache (resumable; torchrun for DDP)")
     p.add_argument("--corpus", default="data/corpus/v2", help="corpus folder with a token cache (voice codec tokenize)")
+    p.add_argument("--typed-batch", type=int, default=None, metavar="N",
+                   help="also learn from N new typed training dialogues (text -> text, generated, training "
+                        "phrasings only) at every step")
     p.add_argument("--ear-mask", action="store_true",
                    help="with --ear: SpecAugment-style time and channel masks on the ear's rows in training")
     p.add_argument("--extra-corpus", action="append", default=[], metavar="DIR",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,6 +39,8 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float = 0.0       # > 0: stop (and save) after this much wall time, even before `steps`
     data_workers: int = 0          # processes laying out batches (a GPU outruns one Python process)
+    typed_batch_size: int = 0      # > 0: also this many new typed dialogues (t2t) per step (voice.speechlm.typed)
+    typed_weight: float = 1.0      # weight of their loss
 
 
 # Model sizes and recipes. `cpu`: what 2 cores train usefully in about 90 minutes; `gpu`: one GPU, 10 minutes.
@@ -189,8 +192,12 @@ def save(out: Path, model, tokenizer, optimizer, step: int, cfg: TrainConfig, hi
         tmp.replace(final)
 
 
-def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: TrainConfig, device: str = "cpu") -> dict:
-    """Train to cfg.steps, resuming from out/checkpoint when it is there. Returns the last metrics."""
+def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: TrainConfig, device: str = "cpu",
+          typed_stream=None) -> dict:
+    """Train to cfg.steps, resuming from out/checkpoint when it is there. Returns the last metrics.
+
+    With `typed_stream` (a `TypedDialogueStream`) and `cfg.typed_batch_size`, each step also learns
+    from a batch of new typed dialogues (its gradient added to the corpus batch's)."""
     from tqdm import tqdm
 
     rank, world = _distributed()
@@ -211,21 +218,32 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
     metrics: dict = history[-1] if history else {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train lm", disable=rank != 0)
     source = batches(stream, cfg.batch_size, cfg.data_workers, seed=cfg.seed * 1000 + rank * 100 + start)
+    typed = (batches(typed_stream, cfg.typed_batch_size, 0, seed=cfg.seed * 1000 + rank * 100 + start + 7)
+             if typed_stream is not None and cfg.typed_batch_size > 0 else None)
+    if typed is not None:
+        typed_stream.rng = np.random.default_rng([cfg.seed, rank, start])    # a resumed run draws new dialogues
     tokens, t0 = 0, time.monotonic()
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     for step in bar:
         batch = next(source).to(device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight)
         optimizer.zero_grad(set_to_none=True)
+        typed_loss = None
+        if typed is not None:           # its own backward; under DDP the corpus batch's backward syncs both
+            with net.no_sync() if world > 1 else contextlib.nullcontext():
+                typed_parts = lm_loss(net, next(typed).to(device), cfg.text_weight)
+                (cfg.typed_weight * typed_parts.loss).backward()
+            typed_loss = typed_parts.text_loss
+        parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight)
         parts.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         tokens += int(batch.text.numel()) * world
         rate = tokens / max(1e-6, time.monotonic() - t0)
         bar.set_postfix(loss=f"{float(parts.loss.detach()):.3f}", text=f"{parts.text_loss:.2f}", audio=f"{parts.audio_loss:.2f}",
-                        **({"hear": f"{parts.hearing_loss:.2f}"} if cfg.hearing_weight else {}), steps_per_s=f"{rate:.0f}")
+                        **({"hear": f"{parts.hearing_loss:.2f}"} if cfg.hearing_weight else {}),
+                        **({"typed": f"{typed_loss:.2f}"} if typed_loss is not None else {}), steps_per_s=f"{rate:.0f}")
         done = step + 1
         out_of_time = deadline is not None and time.monotonic() > deadline
         if world > 1 and deadline is not None:     # every rank stops at the same step
@@ -234,6 +252,7 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
             out_of_time = bool(flag.item())
         if rank == 0 and (done % cfg.eval_every == 0 or done == cfg.steps or out_of_time):
             metrics = {"step": done, "loss": float(parts.loss.detach()), "lm_steps_per_s": round(rate, 1),
+                       **({"typed_loss": round(typed_loss, 4)} if typed_loss is not None else {}),
                        **_evaluate(model, val_batches, device), **({"stopped": "max_minutes"} if out_of_time else {})}
             history.append(metrics)
             bar.write(json.dumps(metrics))

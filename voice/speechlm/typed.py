@@ -1,0 +1,56 @@
+"""Typed dialogues: endless text -> text examples of freshly generated training dialogues.
+
+The brain of the speech LM (copying the time from the context, sums, spellings, capitals, units)
+is the same whether the question is heard or typed, and typed examples need no speech: the corpus
+generator (`voice.data.dialogues`) writes new ones for nothing, with new numbers, words, moments and
+follow-ups each time. They use the **training phrasings only** (the phrasing split is fixed, so the
+wordings held out for validation and test stay held out). `voice train lm --typed-batch N` adds a
+batch of N of them to every optimizer step, beside the corpus's mix of the four tasks.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from voice.speechlm.format import Example, Layout, Steps, Turn, layout_example
+from voice.speechlm.vocab import Vocab
+
+
+def typed_dialogue(rng: random.Random, allowed: dict[str, list[int]]) -> Example:
+    """One new training dialogue as a t2t example (context, then user and assistant text turns)."""
+    from voice.data.dialogues import generate_dialogue
+
+    d = generate_dialogue(rng, "typed", "train", allowed)
+    return Example("t2t", d.context, [Turn(t.role, t.text) for t in d.turns])
+
+
+def typed_texts(n: int, seed: int = 0) -> list[str]:
+    """The texts of n typed dialogues (for choosing a from-scratch model's text ids)."""
+    from voice.data.dialogues import phrasings_for
+
+    rng, allowed = random.Random(seed), phrasings_for("train")
+    out = []
+    for _ in range(n):
+        example = typed_dialogue(rng, allowed)
+        out += [example.context, *(t.text for t in example.turns)]
+    return out
+
+
+class TypedDialogueStream:
+    """Like `ExampleStream`, but every example is a new typed training dialogue (task t2t).
+
+    Draws through `self.rng` (a numpy generator), which data workers re-seed as they do an ExampleStream's."""
+
+    def __init__(self, vocab: Vocab, layout: Layout, tokenize, max_steps: int = 512, seed: int = 0) -> None:
+        from voice.data.dialogues import phrasings_for
+
+        self.vocab, self.layout, self.tokenize, self.max_steps = vocab, layout, tokenize, max_steps
+        self.allowed = phrasings_for("train")
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self) -> tuple[str, Steps]:
+        example = typed_dialogue(random.Random(int(self.rng.integers(2 ** 62))), self.allowed)
+        steps = layout_example(example, self.vocab, self.layout, self.tokenize)
+        return "t2t", steps.cut(self.max_steps) if len(steps) > self.max_steps else steps
