@@ -72,6 +72,33 @@ def test_model_save_load_and_corrupt_file(tmp_path):
         DecisionModel.load(tmp_path / "none")
 
 
+def test_whisper_front_end_saves_loads_and_batches(tmp_path):
+    """The `whisper` front end: the encoder's rows of a batch equal one window at a time; the trained
+    head round-trips through save/load; an unknown front end is refused."""
+    torch = pytest.importorskip("torch")
+    from conftest import SPEECH_DIR
+    from voice.audio import read_wav, resample
+
+    files = sorted(SPEECH_DIR.glob("*.wav"))
+    if not files:
+        pytest.skip("no recordings")
+    pcm, rate = read_wav(files[0])
+    pcm = resample(pcm, rate, 16000)[:16000]
+    x = torch.from_numpy(np.stack([pcm, 0.3 * pcm[::-1].copy()]))
+    model = DecisionModel(TurnConfig(channels=16, hidden=16, gru_layers=1, context_s=1.0, frontend="whisper")).eval()
+    batch = model.whisper_features(x)
+    assert batch.shape == (2, 50, 384)
+    for i in range(2):
+        assert torch.allclose(batch[i], model.whisper_features(x[i: i + 1])[0], atol=1e-3)
+    model.save(tmp_path / "m")
+    again, _ = DecisionModel.load(tmp_path / "m")
+    assert again.config.frontend == "whisper"
+    with torch.inference_mode():
+        assert torch.allclose(model(x), again(x), atol=1e-5)
+    with pytest.raises(ValueError, match="front end"):
+        TurnConfig(frontend="hubert")
+
+
 def test_fit_context_pads_and_crops():
     assert fit_context(np.ones(3, np.float32), 5).tolist() == [0, 0, 1, 1, 1]
     assert fit_context(np.arange(8, dtype=np.float32), 3).tolist() == [5, 6, 7]

@@ -68,6 +68,24 @@ def test_train_resume_and_evaluate_the_end_of_turn_model(sets, tmp_path, capsys)
     assert any(k.startswith("voice:") for k in groups) and report["decision"]["p50_ms"] > 0
 
 
+def test_whisper_front_end_trains_on_a_resumable_pool(sets, tmp_path, capsys):
+    """--frontend whisper: the pool of encoded examples is made once and kept across a restart; the
+    validation's front-end rows are computed once; the saved model evaluates from audio."""
+    out = tmp_path / "ear"
+    common = ["--turns", str(sets["turns"]), "--out", str(out), "--batch", "4", "--eval-every", "2", "--channels", "16",
+              "--hidden", "16", "--threads", "1", "--frontend", "whisper", "--pool", "10", "--context-s", "1.5"]
+    assert main(["train", "turn", "--steps", "2", *common]) == 0
+    assert json.loads((out / "pool" / "done.json").read_text())["done"] == 10
+    rows = np.load(out / "pool" / "rows.npy", mmap_mode="r")
+    assert rows.shape == (10, 75, 384) and np.abs(np.asarray(rows[-1], np.float32)).sum() > 0
+    assert main(["train", "turn", "--steps", "4", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed at step 2" in printed and "pool of 10 examples" in printed
+    assert main(["eval", "turn", str(out), "--turns", str(sets["turns"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["groups"]["all"]["n"] >= 3 and report["decision"]["p50_ms"] > 0
+
+
 def test_train_and_evaluate_the_barge_in_model(sets, tmp_path, capsys):
     out = tmp_path / "barge"
     assert main(["train", "barge", "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]), "--out", str(out),

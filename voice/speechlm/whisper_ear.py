@@ -58,23 +58,39 @@ class WhisperEar:
         self.config = config
         self._model = ctranslate2.models.Whisper(str(model_dir or whisper_dir()), device="cpu",
                                                  compute_type=compute_type, intra_threads=threads)
-        self._mel = FeatureExtractor(feature_size=80)
+        self._mel_extractor = FeatureExtractor(feature_size=80)
         self._lock = threading.Lock()           # one CTranslate2 call at a time per ear
 
-    def encode(self, audio: np.ndarray) -> np.ndarray:
-        """One window of audio (a whole number of 20 ms frames) -> its features [frames, 384]."""
-        import ctranslate2
-
-        frames = len(audio) // FRAME_SAMPLES
-        if frames == 0:
-            return np.zeros((0, FEATURE_DIM), np.float32)
-        mel = self._mel(np.ascontiguousarray(audio[: frames * FRAME_SAMPLES], np.float32), padding=0)
+    def _mel(self, audio: np.ndarray, frames: int) -> np.ndarray:
+        """The log-mel of `frames` 20 ms frames of `audio` [80, 2 * frames]."""
+        mel = self._mel_extractor(np.ascontiguousarray(audio[: frames * FRAME_SAMPLES], np.float32), padding=0)
         mel = np.ascontiguousarray(mel[:, : 2 * frames], np.float32)
         if mel.shape[1] < 2 * frames:                        # the STFT's last frame: pad with the edge
             mel = np.pad(mel, ((0, 0), (0, 2 * frames - mel.shape[1])), mode="edge")
+        return mel
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """One window of audio (a whole number of 20 ms frames) -> its features [frames, 384]."""
+        frames = len(audio) // FRAME_SAMPLES
+        if frames == 0:
+            return np.zeros((0, FEATURE_DIM), np.float32)
+        return self._encode_mels(self._mel(audio, frames)[None])[0, :frames]
+
+    def _encode_mels(self, mels: np.ndarray) -> np.ndarray:
+        import ctranslate2
+
         with self._lock:
-            out = self._model.encode(ctranslate2.StorageView.from_array(mel[None]), to_cpu=True)
-        return np.asarray(out, np.float32)[0, :frames]
+            out = self._model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, np.float32)),
+                                     to_cpu=True)
+        return np.asarray(out, np.float32)
+
+    def encode_batch(self, audio: np.ndarray) -> np.ndarray:
+        """Windows of the same length [B, samples] -> their features [B, frames, 384], in one call."""
+        audio = np.asarray(audio, np.float32)
+        frames = audio.shape[1] // FRAME_SAMPLES
+        if frames == 0 or len(audio) == 0:
+            return np.zeros((len(audio), frames, FEATURE_DIM), np.float32)
+        return self._encode_mels(np.stack([self._mel(row, frames) for row in audio]))[:, :frames]
 
     def encode_turn(self, audio: np.ndarray, frames: int | None = None) -> np.ndarray:
         """A whole turn, chunk by chunk as `EarStream` does -> [frames, 384] (padded with zeros or cut

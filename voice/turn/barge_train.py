@@ -25,7 +25,7 @@ import numpy as np
 
 from voice.turn.barge_data import NOISE_KINDS, as_echo, echo_rows, noise_burst
 from voice.turn.data import load_records, read_piece
-from voice.turn.train import augment, decision_ms, model_config, probabilities_by_owner, train_loop
+from voice.turn.train import augment, decision_ms, model_config, probabilities_by_owner, set_threads, train_loop
 
 CHECK_S = 0.2          # speech heard at the first check
 RECHECK_S = 0.096
@@ -109,12 +109,12 @@ def check_times(length_s: float) -> list[float]:
     return times or [CHECK_S]
 
 
-def evaluate(model, store: BargeStore, threshold: float = 0.5, seed: int = 0) -> dict:
+def evaluate(model, store: BargeStore, threshold: float = 0.5, seed: int = 0, cache: dict | None = None) -> dict:
     """Per kind and voice: interruptions caught and how fast, false interruptions."""
-    return summarize(*check_probabilities(model, store, seed), threshold)
+    return summarize(*check_probabilities(model, store, seed, cache), threshold)
 
 
-def check_probabilities(model, store: BargeStore, seed: int = 0) -> tuple[list, dict]:
+def check_probabilities(model, store: BargeStore, seed: int = 0, cache: dict | None = None) -> tuple[list, dict]:
     """The evaluation's cases (record, kind, check times, echo under it) and P(interruption) at each check."""
     rng = np.random.default_rng(seed)
     context = model.config.context_samples
@@ -137,7 +137,7 @@ def check_probabilities(model, store: BargeStore, seed: int = 0) -> tuple[list, 
                 clips.append(audio)
                 owners.append(len(rows))
             rows.append((record, kind, check_times(len(sound) / 16000), with_echo))
-    return rows, probabilities_by_owner(model, clips, owners, "eval barge")
+    return rows, probabilities_by_owner(model, clips, owners, "eval barge", cache=cache)
 
 
 def summarize(rows: list, per_row: dict, threshold: float) -> dict:
@@ -185,8 +185,10 @@ def _train(args: argparse.Namespace) -> int:
     val_store = BargeStore(barge, corpus, "validation", args.limit)
     print(f"[barge] {len(train_store.records)} train / {len(val_store.records)} validation utterances", flush=True)
 
+    cache: dict = {}
+
     def validate(model) -> tuple[float, dict]:
-        r = evaluate(model, val_store)["summary"]
+        r = evaluate(model, val_store, cache=cache)["summary"]
         return r["caught"] - 2 * r["false_interruption"], {"val_caught": r["caught"], "val_false": r["false_interruption"]}
 
     return train_loop(args, model_config(args), lambda rng, size, context: training_batch(train_store, rng, size, context),
@@ -194,11 +196,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
     from voice.turn.model import BARGE_IN_WEIGHTS, DecisionModel
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model), BARGE_IN_WEIGHTS)
     store = BargeStore(Path(args.barge), Path(args.corpus), args.split, args.limit)
     rows, probs = check_probabilities(model, store)

@@ -9,11 +9,17 @@ Two questions are asked of the same network, each trained on its own (models/tur
 - barge-in (`barge_in.pt`): while the assistant speaks, is this sound the user taking the turn,
   or a cough, a knock, an "uh-huh", the assistant's own voice coming back?
 
-Shape: 16 kHz audio -> 40 log-mel bands every 10 ms (computed inside the model, so what trains is
-what runs) -> per-band normalisation -> two strided convolutions (40 ms per step) -> a GRU -> its
-last state and its maximum over time -> one logit. About half a million parameters; one decision
-on 3 s of context costs a few ms on one core (`voice eval turn` measures it). `Detector` is what
-the VAD head holds: a loaded model, its threshold, and a lock.
+Shape, with the `mel` front end: 16 kHz audio -> 40 log-mel bands every 10 ms (computed inside the
+model, so what trains is what runs) -> per-band normalisation -> two strided convolutions (40 ms per
+step) -> a GRU -> its last state and its maximum over time -> one logit. About half a million
+parameters; one decision on 3 s of context costs a few ms on one core (`voice eval turn` measures it).
+
+With the `whisper` front end (Pipecat's Smart Turn hears through Whisper's encoder too) the audio
+goes through the frozen encoder of the Whisper tiny.en that ships for the cascade (CTranslate2, int8,
+`voice.speechlm.whisper_ear.WhisperEar`: one 384-wide row per 20 ms), then LayerNorm, a projection,
+one strided convolution (40 ms per step) and the same GRU and head; only those are trained. The
+encoder has heard thousands of real voices, the mel front end only the corpus's 13 synthetic ones.
+`Detector` is what the VAD head holds: a loaded model, its threshold, and a lock.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ WEIGHTS = "turn.pt"           # the end-of-turn model
 BARGE_IN_WEIGHTS = "barge_in.pt"
 
 
+FRONTENDS = ("mel", "whisper")
+
+
 @dataclass(frozen=True)
 class TurnConfig:
     n_mels: int = 40
@@ -46,6 +55,11 @@ class TurnConfig:
     gru_layers: int = 2
     dropout: float = 0.1
     context_s: float = 4.0      # audio heard before the decision point
+    frontend: str = "mel"       # "mel": log-mel learned from scratch; "whisper": Whisper tiny.en's frozen encoder
+
+    def __post_init__(self) -> None:
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"unknown turn-model front end {self.frontend!r} (one of {', '.join(FRONTENDS)})")
 
     @property
     def context_samples(self) -> int:
@@ -59,15 +73,37 @@ def _mel_filterbank(n_mels: int) -> torch.Tensor:
                                                  norm="slaney", mel_scale="slaney")
 
 
+_whisper: dict[int, object] = {}
+_whisper_lock = threading.Lock()
+whisper_threads = 1     # CTranslate2 threads of the shared encoder (training sets 2; serving keeps 1)
+
+
+def whisper_encoder():
+    """The process-wide Whisper tiny.en encoder of the `whisper` front end (loaded once per thread count)."""
+    from voice.speechlm.whisper_ear import WhisperEar
+
+    with _whisper_lock:
+        if whisper_threads not in _whisper:
+            _whisper[whisper_threads] = WhisperEar(threads=whisper_threads)
+        return _whisper[whisper_threads]
+
+
 class DecisionModel(nn.Module):
     def __init__(self, config: TurnConfig) -> None:
         super().__init__()
         self.config = config
-        self.register_buffer("fbank", _mel_filterbank(config.n_mels), persistent=False)
-        self.register_buffer("window", torch.hann_window(WINDOW), persistent=False)
-        self.norm = nn.BatchNorm1d(config.n_mels)
-        self.conv1 = nn.Conv1d(config.n_mels, config.channels, 5, stride=2, padding=2)
-        self.conv2 = nn.Conv1d(config.channels, config.channels, 5, stride=2, padding=2)
+        if config.frontend == "whisper":
+            from voice.speechlm.whisper_ear import FEATURE_DIM
+
+            self.norm = nn.LayerNorm(FEATURE_DIM)
+            self.conv1 = nn.Linear(FEATURE_DIM, config.channels)
+            self.conv2 = nn.Conv1d(config.channels, config.channels, 3, stride=2, padding=1)
+        else:
+            self.register_buffer("fbank", _mel_filterbank(config.n_mels), persistent=False)
+            self.register_buffer("window", torch.hann_window(WINDOW), persistent=False)
+            self.norm = nn.BatchNorm1d(config.n_mels)
+            self.conv1 = nn.Conv1d(config.n_mels, config.channels, 5, stride=2, padding=2)
+            self.conv2 = nn.Conv1d(config.channels, config.channels, 5, stride=2, padding=2)
         self.gru = nn.GRU(config.channels, config.hidden, num_layers=config.gru_layers, batch_first=True,
                           dropout=config.dropout if config.gru_layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
@@ -79,10 +115,26 @@ class DecisionModel(nn.Module):
         mel = (spec.abs() ** 2).transpose(1, 2) @ self.fbank
         return (torch.log10(mel + 1e-8) + 4.0) / 4.0
 
+    def whisper_features(self, audio: torch.Tensor) -> torch.Tensor:
+        """[B, samples] at 16 kHz -> [B, frames, 384]: the frozen encoder's rows (no gradient)."""
+        feats = whisper_encoder().encode_batch(audio.detach().cpu().numpy())
+        return torch.from_numpy(feats).to(audio.device)
+
+    def frontend(self, audio: torch.Tensor) -> torch.Tensor:
+        """What the front end hears in `audio` [B, samples]: log-mel rows, or the Whisper encoder's
+        (frozen: training can compute them once and keep them, `voice.turn.train.FeaturePool`)."""
+        return self.whisper_features(audio) if self.config.frontend == "whisper" else self.features(audio)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Logit that the turn is over, for each row of `audio` [B, samples] (the decision at its end)."""
-        x = self.norm(self.features(audio).transpose(1, 2))
-        x = F.gelu(self.conv1(x))
+        return self.classify(self.frontend(audio))
+
+    def classify(self, rows: torch.Tensor) -> torch.Tensor:
+        """The trained part: front-end rows [B, frames, dim] -> one logit each."""
+        if self.config.frontend == "whisper":
+            x = F.gelu(self.conv1(self.norm(rows))).transpose(1, 2)
+        else:
+            x = F.gelu(self.conv1(self.norm(rows.transpose(1, 2))))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         out, _ = self.gru(x)
         pooled = torch.cat([out[:, -1], out.max(dim=1).values], dim=-1)   # the end, and what was heard before

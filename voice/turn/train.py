@@ -209,40 +209,58 @@ def training_batch(store: PieceStore, rng: np.random.Generator, size: int, conte
 
 # ---- evaluation ----------------------------------------------------------------------------------
 
-def probabilities(model, clips: list[np.ndarray], batch: int = 64) -> np.ndarray:
+def probabilities(model, clips: list[np.ndarray], batch: int = 64, rows: list | None = None) -> np.ndarray:
+    """P(yes) of every clip. With `rows` (a list as long as `clips`, filled here the first time) a frozen
+    front end's rows are kept and reused, so a validation every few hundred steps runs only the head."""
     import torch
 
     from voice.turn.model import fit_context
 
+    frozen = rows is not None and model.config.frontend == "whisper"
     out = []
     with torch.inference_mode():
         for i in range(0, len(clips), batch):
-            x = torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips[i: i + batch]]))
-            out.append(torch.sigmoid(model(x)).numpy())
+            if frozen and rows[i] is None:
+                x = torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips[i: i + batch]]))
+                rows[i: i + batch] = list(model.frontend(x).numpy().astype(np.float16))
+            if frozen:
+                logits = model.classify(torch.from_numpy(np.stack(rows[i: i + batch]).astype(np.float32)))
+            else:
+                x = torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips[i: i + batch]]))
+                logits = model(x)
+            out.append(torch.sigmoid(logits).numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def probabilities_by_owner(model, clips: list[np.ndarray], owners: list[int], desc: str,
-                           progress: bool = False) -> dict[int, list[float]]:
-    """P(yes) of every clip, grouped by its owner (the example whose checks the clips are), in order."""
+                           progress: bool = False, cache: dict | None = None) -> dict[int, list[float]]:
+    """P(yes) of every clip, grouped by its owner (the example whose checks the clips are), in order.
+    `cache` (a dict the caller keeps between calls on the same clips) keeps a frozen front end's rows."""
     from tqdm import tqdm
 
+    rows = None
+    if cache is not None:
+        rows = cache.setdefault("rows", [None] * len(clips))
     per_owner: dict[int, list[float]] = defaultdict(list)
     bar = tqdm(total=len(clips), desc=desc, unit="clip", disable=not progress)
     for i in range(0, len(clips), 256):
-        for owner, p in zip(owners[i: i + 256], probabilities(model, clips[i: i + 256])):
+        part = None if rows is None else rows[i: i + 256]
+        for owner, p in zip(owners[i: i + 256], probabilities(model, clips[i: i + 256], rows=part)):
             per_owner[owner].append(float(p))
+        if part is not None:
+            rows[i: i + 256] = part
         bar.update(len(clips[i: i + 256]))
     bar.close()
     return per_owner
 
 
-def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> dict:
+def evaluate(model, store: PieceStore, policy: TurnPolicy, progress: bool = False, cache: dict | None = None) -> dict:
     """Accuracy at the first check, and the premature-end rate and end latency under `policy`."""
-    return summarize(*check_probabilities(model, store, policy, progress), policy)
+    return summarize(*check_probabilities(model, store, policy, progress, cache), policy)
 
 
-def check_probabilities(model, store: PieceStore, policy: TurnPolicy, progress: bool = False) -> tuple[list, dict]:
+def check_probabilities(model, store: PieceStore, policy: TurnPolicy, progress: bool = False,
+                        cache: dict | None = None) -> tuple[list, dict]:
     """The examples of `store` (record, kind, label, check times) and the model's P(over) at each check."""
     rows = []          # (record, kind, label, check times)
     clips, owners = [], []
@@ -259,7 +277,7 @@ def check_probabilities(model, store: PieceStore, policy: TurnPolicy, progress: 
                 clips.append(np.concatenate([speech, silence(t)]))
                 owners.append(len(rows))
             rows.append((record, kind, label, times))
-    return rows, probabilities_by_owner(model, clips, owners, "eval turn", progress)
+    return rows, probabilities_by_owner(model, clips, owners, "eval turn", progress, cache)
 
 
 def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
@@ -324,8 +342,10 @@ def decision_ms(model, context: int, repeats: int = 50) -> dict:
     """Wall time of one decision on one thread (batch 1, full context)."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    import voice.turn.model as turn_model
+
+    threads, ear_threads = torch.get_num_threads(), turn_model.whisper_threads
+    set_threads(1)
     x = torch.zeros(1, context)
     x[0, -context // 2:] = torch.randn(context // 2) * 0.05
     try:
@@ -339,6 +359,7 @@ def decision_ms(model, context: int, repeats: int = 50) -> dict:
                 times.append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(threads)
+        turn_model.whisper_threads = ear_threads
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
 
 
@@ -367,7 +388,64 @@ def format_report(result: dict, policy: TurnPolicy, speed: dict | None = None) -
 def model_config(args: argparse.Namespace):
     from voice.turn.model import TurnConfig
 
-    return TurnConfig(channels=args.channels, hidden=args.hidden, gru_layers=args.gru_layers, context_s=args.context_s)
+    return TurnConfig(channels=args.channels, hidden=args.hidden, gru_layers=args.gru_layers, context_s=args.context_s,
+                      frontend=args.frontend)
+
+
+def set_threads(threads: int) -> None:
+    """Torch's threads and the Whisper front end's (CTranslate2) for this process."""
+    import torch
+
+    import voice.turn.model as turn_model
+
+    torch.set_num_threads(threads)
+    turn_model.whisper_threads = threads
+
+
+class FeaturePool:
+    """Training examples heard once through a frozen front end (the `whisper` one), kept on disk.
+
+    The Whisper encoder costs about 20 ms per 3 s example on 2 cores, the head a fraction of that:
+    so `size` examples are drawn (`make_batch`, augmentation included, seeded by their index) and
+    encoded once, in pieces that survive a restart (`rows.npy`, float16, memory-mapped; `done.json`
+    says how many are in), and every training step samples its batch from them.
+    """
+
+    def __init__(self, folder: Path, size: int, frames: int, dim: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.size = folder, size
+        shape = (size, frames, dim)
+        meta = folder / "done.json"
+        state = json.loads(meta.read_text()) if meta.exists() else {}
+        fresh = state.get("shape") != list(shape)
+        mode = "w+" if fresh else "r+"
+        self.rows = np.lib.format.open_memmap(folder / "rows.npy", mode=mode, dtype=np.float16, shape=shape)
+        self.labels = np.lib.format.open_memmap(folder / "labels.npy", mode=mode, dtype=np.float32, shape=(size,))
+        self.done = 0 if fresh else int(state.get("done", 0))
+
+    def fill(self, model, make_batch, context: int, seed: int, piece: int = 48, progress: bool = True) -> None:
+        import torch
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.size, initial=self.done, desc="front end", unit="example", disable=not progress)
+        with torch.inference_mode():
+            while self.done < self.size:
+                n = min(piece, self.size - self.done)
+                x, y = make_batch(np.random.default_rng([seed, self.done]), n, context)
+                self.rows[self.done: self.done + n] = model.frontend(torch.from_numpy(x)).numpy().astype(np.float16)
+                self.labels[self.done: self.done + n] = y
+                self.rows.flush()
+                self.labels.flush()
+                self.done += n
+                tmp = self.folder / "done.json.tmp"
+                tmp.write_text(json.dumps({"shape": list(self.rows.shape), "done": self.done}))
+                tmp.replace(self.folder / "done.json")
+                bar.update(n)
+        bar.close()
+
+    def sample(self, rng: np.random.Generator, size: int, _context: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.sort(rng.integers(self.done, size=size))
+        return np.asarray(self.rows[idx], np.float32), np.asarray(self.labels[idx])
 
 
 def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str, weights: str) -> int:
@@ -382,7 +460,7 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
     from voice.fileutil import load_trainer_state, save_trainer_state
     from voice.turn.model import DecisionModel
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -394,6 +472,14 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
         step, history, best = load_trainer_state(trainer, model, opt)
         print(f"[{tag}] resumed at step {step} (best validation score {best:.3f})", flush=True)
     print(f"[{tag}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; out {out}", flush=True)
+    forward = model
+    if config.frontend == "whisper" and args.pool:
+        # The encoder is frozen: hear a pool of examples once, then train the head on them.
+        frames = model.frontend(torch.zeros(1, config.context_samples)).shape[1]
+        pool = FeaturePool(out / "pool", args.pool, frames, model.conv1.in_features)
+        pool.fill(model, make_batch, config.context_samples, args.seed)
+        make_batch, forward = pool.sample, model.classify
+        print(f"[{tag}] training on a pool of {pool.done} examples heard through Whisper's encoder", flush=True)
     rng = np.random.default_rng(args.seed + step)
     start = time.monotonic()
     bar = tqdm(total=args.steps, initial=step, desc=f"train {tag}")
@@ -404,7 +490,7 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
             g["lr"] = lr
         x, y = make_batch(rng, args.batch, config.context_samples)
         model.train()
-        logits = model(torch.from_numpy(x))
+        logits = forward(torch.from_numpy(x))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y))
         opt.zero_grad()
         loss.backward()
@@ -442,9 +528,10 @@ def _train(args: argparse.Namespace) -> int:
     val_store = PieceStore(turns, "validation", args.limit, short)
     print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions", flush=True)
     policy = TurnPolicy()
+    cache: dict = {}
 
     def validate(model) -> tuple[float, dict]:
-        r = evaluate(model, val_store, policy)["all"]
+        r = evaluate(model, val_store, policy, cache=cache)["all"]
         return r["accuracy_first_check"], {
             "val_accuracy": r["accuracy_first_check"], "val_premature": r["premature_rate"],
             "val_end_p50_ms": r["end_silence_p50_ms"], "val_end_p95_ms": r["end_silence_p95_ms"]}
@@ -458,7 +545,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from voice.turn.model import DecisionModel
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model))
     store = PieceStore(Path(args.turns), args.split, args.limit,
                        Path(args.short_replies) if args.short_replies else None)
@@ -499,6 +586,11 @@ def add_model_arguments(p: argparse.ArgumentParser, context_s: float) -> None:
     p.add_argument("--hidden", type=int, default=192)
     p.add_argument("--gru-layers", type=int, default=2)
     p.add_argument("--context-s", type=float, default=context_s, help=f"seconds heard before the decision ({context_s:g})")
+    p.add_argument("--frontend", choices=["mel", "whisper"], default="mel",
+                   help="mel: log-mel learned from scratch (default); whisper: Whisper tiny.en's frozen encoder")
+    p.add_argument("--pool", type=int, default=24000,
+                   help="with --frontend whisper: examples heard once through the encoder and trained on (0: new "
+                        "examples every step, about 25x slower; default 24000, 2.8 GB in the run folder)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--limit", type=int, default=0, help="records per split (0: all)")
     p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
