@@ -73,7 +73,7 @@ def test_whisper_front_end_trains_on_a_resumable_pool(sets, tmp_path, capsys):
     validation's front-end rows are computed once; the saved model evaluates from audio."""
     out = tmp_path / "ear"
     common = ["--turns", str(sets["turns"]), "--out", str(out), "--batch", "4", "--eval-every", "2", "--channels", "16",
-              "--hidden", "16", "--threads", "1", "--frontend", "whisper", "--pool", "10", "--context-s", "1.5"]
+              "--hidden", "16", "--threads", "1", "--frontend", "whisper", "--pool", "10", "--context-s", "1.5", "--row-mask"]
     assert main(["train", "turn", "--steps", "2", *common]) == 0
     assert json.loads((out / "pool" / "done.json").read_text())["done"] == 10
     rows = np.load(out / "pool" / "rows.npy", mmap_mode="r")
@@ -94,6 +94,26 @@ def test_train_and_evaluate_the_barge_in_model(sets, tmp_path, capsys):
     assert main(["eval", "barge", str(out), "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"kind:interrupt", "kind:backchannel", "kind:noise", "kind:echo"} <= set(report["groups"])
+
+
+def test_held_out_voices_are_not_trained_on_and_are_the_validation(sets, tmp_path, capsys):
+    from voice.turn.train import PieceStore
+
+    train = PieceStore(sets["turns"], "train")
+    voice = train.records[0]["voice"]
+    kept = PieceStore(sets["turns"], "train", exclude=frozenset({voice}))
+    held = PieceStore(sets["turns"], ("train", "validation"), voices=frozenset({voice}))
+    assert kept.records and all(r["voice"] != voice for r in kept.records)
+    assert {r["voice"] for r in held.records} == {voice}
+    assert len(held.records) >= sum(r["voice"] == voice for r in train.records)
+    out = tmp_path / "held"
+    assert main(["train", "turn", "--turns", str(sets["turns"]), "--out", str(out), "--steps", "1", "--batch", "2",
+                 "--channels", "8", "--hidden", "8", "--threads", "1", "--holdout-voices", voice]) == 0
+    assert f"validation: the held-out voices {voice}" in capsys.readouterr().out
+    assert main(["eval", "turn", str(out), "--turns", str(sets["turns"]), "--split", "validation", "--voices", voice,
+                 "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["groups"]
+    assert [k for k in groups if k.startswith("voice:")] == [f"voice:{voice}"]
 
 
 def test_voice_variants_keep_one_speaker_per_question(sets):

@@ -71,8 +71,12 @@ def silence(seconds: float) -> np.ndarray:
 class PieceStore:
     """The set's pieces of one split, read once and kept in memory."""
 
-    def __init__(self, turns_dir: Path, split: str, limit: int = 0, short_dir: Path | None = None) -> None:
-        self.records = load_records(turns_dir, split)
+    def __init__(self, turns_dir: Path, split: str | tuple[str, ...], limit: int = 0, short_dir: Path | None = None,
+                 voices: frozenset[str] | None = None, exclude: frozenset[str] = frozenset()) -> None:
+        """The records of `split` (or several), only those of `voices` when given and none of `exclude`."""
+        splits = (split,) if isinstance(split, str) else tuple(split)
+        self.records = [r for s in splits for r in load_records(turns_dir, s)
+                        if (voices is None or r["voice"] in voices) and r["voice"] not in exclude]
         if limit:
             self.records = self.records[:limit]
         if not self.records:
@@ -83,7 +87,8 @@ class PieceStore:
                 if key in r:
                     self.audio[r[key]] = read_piece(turns_dir, r[key])
         if short_dir is not None and (Path(short_dir) / "manifest.jsonl").exists():
-            self._add_short_replies(Path(short_dir), split)
+            for s in splits:
+                self._add_short_replies(Path(short_dir), s)
         self.variants = 0
 
     def add_voice_variants(self, n: int, seed: int = 0, progress: bool = True) -> None:
@@ -411,9 +416,10 @@ class FeaturePool:
     says how many are in), and every training step samples its batch from them.
     """
 
-    def __init__(self, folder: Path, size: int, frames: int, dim: int) -> None:
+    def __init__(self, folder: Path, size: int, frames: int, dim: int, mask=None) -> None:
+        """`mask` (a `voice.speechlm.data.EarMask`): SpecAugment-style masks on every sampled example."""
         folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.size = folder, size
+        self.folder, self.size, self.mask = folder, size, mask
         shape = (size, frames, dim)
         meta = folder / "done.json"
         state = json.loads(meta.read_text()) if meta.exists() else {}
@@ -445,7 +451,10 @@ class FeaturePool:
 
     def sample(self, rng: np.random.Generator, size: int, _context: int = 0) -> tuple[np.ndarray, np.ndarray]:
         idx = np.sort(rng.integers(self.done, size=size))
-        return np.asarray(self.rows[idx], np.float32), np.asarray(self.labels[idx])
+        rows = np.asarray(self.rows[idx], np.float32)
+        if self.mask is not None:
+            rows = np.stack([self.mask.apply(r, rng) for r in rows])
+        return rows, np.asarray(self.labels[idx])
 
 
 def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str, weights: str) -> int:
@@ -476,7 +485,12 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
     if config.frontend == "whisper" and args.pool:
         # The encoder is frozen: hear a pool of examples once, then train the head on them.
         frames = model.frontend(torch.zeros(1, config.context_samples)).shape[1]
-        pool = FeaturePool(out / "pool", args.pool, frames, model.conv1.in_features)
+        mask = None
+        if args.row_mask:
+            from voice.speechlm.data import EarMask
+
+            mask = EarMask()
+        pool = FeaturePool(out / "pool", args.pool, frames, model.conv1.in_features, mask)
         pool.fill(model, make_batch, config.context_samples, args.seed)
         make_batch, forward = pool.sample, model.classify
         print(f"[{tag}] training on a pool of {pool.done} examples heard through Whisper's encoder", flush=True)
@@ -522,11 +536,16 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
 def _train(args: argparse.Namespace) -> int:
     turns = Path(args.turns)
     short = Path(args.short_replies) if args.short_replies else None
-    train_store = PieceStore(turns, "train", args.limit, short)
+    held = frozenset(v.strip() for v in args.holdout_voices.split(",") if v.strip())
+    train_store = PieceStore(turns, "train", args.limit, short, exclude=held)
     if args.voice_variants:
         train_store.add_voice_variants(args.voice_variants, args.seed)
-    val_store = PieceStore(turns, "validation", args.limit, short)
-    print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions", flush=True)
+    if held:   # validate on voices never trained on: all their questions, training and validation phrasings
+        val_store = PieceStore(turns, ("train", "validation"), args.limit, short, voices=held)
+    else:
+        val_store = PieceStore(turns, "validation", args.limit, short)
+    print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions"
+          + (f" (validation: the held-out voices {', '.join(sorted(held))})" if held else ""), flush=True)
     policy = TurnPolicy()
     cache: dict = {}
 
@@ -547,8 +566,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model))
-    store = PieceStore(Path(args.turns), args.split, args.limit,
-                       Path(args.short_replies) if args.short_replies else None)
+    held = frozenset(v.strip() for v in args.voices.split(",") if v.strip()) or None
+    splits = ("train", "validation") if held and args.split == "validation" else args.split
+    store = PieceStore(Path(args.turns), splits, args.limit,
+                       Path(args.short_replies) if args.short_replies else None, voices=held)
     speculate = [float(x) for x in str(args.speculate).split(",") if x.strip()] or [0.0]
     policy = TurnPolicy(pause_ms=args.pause_ms, recheck_ms=args.recheck_ms or 1e9, max_silence_ms=args.max_silence_ms,
                         threshold=args.threshold, speculate=speculate[0])
@@ -591,6 +612,9 @@ def add_model_arguments(p: argparse.ArgumentParser, context_s: float) -> None:
     p.add_argument("--pool", type=int, default=24000,
                    help="with --frontend whisper: examples heard once through the encoder and trained on (0: new "
                         "examples every step, about 25x slower; default 24000, 2.8 GB in the run folder)")
+    p.add_argument("--row-mask", action="store_true",
+                   help="with --frontend whisper and a pool: SpecAugment-style time and channel masks on the encoder's "
+                        "rows of every training example, drawn afresh (against learning the pool by heart)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--limit", type=int, default=0, help="records per split (0: all)")
     p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
@@ -609,6 +633,9 @@ def register(subparsers, registered: dict) -> None:
                    help="barge-in set whose acknowledgements ('yes', 'okay') are whole turns too ('' for none)")
     p.add_argument("--voice-variants", type=int, default=0,
                    help="also train on N Praat voice changes of every question (vocal tract and pitch; default 0)")
+    p.add_argument("--holdout-voices", default="",
+                   help="comma-separated training voices left out of training; validation is then all of their "
+                        "questions (voices never heard, as on the test split) instead of the validation split")
     add_model_arguments(p, context_s=3.0)
     p.set_defaults(func=_train)
 
@@ -618,6 +645,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--turns", default="data/turns/v2")
     p.add_argument("--short-replies", default="data/barge/v1", help="barge-in set for the one-word turns ('' for none)")
     p.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    p.add_argument("--voices", default="", help="only these voices (comma-separated); with --split validation, "
+                   "all their questions: the validation of a model trained with --holdout-voices")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--pause-ms", type=float, default=200.0, help="silence at which the model is first asked")
     p.add_argument("--max-silence-ms", type=float, default=1500.0, help="silence that ends the turn regardless")
