@@ -207,5 +207,7 @@ def shared_detector(directory: Path = SHIPPED_DIR, name: str = WEIGHTS) -> Detec
             model, _ = DecisionModel.load(Path(directory), name)
             card = Path(directory) / "thresholds.json"
             threshold = json.loads(card.read_text()).get(name, 0.5) if card.exists() else 0.5
-            _shared[key] = Detector(model, float(threshold))
+            detector = Detector(model, float(threshold))
+            detector.probability(np.zeros(detector.context_samples, np.float32))   # load the front end now, not mid-turn
+            _shared[key] = detector
         return _shared[key]
