@@ -375,12 +375,12 @@ def test_the_speech_lm_forgets_a_taken_back_turn_to_the_last_step(tiny_lm, monke
 
 
 def test_a_pipelines_vad_defaults_sit_under_the_servers_and_the_hellos(monkeypatch):
-    """The cascade decides ends at 0.9 (its answer starts speculatively anyway); the server's defaults and
+    """The cascade decides ends at 0.95 (its answer starts speculatively anyway); the server's defaults and
     the hello's own options go over a pipeline's."""
     import voice.server.session as session
     from tests.conftest import exchange
 
-    assert pipelines.get("cascade").vad_defaults == {"turn_threshold": 0.9}
+    assert pipelines.get("cascade").vad_defaults == {"turn_threshold": 0.95}
     monkeypatch.setattr(session, "load_turn_detector", lambda: SteadyDetector(0.5))
     pipelines.register(pipelines.PipelineDef(name="strict-test", description="test", build=lambda o, m: [],
                                              output_sample_rate_hz=lambda o, m: RATE_HZ,
