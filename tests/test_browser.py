@@ -99,7 +99,7 @@ async def _wait(page, condition: str, timeout_s: float) -> None:
 
 def test_the_default_turn_taking_answers_in_the_browser(fake_mic):
     """The server's own defaults (the end-of-turn and barge-in models, speculative start) with the browser's
-    audio: the turn is answered, sooner than the fixed 500 ms silence would allow at its median."""
+    audio: the turn is answered, sooner than the 1.5 s fallback silence would allow at its median."""
     _skip_without_browser()
 
     async def body(page):
@@ -108,9 +108,11 @@ def test_the_default_turn_taking_answers_in_the_browser(fake_mic):
         s = await _stats(page)
         assert not s["errors"] and s["underruns"] == 0
         latencies = sorted(s["latenciesMs"][:3])
-        # the browser's own v2v (jitter buffer and output latency included): 431-467 ms here on 2026-12-03; the fixed
-        # 500 ms silence alone plus that overhead (about 250 ms) is 730-754 ms (issue 13)
-        assert latencies[1] < 700, latencies
+        # the browser's own v2v (jitter buffer and output latency included). The log-mel model of 2026-12-03
+        # called this recording over at its first checks (431-467 ms); the Whisper-front-end model rates it
+        # 0.52-0.94, under its 0.95, so the late threshold (0.5 from 800 ms of silence) ends it at the check
+        # after 800 ms: about 1.1 s, where the 1.5 s fallback plus that overhead (about 250 ms) is 1.75 s
+        assert latencies[1] < 1400, latencies
 
     asyncio.run(_with_page("echo", chromium_args(fake_mic), body, vad_defaults={}))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -68,8 +69,10 @@ class Retracts:
 
 
 def _vad_frames(config: VadConfig, detector, pcm: np.ndarray) -> Retracts:
+    """The VAD's frames for `pcm`; without the late threshold (tests/test_turn.py has its own), so a steady
+    P(over) under the decision threshold waits for the long silence."""
     ctx = Retracts()
-    vad = VadStage(RATE_HZ, config, turn_detector=detector)
+    vad = VadStage(RATE_HZ, dataclasses.replace(config, turn_late_ms=0.0), turn_detector=detector)
     vad.bind(ctx)
 
     async def go():
@@ -197,7 +200,8 @@ def _times(c: VoiceClient, kind: str) -> list[float]:
     return [t for t, e in c.log.events if e["type"] == kind]
 
 
-MODEL_RULES = {"turn_detection": "model", "barge_in_detection": "duration", "turn_max_silence_ms": 900.0}
+MODEL_RULES = {"turn_detection": "model", "barge_in_detection": "duration", "turn_max_silence_ms": 900.0,
+               "turn_late_ms": 0.0}
 
 
 def test_through_the_server_a_taken_back_answer_leaves_no_trace(monkeypatch, speech):

@@ -191,6 +191,42 @@ def test_model_says_not_over_and_the_long_silence_ends_the_turn():
     assert 9 <= len(detector.heard) <= 12
 
 
+def test_a_late_threshold_ends_an_unsure_turn_before_the_long_silence():
+    """P(over) 0.6 never reaches the model's 0.9 (the fallback ends the turn); with turn_late_ms 600 and
+    turn_late_threshold 0.5 the first check at or after 600 ms of silence ends it, by the model."""
+    pcm, _ = _speech_then_silence(silence_s=3.0)
+    unsure = FixedDetector(0.6)
+    unsure.threshold = 0.9
+    last, detected_s = _stops(VadConfig(turn_max_silence_ms=1500.0, turn_speculate_threshold=0, turn_late_ms=0),
+                          unsure, pcm)[-1]
+    assert last.reason == "max_silence"
+    late = FixedDetector(0.6)
+    late.threshold = 0.9
+    last, detected_s = _stops(VadConfig(turn_max_silence_ms=1500.0, turn_late_ms=600.0, turn_late_threshold=0.5,
+                                        turn_speculate_threshold=0),
+                              late, pcm)[-1]
+    assert last.reason == "model" and last.end_probability == 0.6
+    # checks at 200, 296, 392, 488, 584, 680 ms of silence: the first at or after 600 decides
+    assert 0.6 <= detected_s - last.stream_s <= 0.68 + 0.032 + 0.02 + 1e-6
+    with pytest.raises(ValueError, match="at most"):
+        VadConfig.from_options({"turn_late_threshold": 2})
+
+
+def test_policy_late_threshold_in_the_offline_evaluation():
+    from voice.turn.train import NOT_OVER, OVER, summarize
+
+    record = {"voice": "v", "kind": "filler"}
+    times = [0.2, 0.4, 0.6, 0.8]
+    rows = [(record, "full", OVER, times), (record, "prefix", NOT_OVER, times[:2])]
+    probs = {0: [0.1, 0.1, 0.6, 0.6], 1: [0.6, 0.6]}
+    policy = TurnPolicy(threshold=0.9, late_ms=600, late_threshold=0.5)
+    assert [policy.threshold_at(t) for t in times] == [0.9, 0.9, 0.5, 0.5]
+    late = summarize(rows, probs, policy)["all"]
+    off = summarize(rows, probs, TurnPolicy(threshold=0.9))["all"]
+    assert (off["end_silence_p50_ms"], late["end_silence_p50_ms"]) == (1500.0, 600.0)
+    assert off["premature_rate"] == late["premature_rate"] == 0.0   # the pause ended before 600 ms
+
+
 def test_silence_mode_ignores_the_model():
     pcm, _ = _speech_then_silence()
     detector = FixedDetector(0.9)

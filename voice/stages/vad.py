@@ -61,6 +61,8 @@ class VadConfig:
     turn_recheck_ms: float = 96.0       # model: asked again this often while the silence lasts (0: asked once)
     turn_speculate_threshold: float = 0.3  # model: P(over) at which the answer starts, held until the turn is
                                         # decided over (0: never; at or above the decision threshold: never)
+    turn_late_ms: float = 800.0         # model: from this much silence on, turn_late_threshold decides when lower (0: never)
+    turn_late_threshold: float = 0.5    # model: the decision threshold of a long silence (docs/turn-taking.md)
 
     barge_in_detection: str = "model"   # "model": the barge-in model decides; "duration": barge_in_min_speech_ms
     barge_in_check_ms: float = 200.0    # model: speech heard when the model is first asked
@@ -76,7 +78,7 @@ class VadConfig:
               "pre_roll_ms": 2_000.0, "barge_in_min_speech_ms": 10_000.0, "max_turn_s": 600.0,
               "threshold": 1.0, "refine_with_energy": 1.0, "turn_pause_ms": 10_000.0,
               "turn_max_silence_ms": 10_000.0, "turn_threshold": 1.0, "turn_recheck_ms": 10_000.0, "barge_in_check_ms": 10_000.0,
-              "turn_speculate_threshold": 1.0,
+              "turn_speculate_threshold": 1.0, "turn_late_ms": 10_000.0, "turn_late_threshold": 1.0,
               "barge_in_max_speech_ms": 10_000.0, "barge_in_threshold": 1.0}
     CHOICES = {"turn_detection": TURN_MODES, "barge_in_detection": BARGE_IN_MODES}
 
@@ -430,7 +432,10 @@ class VadStage(Stage):
         self._next_check_s = now_s + cfg.turn_recheck_ms / 1000 if cfg.turn_recheck_ms > 0 else float("inf")
         p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
         log.debug("turn %d: P(over)=%.2f after %.0f ms of silence", self.turn_id, p_end, silence_ms)
-        if p_end >= self.turn_threshold:
+        threshold = self.turn_threshold
+        if cfg.turn_late_ms > 0 and silence_ms >= cfg.turn_late_ms - 1e-6:
+            threshold = min(threshold, cfg.turn_late_threshold)
+        if p_end >= threshold:
             return "model", round(p_end, 4)
         if self.speculates and not self._speculating and p_end >= cfg.turn_speculate_threshold:
             return "speculate", round(p_end, 4)

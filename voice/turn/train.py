@@ -22,9 +22,10 @@ import argparse
 import hashlib
 import json
 import math
+import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +44,31 @@ class TurnPolicy:
     max_silence_ms: float = 1500.0
     threshold: float = 0.5
     speculate: float = 0.0            # P(over) at which the answer starts, held until the end is decided (0: never)
+    late_ms: float = 0.0              # from this silence on, late_threshold decides when it is lower (0: never)
+    late_threshold: float = 0.5
 
     @property
     def start_threshold(self) -> float:
         """P(over) at which an answer starts: the speculation threshold when it is below the decision's."""
         return self.speculate if 0 < self.speculate < self.threshold else self.threshold
 
+    def threshold_at(self, t_s: float) -> float:
+        """The decision threshold at a check after `t_s` seconds of silence."""
+        if self.late_ms > 0 and t_s * 1000 >= self.late_ms - 1e-6:
+            return min(self.threshold, self.late_threshold)
+        return self.threshold
+
+    def says_over(self, times: list[float], ps: list[float]) -> list[bool]:
+        return [p >= self.threshold_at(t) for t, p in zip(times, ps)]
+
+    def starts(self, times: list[float], ps: list[float]) -> list[bool]:
+        """At which checks an answer starts (speculatively, or at the decision)."""
+        return [p >= min(self.start_threshold, self.threshold_at(t)) for t, p in zip(times, ps)]
+
     def end_and_start_s(self, times: list[float], ps: list[float]) -> tuple[float, float]:
         """A finished turn's silence (s) at the decided end (or the fallback) and at the answer's start."""
-        end = next((t for t, p in zip(times, ps) if p >= self.threshold), self.max_silence_ms / 1000)
-        return end, next((t for t, p in zip(times, ps) if p >= self.start_threshold), end)
+        end = next((t for t, over in zip(times, self.says_over(times, ps)) if over), self.max_silence_ms / 1000)
+        return end, next((t for t, start in zip(times, self.starts(times, ps)) if start), end)
 
     def check_times_s(self, up_to_s: float | None = None) -> list[float]:
         """Silences (s) at which the model is asked, up to the fallback (or `up_to_s`)."""
@@ -294,8 +310,8 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
     groups: dict[str, dict] = defaultdict(blank)
     for i, (record, kind, label, times) in enumerate(rows):
         ps = per_row[i]
-        says_over = [p >= policy.threshold for p in ps]
-        starts = [p >= policy.start_threshold for p in ps]   # the answer starts (speculatively, or at the decision)
+        says_over = policy.says_over(times, ps)
+        starts = policy.starts(times, ps)   # the answer starts (speculatively, or at the decision)
         keys = ["all", f"voice:{record['voice']}", f"example:{kind}"]
         if kind in ("prefix", "paused_full"):
             keys.append(f"pause:{record['kind']}")
@@ -370,7 +386,9 @@ def decision_ms(model, context: int, repeats: int = 50) -> dict:
 
 def format_report(result: dict, policy: TurnPolicy, speed: dict | None = None) -> str:
     lines = [f"policy: ask at {policy.pause_ms:.0f} ms of silence, again every {policy.recheck_ms:.0f} ms, "
-             f"threshold {policy.threshold:.2f}, a silence of {policy.max_silence_ms:.0f} ms ends the turn regardless"]
+             f"threshold {policy.threshold:.2f}"
+             + (f" ({policy.late_threshold:.2f} from {policy.late_ms:.0f} ms)" if policy.late_ms > 0 else "")
+             + f", a silence of {policy.max_silence_ms:.0f} ms ends the turn regardless"]
     lines.append(f"{'group':34s} {'n':>5s} {'acc@1st':>8s} {'premature':>9s} {'missed@1st':>10s} "
                  f"{'end p50':>8s} {'end p95':>8s}")
     for key, r in result.items():
@@ -571,24 +589,31 @@ def _eval(args: argparse.Namespace) -> int:
     store = PieceStore(Path(args.turns), splits, args.limit,
                        Path(args.short_replies) if args.short_replies else None, voices=held)
     speculate = [float(x) for x in str(args.speculate).split(",") if x.strip()] or [0.0]
+    late = [tuple(float(v) for v in x.split(":")) for x in str(args.late).split(",") if x.strip()] or [(0.0, 0.5)]
+    if any(len(x) != 2 for x in late):
+        print("error: --late takes MS:THRESHOLD pairs, e.g. 600:0.5", file=sys.stderr)
+        return 2
     policy = TurnPolicy(pause_ms=args.pause_ms, recheck_ms=args.recheck_ms or 1e9, max_silence_ms=args.max_silence_ms,
-                        threshold=args.threshold, speculate=speculate[0])
+                        threshold=args.threshold, speculate=speculate[0], late_ms=late[0][0], late_threshold=late[0][1])
     rows, probs = check_probabilities(model, store, policy, progress=not args.json)
     result = summarize(rows, probs, policy)
     speed = decision_ms(model, model.config.context_samples)
-    if args.sweep or len(speculate) > 1:
+    if args.sweep or len(speculate) > 1 or len(late) > 1:
         # the answer is ready at max(end, start + pipeline_ms): what a pipeline that needs pipeline_ms sees
-        print(f"{'threshold':>9s} {'speculate':>9s} {'premature':>9s} {'end p50':>8s} {'end p95':>8s} "
+        print(f"{'threshold':>9s} {'late':>10s} {'speculate':>9s} {'premature':>9s} {'end p50':>8s} {'end p95':>8s} "
               f"{'by fallback':>11s} {'start p50':>9s} {'start p95':>9s} {'taken back':>10s} "
               f"{f'ready@{args.pipeline_ms:.0f} p50':>15s} {'p95':>6s}")
         for t in [float(x) for x in (args.sweep or str(args.threshold)).split(",")]:
-            for sp in speculate:
-                sweep_policy = TurnPolicy(policy.pause_ms, policy.recheck_ms, policy.max_silence_ms, t, sp)
-                r = summarize(rows, probs, sweep_policy)["all"]
-                ready = ready_ms(rows, probs, sweep_policy, args.pipeline_ms)
-                print(f"{t:9.2f} {sp:9.2f} {100 * r['premature_rate']:8.1f}% {r['end_silence_p50_ms']:8.0f} "
-                      f"{r['end_silence_p95_ms']:8.0f} {r['ended_by_fallback']:11d} {r['start_p50_ms']:9.0f} "
-                      f"{r['start_p95_ms']:9.0f} {100 * r['taken_back_rate']:9.1f}% {ready[0]:15.0f} {ready[1]:6.0f}")
+            for late_ms, late_threshold in late:
+                for sp in speculate:
+                    sweep_policy = replace(policy, threshold=t, speculate=sp, late_ms=late_ms, late_threshold=late_threshold)
+                    r = summarize(rows, probs, sweep_policy)["all"]
+                    ready = ready_ms(rows, probs, sweep_policy, args.pipeline_ms)
+                    late_text = f"{late_ms:.0f}:{late_threshold:.2f}" if late_ms > 0 else "off"
+                    print(f"{t:9.2f} {late_text:>10s} {sp:9.2f} {100 * r['premature_rate']:8.1f}% "
+                          f"{r['end_silence_p50_ms']:8.0f} {r['end_silence_p95_ms']:8.0f} {r['ended_by_fallback']:11d} "
+                          f"{r['start_p50_ms']:9.0f} {r['start_p95_ms']:9.0f} {100 * r['taken_back_rate']:9.1f}% "
+                          f"{ready[0]:15.0f} {ready[1]:6.0f}")
         return 0
     if args.json:
         print(json.dumps({"split": args.split, "policy": policy.__dict__, "groups": result, "decision": speed}))
@@ -655,6 +680,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--sweep", default="", help="comma-separated thresholds: one line of the whole split per threshold")
     p.add_argument("--speculate", default="0", help="speculative-start threshold(s), comma-separated: when the answer "
                    "starts, how many answers started at pauses are taken back (0: none)")
+    p.add_argument("--late", default="", help="MS:THRESHOLD pairs, comma-separated: from MS of silence on, the lower "
+                   "THRESHOLD decides (the VAD's turn_late_ms / turn_late_threshold); several are swept")
     p.add_argument("--pipeline-ms", type=float, default=1200.0,
                    help="for the sweep's ready columns: how long the pipeline takes to its first audio (cascade: ~1200)")
     p.add_argument("--threads", type=int, default=1)
