@@ -39,6 +39,7 @@ from voice.audio import StreamingResampler
 from voice.frames import Frame, SpeechStarted, SpeechStopped, TurnConfirmed, UserAudio
 from voice.runtime.stage import Stage
 from voice.stages.silero import SAMPLE_RATE_HZ, WINDOW_SAMPLES, SileroState, SileroVadModel, shared_model
+from voice.turn import decision_threshold
 
 log = logging.getLogger(__name__)
 WINDOW_S = WINDOW_SAMPLES / SAMPLE_RATE_HZ  # 32 ms
@@ -432,10 +433,7 @@ class VadStage(Stage):
         self._next_check_s = now_s + cfg.turn_recheck_ms / 1000 if cfg.turn_recheck_ms > 0 else float("inf")
         p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
         log.debug("turn %d: P(over)=%.2f after %.0f ms of silence", self.turn_id, p_end, silence_ms)
-        threshold = self.turn_threshold
-        if cfg.turn_late_ms > 0 and silence_ms >= cfg.turn_late_ms - 1e-6:
-            threshold = min(threshold, cfg.turn_late_threshold)
-        if p_end >= threshold:
+        if p_end >= decision_threshold(self.turn_threshold, silence_ms, cfg.turn_late_ms, cfg.turn_late_threshold):
             return "model", round(p_end, 4)
         if self.speculates and not self._speculating and p_end >= cfg.turn_speculate_threshold:
             return "speculate", round(p_end, 4)

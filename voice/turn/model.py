@@ -120,6 +120,11 @@ class DecisionModel(nn.Module):
         feats = whisper_encoder().encode_batch(audio.detach().cpu().numpy())
         return torch.from_numpy(feats).to(audio.device)
 
+    @property
+    def frozen_frontend(self) -> bool:
+        """Whether the front end has no trained weights (its rows may be computed once and kept)."""
+        return self.config.frontend == "whisper"
+
     def frontend(self, audio: torch.Tensor) -> torch.Tensor:
         """What the front end hears in `audio` [B, samples]: log-mel rows, or the Whisper encoder's
         (frozen: training can compute them once and keep them, `voice.turn.train.FeaturePool`)."""

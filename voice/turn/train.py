@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.turn import decision_threshold
 from voice.turn.data import SAMPLE_RATE_HZ, load_records, read_piece
 
 OVER, NOT_OVER = 1, 0
@@ -54,9 +55,7 @@ class TurnPolicy:
 
     def threshold_at(self, t_s: float) -> float:
         """The decision threshold at a check after `t_s` seconds of silence."""
-        if self.late_ms > 0 and t_s * 1000 >= self.late_ms - 1e-6:
-            return min(self.threshold, self.late_threshold)
-        return self.threshold
+        return decision_threshold(self.threshold, t_s * 1000, self.late_ms, self.late_threshold)
 
     def says_over(self, times: list[float], ps: list[float]) -> list[bool]:
         return [p >= self.threshold_at(t) for t, p in zip(times, ps)]
@@ -230,25 +229,32 @@ def training_batch(store: PieceStore, rng: np.random.Generator, size: int, conte
 
 # ---- evaluation ----------------------------------------------------------------------------------
 
-def probabilities(model, clips: list[np.ndarray], batch: int = 64, rows: list | None = None) -> np.ndarray:
-    """P(yes) of every clip. With `rows` (a list as long as `clips`, filled here the first time) a frozen
-    front end's rows are kept and reused, so a validation every few hundred steps runs only the head."""
+def _contexts(model, clips: list[np.ndarray]):
     import torch
 
     from voice.turn.model import fit_context
 
-    frozen = rows is not None and model.config.frontend == "whisper"
+    return torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips]))
+
+
+def probabilities(model, clips: list[np.ndarray], batch: int = 64, rows: list | None = None,
+                  offset: int = 0) -> np.ndarray:
+    """P(yes) of every clip. With `rows` (one slot per clip of the whole set, this call's from `offset`,
+    filled the first time) a frozen front end's rows are kept and reused, so a validation every few
+    hundred steps runs only the head."""
+    import torch
+
     out = []
     with torch.inference_mode():
         for i in range(0, len(clips), batch):
-            if frozen and rows[i] is None:
-                x = torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips[i: i + batch]]))
-                rows[i: i + batch] = list(model.frontend(x).numpy().astype(np.float16))
-            if frozen:
-                logits = model.classify(torch.from_numpy(np.stack(rows[i: i + batch]).astype(np.float32)))
+            chunk = clips[i: i + batch]
+            if rows is None:
+                logits = model(_contexts(model, chunk))
             else:
-                x = torch.from_numpy(np.stack([fit_context(c, model.config.context_samples) for c in clips[i: i + batch]]))
-                logits = model(x)
+                at = slice(offset + i, offset + i + len(chunk))
+                if rows[at.start] is None:
+                    rows[at] = list(model.frontend(_contexts(model, chunk)).numpy().astype(np.float16))
+                logits = model.classify(torch.from_numpy(np.stack(rows[at]).astype(np.float32)))
             out.append(torch.sigmoid(logits).numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -260,16 +266,13 @@ def probabilities_by_owner(model, clips: list[np.ndarray], owners: list[int], de
     from tqdm import tqdm
 
     rows = None
-    if cache is not None:
+    if cache is not None and model.frozen_frontend:
         rows = cache.setdefault("rows", [None] * len(clips))
     per_owner: dict[int, list[float]] = defaultdict(list)
     bar = tqdm(total=len(clips), desc=desc, unit="clip", disable=not progress)
     for i in range(0, len(clips), 256):
-        part = None if rows is None else rows[i: i + 256]
-        for owner, p in zip(owners[i: i + 256], probabilities(model, clips[i: i + 256], rows=part)):
+        for owner, p in zip(owners[i: i + 256], probabilities(model, clips[i: i + 256], rows=rows, offset=i)):
             per_owner[owner].append(float(p))
-        if part is not None:
-            rows[i: i + 256] = part
         bar.update(len(clips[i: i + 256]))
     bar.close()
     return per_owner
@@ -500,15 +503,15 @@ def train_loop(args: argparse.Namespace, config, make_batch, validate, tag: str,
         print(f"[{tag}] resumed at step {step} (best validation score {best:.3f})", flush=True)
     print(f"[{tag}] {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; out {out}", flush=True)
     forward = model
-    if config.frontend == "whisper" and args.pool:
+    if model.frozen_frontend and args.pool:
         # The encoder is frozen: hear a pool of examples once, then train the head on them.
-        frames = model.frontend(torch.zeros(1, config.context_samples)).shape[1]
+        _, frames, dim = model.frontend(torch.zeros(1, config.context_samples)).shape
         mask = None
         if args.row_mask:
             from voice.speechlm.data import EarMask
 
             mask = EarMask()
-        pool = FeaturePool(out / "pool", args.pool, frames, model.conv1.in_features, mask)
+        pool = FeaturePool(out / "pool", args.pool, frames, dim, mask)
         pool.fill(model, make_batch, config.context_samples, args.seed)
         make_batch, forward = pool.sample, model.classify
         print(f"[{tag}] training on a pool of {pool.done} examples heard through Whisper's encoder", flush=True)
