@@ -186,3 +186,16 @@ def test_linear_step_follows_weight_changes():
     linear.weight = torch.nn.Parameter(torch.randn(9, 4))  # replaced
     with torch.inference_mode():
         torch.testing.assert_close(linear_step(linear, x), linear(x))
+
+
+def test_fast_elu_matches_elu_everywhere():
+    """The streaming step's ELU (exp instead of ATen's unvectorised expm1) equals F.elu to float32 rounding."""
+    from voice.codec.streaming import fast_elu
+
+    x = torch.cat([torch.linspace(-30, 10, 100_001), torch.tensor([0.0, -0.0, -1e-8, 1e-8, -88.0, 80.0])])
+    with torch.inference_mode():
+        torch.testing.assert_close(fast_elu(x.clone()), torch.nn.functional.elu(x), rtol=0, atol=1e-7)
+        torch.testing.assert_close(fast_elu(x.clone(), 0.5), torch.nn.functional.elu(x, 0.5), rtol=0, atol=0)
+    y = x.clone().requires_grad_()
+    fast_elu(y).sum().backward()  # with autograd the module's own ELU runs, so its gradient is exact
+    torch.testing.assert_close(y.grad, (x > 0).float() + (x <= 0).float() * torch.exp(x.clamp(max=0)))

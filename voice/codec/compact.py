@@ -70,7 +70,8 @@ class CausalConvNeXtBlock(nn.Module):
     def _pointwise(self, h: torch.Tensor, stream: bool = False) -> torch.Tensor:  # [B, C, T] -> [B, C, T]
         h = self.norm(h.transpose(1, 2))
         h = linear_step(self.pw1, h) if stream else self.pw1(h)
-        h = self.gamma * self.pw2(self.act(h))
+        h = self.act(h)
+        h = self.gamma * (linear_step(self.pw2, h) if stream else self.pw2(h))
         return h.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
