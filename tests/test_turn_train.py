@@ -116,6 +116,32 @@ def test_held_out_voices_are_not_trained_on_and_are_the_validation(sets, tmp_pat
     assert [k for k in groups if k.startswith("voice:")] == [f"voice:{voice}"]
 
 
+def test_barge_in_training_holds_voices_out_and_hears_voice_variants(sets, tmp_path, capsys):
+    from voice.turn.barge_train import BargeStore, example
+
+    train = BargeStore(sets["barge"], sets["corpus"], "train")
+    voice = train.records[0]["voice"]
+    kept = BargeStore(sets["barge"], sets["corpus"], "train", exclude=frozenset({voice}))
+    held = BargeStore(sets["barge"], sets["corpus"], ("validation", "train"), voices=frozenset({voice}))
+    assert kept.records and all(r["voice"] != voice for r in kept.records)
+    assert {r["voice"] for r in held.records} == {voice}
+    kept.add_voice_variants(1, progress=False)
+    record = kept.records[0]
+    changed, original = kept.piece(record, "interrupt_wav", 1), kept.piece(record, "interrupt_wav")
+    assert changed.dtype == np.float32 and not np.allclose(changed[:1000], original[:1000])
+    kinds = {example(kept, np.random.default_rng(i), 24000, i % 2)[1] for i in range(40)}
+    assert "interrupt" in kinds and len(kinds) >= 3
+    out = tmp_path / "held-barge"
+    assert main(["train", "barge", "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]), "--out", str(out),
+                 "--steps", "1", "--batch", "4", "--eval-every", "1", "--channels", "8", "--hidden", "8",
+                 "--threads", "1", "--holdout-voices", voice, "--voice-variants", "1"]) == 0
+    assert f"validation: the held-out voices {voice}" in capsys.readouterr().out
+    assert main(["eval", "barge", str(out), "--barge", str(sets["barge"]), "--corpus", str(sets["corpus"]),
+                 "--split", "validation", "--voices", voice, "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["groups"]
+    assert {k[len("voice:"):].rsplit(":", 1)[0] for k in groups if k.startswith("voice:")} == {voice}
+
+
 def test_voice_variants_keep_one_speaker_per_question(sets):
     from voice.turn.train import PieceStore
 

@@ -25,8 +25,10 @@ import numpy as np
 
 from voice.turn.barge_data import NOISE_KINDS, as_echo, echo_rows, noise_burst
 from voice.turn.data import load_records, read_piece
-from voice.turn.train import augment, decision_ms, model_config, probabilities_by_owner, set_threads, train_loop
+from voice.turn.train import (add_voice_variants, augment, decision_ms, model_config, probabilities_by_owner, set_threads,
+                              train_loop)
 
+PIECES = ("interrupt_wav", "backchannel_wav")
 CHECK_S = 0.2          # speech heard at the first check
 RECHECK_S = 0.096
 MAX_CHECK_S = 1.0      # the evaluation stops asking here (the VAD's fallback is later)
@@ -35,17 +37,33 @@ MAX_CHECK_S = 1.0      # the evaluation stops asking here (the VAD's fallback is
 class BargeStore:
     """One split of the barge-in set in memory, with the corpus's assistant answers of that split."""
 
-    def __init__(self, barge_dir: Path, corpus: Path, split: str, limit: int = 0, max_echoes: int = 300) -> None:
-        self.records = [r for r in load_records(barge_dir, split) if "interrupt_wav" in r and "backchannel_wav" in r]
+    def __init__(self, barge_dir: Path, corpus: Path, split: str | tuple[str, ...], limit: int = 0,
+                 max_echoes: int = 300, voices: frozenset[str] | None = None,
+                 exclude: frozenset[str] = frozenset()) -> None:
+        """The records of `split` (or several), only those of `voices` when given and none of `exclude`; the
+        echo examples come from the first split's assistant answers."""
+        splits = (split,) if isinstance(split, str) else tuple(split)
+        self.records = [r for s in splits for r in load_records(barge_dir, s)
+                        if "interrupt_wav" in r and "backchannel_wav" in r
+                        and (voices is None or r["voice"] in voices) and r["voice"] not in exclude]
         if limit:
             self.records = self.records[:limit]
         if not self.records:
             raise ValueError(f"no {split} records in {barge_dir}")
-        self.audio = {r[k]: read_piece(barge_dir, r[k]) for r in self.records for k in ("interrupt_wav", "backchannel_wav")}
-        echoes = echo_rows(corpus, split)[: limit or max_echoes]
+        self.audio = {r[k]: read_piece(barge_dir, r[k]) for r in self.records for k in PIECES}
+        echoes = echo_rows(corpus, splits[0])[: limit or max_echoes]
         if not echoes:
-            raise ValueError(f"no {split} assistant answers in {corpus} for the echo examples")
+            raise ValueError(f"no {splits[0]} assistant answers in {corpus} for the echo examples")
         self.echoes = [read_piece(corpus, rel) for rel in echoes]
+        self.variants = 0
+
+    def add_voice_variants(self, n: int, seed: int = 0, progress: bool = True) -> None:
+        """`n` Praat voice changes of every record's interruption and backchannel (one voice per record)."""
+        add_voice_variants(self.records, self.audio, PIECES, n, seed, progress)
+        self.variants = n
+
+    def piece(self, record: dict, key: str, variant: int = 0) -> np.ndarray:
+        return self.audio[f"{record[key]}#{variant}" if variant else record[key]]
 
 
 def _crop_speech(piece: np.ndarray, heard_s: float) -> np.ndarray:
@@ -67,13 +85,14 @@ def example(store: BargeStore, rng: np.random.Generator, context: int, label: in
             kind: str | None = None, heard_s: float | None = None) -> tuple[np.ndarray, str]:
     """One example of `label` (1: interruption) heard for `heard_s`; returns (audio, kind)."""
     record = store.records[rng.integers(len(store.records))]
+    variant = int(rng.integers(store.variants + 1)) if store.variants else 0
     if label == 1:
         kind = "interrupt"
-        sound = _crop_speech(store.audio[record["interrupt_wav"]], heard_s or rng.uniform(0.12, 0.8))
+        sound = _crop_speech(store.piece(record, "interrupt_wav", variant), heard_s or rng.uniform(0.12, 0.8))
     else:
         kind = kind or rng.choice(["backchannel", "backchannel", "noise", "echo"])
         if kind == "backchannel":
-            piece = store.audio[record["backchannel_wav"]]
+            piece = store.piece(record, "backchannel_wav", variant)
             sound = _crop_speech(np.concatenate([piece, np.zeros(4800, np.float32)]),
                                  heard_s or rng.uniform(0.12, len(piece) / 16000 + 0.3))
         elif kind == "noise":
@@ -181,9 +200,16 @@ def format_report(result: dict, speed: dict | None = None) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     barge, corpus = Path(args.barge), Path(args.corpus)
-    train_store = BargeStore(barge, corpus, "train", args.limit)
-    val_store = BargeStore(barge, corpus, "validation", args.limit)
-    print(f"[barge] {len(train_store.records)} train / {len(val_store.records)} validation utterances", flush=True)
+    held = frozenset(v.strip() for v in args.holdout_voices.split(",") if v.strip())
+    train_store = BargeStore(barge, corpus, "train", args.limit, exclude=held)
+    if args.voice_variants:
+        train_store.add_voice_variants(args.voice_variants, args.seed)
+    if held:   # validate on voices never trained on: all their records, training and validation phrasings
+        val_store = BargeStore(barge, corpus, ("validation", "train"), args.limit, voices=held)
+    else:
+        val_store = BargeStore(barge, corpus, "validation", args.limit)
+    print(f"[barge] {len(train_store.records)} train / {len(val_store.records)} validation utterances"
+          + (f" (validation: the held-out voices {', '.join(sorted(held))})" if held else ""), flush=True)
 
     cache: dict = {}
 
@@ -200,7 +226,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model), BARGE_IN_WEIGHTS)
-    store = BargeStore(Path(args.barge), Path(args.corpus), args.split, args.limit)
+    held = frozenset(v.strip() for v in args.voices.split(",") if v.strip()) or None
+    splits = ("validation", "train") if held and args.split == "validation" else args.split
+    store = BargeStore(Path(args.barge), Path(args.corpus), splits, args.limit, voices=held)
     rows, probs = check_probabilities(model, store)
     result = summarize(rows, probs, args.threshold)
     speed = decision_ms(model, model.config.context_samples)
@@ -230,6 +258,11 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--barge", default="data/barge/v1", help="barge-in set (voice data barge)")
     p.add_argument("--corpus", default="data/corpus/v2", help="corpus of the assistant answers heard as echo")
     p.add_argument("--out", default="runs/barge/cpu", help="run folder; resumes when it holds trainer.pt")
+    p.add_argument("--voice-variants", type=int, default=0,
+                   help="also train on N Praat voice changes of every interruption and backchannel (default 0)")
+    p.add_argument("--holdout-voices", default="",
+                   help="comma-separated training voices left out of training; validation is then all of their "
+                        "records (voices never heard, as on the test split) instead of the validation split")
     add_model_arguments(p, context_s=1.5)
     p.set_defaults(func=_train)
 
@@ -239,6 +272,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--barge", default="data/barge/v1")
     p.add_argument("--corpus", default="data/corpus/v2")
     p.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    p.add_argument("--voices", default="", help="only these voices (comma-separated); with --split validation, "
+                   "all their records: the validation of a model trained with --holdout-voices")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--sweep", default="", help="comma-separated thresholds: one summary line per threshold")

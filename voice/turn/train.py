@@ -79,6 +79,25 @@ class TurnPolicy:
         return times
 
 
+def add_voice_variants(records: list[dict], audio: dict[str, np.ndarray], keys: tuple[str, ...], n: int,
+                       seed: int = 0, progress: bool = True) -> None:
+    """Put `n` other voices of every record's pieces (`record[key]` for each of `keys` it has) into `audio` as
+    "PIECE#v" (v = 1..n): Praat's vocal-tract and pitch change (`voice.data.voice_variants`), drawn from the
+    record's id so that every piece of one record, and every run, gets the same voice; tempo unchanged."""
+    from tqdm import tqdm
+
+    from voice.data.voice_variants import change_voice, draw_variant
+
+    for record in tqdm(records, desc=f"{n} voice variants", unit="record", disable=not progress):
+        pieces = [record[k] for k in keys if k in record]
+        for v in range(1, n + 1):
+            rng = np.random.default_rng([seed, v, int(hashlib.sha256(record["id"].encode()).hexdigest()[:8], 16)])
+            params = draw_variant(rng)
+            params["duration"] = 1.0       # tempo is augmented on the fly already
+            for key in pieces:
+                audio[f"{key}#{v}"] = change_voice(audio[key], SAMPLE_RATE_HZ, **params)
+
+
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(round(seconds * SAMPLE_RATE_HZ)), np.float32)
 
@@ -109,18 +128,8 @@ class PieceStore:
     def add_voice_variants(self, n: int, seed: int = 0, progress: bool = True) -> None:
         """`n` other voices for every record (Praat's vocal-tract and pitch change, `voice.data.voice_variants`),
         the same voice for all of a record's pieces so that prefix, pause and rest stay one speaker."""
-        from tqdm import tqdm
-
-        from voice.data.voice_variants import change_voice, draw_variant
-
-        for record in tqdm(self.records, desc=f"{n} voice variants", unit="question", disable=not progress):
-            keys = [record[k] for k in ("full_wav", "prefix_wav", "rest_wav", "opening_wav", "short_wav") if k in record]
-            for v in range(1, n + 1):
-                rng = np.random.default_rng([seed, v, int(hashlib.sha256(record["id"].encode()).hexdigest()[:8], 16)])
-                params = draw_variant(rng)
-                params["duration"] = 1.0       # tempo is augmented on the fly already
-                for key in keys:
-                    self.audio[f"{key}#{v}"] = change_voice(self.audio[key], SAMPLE_RATE_HZ, **params)
+        add_voice_variants(self.records, self.audio, ("full_wav", "prefix_wav", "rest_wav", "opening_wav", "short_wav"),
+                           n, seed, progress)
         self.variants = n
 
     def _add_short_replies(self, barge_dir: Path, split: str) -> None:
