@@ -424,3 +424,19 @@ def test_the_hearing_loss_reads_the_user_frames_and_their_words() -> None:
     torch.testing.assert_close(heard.loss, plain.loss + 0.5 * heard.hearing_loss, atol=1e-3, rtol=1e-4)
     heard.loss.backward()
     assert model.hearing_blank.grad is not None and model.hearing_blank.grad.abs().sum() > 0
+
+
+def test_the_audio_ends_within_the_bound_its_words_allow() -> None:
+    """A model that never says END stops at frames_margin + frames_per_token * text tokens once its words are
+    written (the frame cap when the bound is off)."""
+    model = never_ends(tiny_model(6))
+    for sampling, expected in ((Sampling(max_text_tokens=3, max_frames=60, frames_per_token=2, frames_margin=5), 11),
+                               (Sampling(max_text_tokens=3, max_frames=60, frames_per_token=0), 60)):
+        gen = SpeechGenerator(model, max_sessions=1, sampling=sampling)
+        s = gen.open()
+        gen.feed_text(s, "context", tokenize("hi."))
+        gen.feed_user_speech(s, codes(3, 5, 2))
+        outs = _speak(gen, s, 200)
+        assert outs[-1].done and sum(len(o.text_ids) for o in outs) == 3
+        assert _frames_of(outs) == expected
+        gen.close(s)

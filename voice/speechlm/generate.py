@@ -29,6 +29,11 @@ class Sampling:
     top_k: int = 0
     max_text_tokens: int = 64      # an answer's words end here at the latest
     max_frames: int = 750          # an answer's audio ends here at the latest (15 s at 50 Hz)
+    # once the words are written, their audio ends by frames_margin + frames_per_token * text tokens at the
+    # latest: every answer of the corpus's train split fits (12 * tokens + 55 frames at most; docs/speechlm.md,
+    # "Streaming inference"); a weak model otherwise babbles on to max_frames. 0 turns the bound off.
+    frames_per_token: float = 12.0
+    frames_margin: int = 60
 
 
 @dataclass
@@ -348,7 +353,7 @@ class SpeechGenerator:
                 continue
             logits = audio_logits[k]
             if k == 0:
-                code = self._sample(logits) if f < cfg.max_frames else v.audio_none
+                code = self._sample(logits) if f < self._frame_limit(a) else v.audio_none
                 if code == v.audio_none:
                     a.frames_end = f
             else:
@@ -367,6 +372,13 @@ class SpeechGenerator:
             a.done = out.done = True
             s.pending_text = v.special("end_of_turn")      # the block's last step, fed with the next block
         return out
+
+    def _frame_limit(self, a: _Answer) -> int:
+        """The frame at which the answer's audio ends at the latest: max_frames, or sooner once its words are known."""
+        cfg = self.sampling
+        if not a.text_done or cfg.frames_per_token <= 0:
+            return cfg.max_frames
+        return min(cfg.max_frames, int(cfg.frames_margin + cfg.frames_per_token * max(1, len(a.text_ids))))
 
     def _sample(self, logits: torch.Tensor) -> int:
         cfg = self.sampling
