@@ -191,3 +191,16 @@ def test_the_offline_evaluation_counts_speculative_starts_and_answers_taken_back
     assert ready_ms(rows, probs, TurnPolicy(threshold=0.8, speculate=0.3), 1000.0) == pytest.approx((1850.0, 2435.0))
     # a speculation threshold at or above the decision's is no speculation
     assert summarize(rows, probs, TurnPolicy(threshold=0.8, speculate=0.8))["all"] == off
+
+
+def test_barge_in_pieces_are_timed_from_the_speech_onset():
+    from voice.turn.barge_data import trim_leading_silence
+
+    speech = (0.3 * np.sin(np.arange(3200) / 5 + 1.0)).astype(np.float32)    # loud from its first sample
+    clip = np.concatenate([np.zeros(4000, np.float32), speech])             # 250 ms of silence first
+    trimmed = trim_leading_silence(clip)
+    assert len(trimmed) == len(speech) + 160                                  # 10 ms kept before the onset
+    np.testing.assert_array_equal(trimmed[160:], speech)
+    np.testing.assert_array_equal(trim_leading_silence(speech), speech)       # nothing to trim
+    silent = np.zeros(800, np.float32)
+    assert trim_leading_silence(silent) is silent                             # silence stays as it is

@@ -90,6 +90,17 @@ def build_barge(config: BargeBuildConfig, out: Path, workers: int = 0, progress:
 
 # ---- made on the fly ---------------------------------------------------------------------------
 
+def trim_leading_silence(audio: np.ndarray, threshold: float = 0.01, keep_ms: float = 10.0,
+                         rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """`audio` from `keep_ms` before its first sample above `threshold` (about -40 dBFS) on: the speech as the
+    VAD times it. Some synthetic voices (flite) start a clip with up to 300 ms of silence, which would count as
+    heard speech in a training crop or in the evaluation's "200 ms after the start". Silence stays as it is."""
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    if loud.size == 0:
+        return audio
+    return audio[max(0, int(loud[0]) - int(keep_ms * rate_hz / 1000)):]
+
+
 def noise_burst(kind: str, rng: np.random.Generator, rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """A short non-speech sound of `kind` (NOISE_KINDS), 40-600 ms, peak about -6..-20 dBFS."""
     def env(n: int, attack_s: float, decay_s: float) -> np.ndarray:

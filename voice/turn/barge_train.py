@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.turn.barge_data import NOISE_KINDS, as_echo, echo_rows, noise_burst
+from voice.turn.barge_data import NOISE_KINDS, as_echo, echo_rows, noise_burst, trim_leading_silence
 from voice.turn.data import load_records, read_piece
 from voice.turn.train import (add_voice_variants, augment, decision_ms, model_config, probabilities_by_owner, set_threads,
                               train_loop)
@@ -50,7 +50,8 @@ class BargeStore:
             self.records = self.records[:limit]
         if not self.records:
             raise ValueError(f"no {split} records in {barge_dir}")
-        self.audio = {r[k]: read_piece(barge_dir, r[k]) for r in self.records for k in PIECES}
+        # timed from the speech's onset, as the VAD times it (flite's clips open with up to 300 ms of silence)
+        self.audio = {r[k]: trim_leading_silence(read_piece(barge_dir, r[k])) for r in self.records for k in PIECES}
         echoes = echo_rows(corpus, splits[0])[: limit or max_echoes]
         if not echoes:
             raise ValueError(f"no {splits[0]} assistant answers in {corpus} for the echo examples")
