@@ -93,7 +93,8 @@ def build_barge(config: BargeBuildConfig, out: Path, workers: int = 0, progress:
 def trim_leading_silence(audio: np.ndarray, threshold: float = 0.01, keep_ms: float = 10.0,
                          rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """`audio` from `keep_ms` before its first sample above `threshold` (about -40 dBFS) on: the speech as the
-    VAD times it. Some synthetic voices (flite) start a clip with up to 300 ms of silence, which would count as
+    VAD times it. The pieces are already trimmed 45 dB below their peak (`trim_silence`), but flite's noise floor
+    (about -55 dBFS) passes that, so its clips still open with up to 300 ms of near-silence, which would count as
     heard speech in a training crop or in the evaluation's "200 ms after the start". Silence stays as it is."""
     loud = np.flatnonzero(np.abs(audio) > threshold)
     if loud.size == 0:
