@@ -22,6 +22,7 @@ if [ "${1:-}" = pack ]; then
   rm -rf .lm_train && mkdir -p .lm_train/corpus
   cp "$CORPUS/manifest.jsonl" .lm_train/corpus/
   cp -r "$CORPUS/tokens" .lm_train/corpus/
+  if [ -d "$CORPUS/align" ]; then cp -r "$CORPUS/align" .lm_train/corpus/; fi   # word timings (--text-align words)
   .venv/bin/python -c "from voice.speechlm.cli import load_tokenizer; load_tokenizer('smollm2').save_pretrained('.lm_train/tokenizer')"
   mkdir -p .whl
   for w in soundfile==0.13.1 cffi==2.0.0 pycparser==2.23; do

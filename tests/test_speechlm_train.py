@@ -193,3 +193,21 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
     with pytest.raises(SystemExit, match="choose one"):
         main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",
               "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", "x.pt", "--steps", "1"])
+
+
+def test_a_word_aligned_model_trains_on_aligned_words_and_says_answers(corpus: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "aligned"
+    args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--steps", "4",
+            "--text-align", "words"]
+    with pytest.raises(FileNotFoundError, match="voice data align"):
+        main(args)
+    assert main(["data", "align", "--corpus", str(corpus), "--no-progress", "--threads", "1"]) == 0
+    assert '"failed_count": 0' in capsys.readouterr().out
+    assert main(args) == 0
+    assert "text words" in capsys.readouterr().out
+    assert json.loads((run / "checkpoint" / "config.json").read_text())["text_align"] == "words"
+    assert main(["eval", "lm", str(run / "checkpoint"), "--corpus", str(corpus), "--limit", "1", "--hearing-limit", "0",
+                 "--speak-limit", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["answers"]["n"] == 1
+    assert report["speaking"]["n"] == 2 and {"text", "said", "heard", "wer"} <= set(report["speaking"]["examples"][0])

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "voice.speechlm.export", # lm export
     "voice.speechlm.hearing_train",  # train hearing, eval hearing
     "voice.speechlm.ear_cache",      # data ear
+    "voice.speechlm.word_align",     # data align
     "voice.turn.train",      # train turn, eval turn
     "voice.turn.barge_train",  # train barge, eval barge
     "voice.bench.cli",       # bench

@@ -81,9 +81,12 @@ def _train(args: argparse.Namespace) -> int:
         ear = EarConfig(chunk=args.ear_chunk, context=args.ear_context)
         if args.hearing_encoder:
             raise SystemExit("--ear and --hearing-encoder are two ways of hearing: choose one")
-    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear)
+    aligned = (model.config.text_align if resume else args.text_align) == "words"
+    train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear,
+                               word_timings=aligned)
     for extra in args.extra_corpus:      # only their train splits: held-out voices and phrasings stay held out
-        more = load_dialogues(Path(extra), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear)
+        more = load_dialogues(Path(extra), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear,
+                              word_timings=aligned)
         if not more:
             raise SystemExit(f"--extra-corpus {extra}: no tokenized training dialogues there")
         train_set += [replace(d, dialogue_id=f"{Path(extra).name}/{d.dialogue_id}") for d in more]
@@ -107,13 +110,13 @@ def _train(args: argparse.Namespace) -> int:
 
             hearing = HearingEncoder.load(Path(args.hearing_encoder))
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
-                            args.heard_codebooks, hearing, args.hearing_input)
+                            args.heard_codebooks, hearing, args.hearing_input, args.text_align)
     vocab, layout = model.config.vocab, model.config.layout
     k = model.config.num_codebooks
     with_variants = sum(bool(d.user_variants) for d in train_set)
     if args.user_variants and not with_variants:
         raise SystemExit(f"no voice variants cached: run `voice codec tokenize --corpus {args.corpus} --user-variants N`")
-    val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k, ear=ear) or train_set[:64]
+    val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k, ear=ear, word_timings=aligned) or train_set[:64]
     mix = json.loads(args.mix) if args.mix else None
     rank = int(os.environ.get("RANK", "0"))        # under torchrun each process draws its own examples
     ear_mask = None
@@ -130,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[lm] {len(train_set)} train / {len(val_set)} validation dialogues; model {n_params / 1e6:.1f} M "
-          f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}, "
+          f"parameters, K={k}, delays {model.config.delays}, lead {model.config.text_lead}, text {model.config.text_align}, "
           f"hears {model.config.heard_codebooks or k} codebooks"
           f"{' and a hearing encoder' if model.hearing is not None else ''}"
           f"{' and the Whisper ear' if model.config.reads_ear else ''}"
@@ -160,7 +163,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
-                   args.split, args.text_limit)
+                   args.split, args.text_limit, args.speak_limit)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -185,6 +188,13 @@ def _eval(args: argparse.Namespace) -> int:
               + ", ".join(f"{k} {g['accuracy']:.0%}" for k, g in t["per_intent"].items()))
         for row in t["wrong"][:5]:
             print(f"  typed, wrong: {row['question']!r} -> {row['text']!r} (expected {row['expected']!r})")
+    if "speaking" in out:
+        sp = out["speaking"]
+        print(f"speaking ({out['split']} split, text -> speech, n={sp['n']}): WER {sp['wer']:.1%} against the words asked "
+              f"for, {sp['wer_own_words']:.1%} against its own text stream; audio {sp['seconds_per_reference_second']:.2f} "
+              f"s per second of the reference")
+        for row in sp["examples"][:3]:
+            print(f"  speaking: {row['text']!r} -> heard {row['heard']!r}")
     for row in out.get("real_speech", []):
         print(f"  real speech {row['file']}: text {row['text']!r}, heard {row['heard']!r} ({row['seconds']} s)")
     for row in out.get("worst", []):
@@ -220,6 +230,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--num-codebooks", type=int, default=8, help="codebooks the LM reads and writes (a prefix)")
     p.add_argument("--delays", default="", help="comma-separated delay per codebook (default 0,1,1,...)")
     p.add_argument("--text-lead", type=int, default=2, help="steps the answer's words start before its audio")
+    p.add_argument("--text-align", default="ahead", choices=["ahead", "words"],
+                   help="ahead: the answer's words first, then its audio; words: each word where its audio starts "
+                        "(needs `voice data align`; docs/speechlm.md)")
     p.add_argument("--heard-codebooks", type=int, default=0,
                    help="codebooks of the user's speech the model reads (0: all K)")
     p.add_argument("--hearing-encoder", default="",
@@ -253,6 +266,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--hearing-limit", type=int, default=100, help="user turns to transcribe (0: none)")
     p.add_argument("--text-limit", type=int, default=0,
                    help="also ask this many questions typed (text -> text: the brain without the ears)")
+    p.add_argument("--speak-limit", type=int, default=0,
+                   help="also have it say this many of the split's answers (text -> speech: the voice alone)")
     p.add_argument("--speed", action="store_true", help="also measure x real time (1 and 4 sessions) and first-frame latency")
     p.add_argument("--worst", default="", help="folder for the 10 worst answers' audio and worst.json")
     p.add_argument("--threads", type=int, default=2)

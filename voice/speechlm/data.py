@@ -37,10 +37,12 @@ class Dialogue:
 
 
 def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("train",),
-                   num_codebooks: int | None = None, variants: bool = False, ear=None) -> list[Dialogue]:
+                   num_codebooks: int | None = None, variants: bool = False, ear=None,
+                   word_timings: bool = False) -> list[Dialogue]:
     """Dialogues of `splits` whose every utterance is in the token cache `tokens/<codec_id>`; with
     `variants`, also the cached voice variants of their user turns (training splits only); with `ear`
-    (an `EarConfig`), each user turn's Whisper-ear features from `voice data ear`'s cache."""
+    (an `EarConfig`), each user turn's Whisper-ear features from `voice data ear`'s cache; with
+    `word_timings`, each assistant turn's word starts from `voice data align`'s cache."""
     from voice.codec.tokenize import load_variant_index
     from voice.data.manifest import read_manifest
 
@@ -66,10 +68,19 @@ def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("trai
         if not ear_index:
             raise FileNotFoundError(f"no Whisper-ear cache {ear_id(ear)} in {corpus}: run `voice data ear --corpus {corpus} "
                                     f"--chunk {ear.chunk} --context {ear.context}` first")
+    timings = {}
+    if word_timings:
+        from voice.speechlm.word_align import load_word_timings
+
+        timings = load_word_timings(corpus)
+        if not timings:
+            raise FileNotFoundError(f"no word timings in {corpus}: run `voice data align --corpus {corpus}` first")
     dialogues, missing = [], 0
     for did, records in by_dialogue.items():
         records.sort(key=lambda r: (r["turn_index"], r["role"] != "user"))
         if any(r["id"] not in index or (ear is not None and r["role"] == "user" and r["id"] not in ear_index)
+               or (word_timings and r["role"] == "assistant"
+                   and (r["id"] not in timings or timings[r["id"]]["words"] != r["text"].split()))
                for r in records):
             missing += 1
             continue
@@ -77,15 +88,17 @@ def load_dialogues(corpus: Path, codec_id: str, splits: tuple[str, ...] = ("trai
         for r in records:
             codes = np.load(Path(corpus) / index[r["id"]]["path"]).astype(np.int64)
             feats = np.load(Path(corpus) / ear_index[r["id"]]["path"]) if r["id"] in ear_index else None
-            turns.append(Turn(r["role"], r["text"], codes[:num_codebooks] if num_codebooks else codes, feats))
+            starts = timings[r["id"]]["starts"] if r["id"] in timings and r["role"] == "assistant" else None
+            turns.append(Turn(r["role"], r["text"], codes[:num_codebooks] if num_codebooks else codes, feats, starts))
         users = [r for r in records if r["role"] == "user"]
         dialogues.append(Dialogue(did, records[0]["split"], records[0].get("context") or "", turns,
                                   [r.get("intent") or "" for r in users], [str(r.get("expected") or "") for r in users],
                                   users[0]["voice"] if users else "",
                                   _user_variants(corpus, users, variant_index, num_codebooks) if variants else []))
     if missing:
-        log.warning("%d dialogues skipped: not every utterance is tokenized with %s%s", missing, codec_id,
-                    " and heard by the Whisper ear" if ear is not None else "")
+        log.warning("%d dialogues skipped: not every utterance is tokenized with %s%s%s", missing, codec_id,
+                    " and heard by the Whisper ear" if ear is not None else "",
+                    " and word-aligned" if word_timings else "")
     return dialogues
 
 

@@ -9,6 +9,7 @@ examples' audio goes to a folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -72,6 +73,24 @@ def answer_turn(gen: SpeechGenerator, session, max_steps: int = 1200) -> tuple[l
     return words, codes, {"first_frame_s": first_frame_s, "steps": steps, "seconds": time.perf_counter() - t0}
 
 
+@contextlib.contextmanager
+def _fresh_session(gen: SpeechGenerator):
+    """A session with an empty context, closed afterwards."""
+    session = gen.open()
+    try:
+        yield session
+    finally:
+        gen.close(session)
+
+
+def _heard(codec, whisper, codes: np.ndarray) -> tuple[np.ndarray, str]:
+    """The answer's codes decoded, and Whisper's transcript of them ("" for less than 0.1 s)."""
+    from voice.codec.evaluate import transcribe
+
+    audio = codec.decode(codes) if codes.shape[1] else np.zeros(0, np.float32)
+    return audio, (transcribe(whisper, audio) if audio.size > 1600 else "")
+
+
 def _history(gen, session, dialogue, upto: int, tokenize) -> None:
     """Prefill the context and the reference turns before user turn `upto` (teacher-forced history)."""
     gen.feed_text(session, "context", tokenize(dialogue.context))
@@ -85,7 +104,7 @@ def _history(gen, session, dialogue, upto: int, tokenize) -> None:
             gen.feed_user_speech(session, turn.codes, features=turn.ear)
         else:
             w = StepWriter(gen.vocab, gen.layout, tokenize)
-            w.assistant_speech(turn.text, turn.codes)
+            w.assistant_speech(turn.text, turn.codes, turn.word_starts)
             steps = w.steps()
             gen.feed_steps(session, steps.text.tolist(), steps.audio.tolist())
 
@@ -94,21 +113,16 @@ def evaluate_answers(gen, codec, whisper, dialogues, text, limit: int, keep_audi
     """`text`: the model's `voice.speechlm.text.TextIds`."""
     from tqdm import tqdm
 
-    from voice.codec.evaluate import transcribe
     from voice.data.answers import check_answer
 
     jobs = [(d, i) for d in dialogues for i in range(len(d.intents))][:limit]
     results = []
     for dialogue, i in tqdm(jobs, desc="eval lm answers"):
-        session = gen.open()
-        try:
+        with _fresh_session(gen) as session:
             _history(gen, session, dialogue, i, text.encode)
             words, codes, _ = answer_turn(gen, session)
-        finally:
-            gen.close(session)
         said = text.decode(words)
-        audio = codec.decode(codes) if codes.shape[1] else np.zeros(0, np.float32)
-        heard = transcribe(whisper, audio) if audio.size > 1600 else ""
+        audio, heard = _heard(codec, whisper, codes)
         intent, expected = dialogue.intents[i], dialogue.expected[i]
         results.append(TurnResult(dialogue.dialogue_id, i, intent, expected, dialogue.voice, said, heard,
                                   check_answer(intent, expected, said), check_answer(intent, expected, heard),
@@ -150,6 +164,27 @@ def evaluate_text_answers(gen, dialogues, text, limit: int) -> list[dict]:
     return rows
 
 
+def evaluate_speaking(gen, codec, whisper, dialogues, text, limit: int) -> list[dict]:
+    """Text -> speech: the model says each of the split's assistant answers (the t2s task, nothing heard, nothing
+    to think): Whisper's WER of the audio against the words asked for and against the model's own text stream.
+    The voice without the brain and the ears."""
+    from tqdm import tqdm
+
+    rows = []
+    answers = [(d, t) for d in dialogues for t in d.turns if t.role == "assistant"][:limit]
+    for dialogue, turn in tqdm(answers, desc="eval lm speaking"):
+        with _fresh_session(gen) as session:
+            gen.feed_text(session, "context", text.encode(""))
+            gen.feed_text(session, "speak", text.encode(turn.text))
+            words, codes, _ = answer_turn(gen, session)
+        said = text.decode(words)
+        audio, heard = _heard(codec, whisper, codes)
+        rows.append({"text": turn.text, "said": said, "heard": heard, "wer": _wer(turn.text, heard),
+                     "wer_own_words": _wer(said, heard), "seconds": round(audio.size / codec.sample_rate_hz, 2),
+                     "reference_seconds": round(turn.codes.shape[1] * 0.02, 2)})
+    return rows
+
+
 def evaluate_hearing(gen, dialogues, text, limit: int) -> list[dict]:
     """Speech -> text: the model transcribes each user turn; WER against the corpus text."""
     from tqdm import tqdm
@@ -157,13 +192,10 @@ def evaluate_hearing(gen, dialogues, text, limit: int) -> list[dict]:
     rows = []
     users = [(d, t) for d in dialogues for t in d.turns if t.role == "user"][:limit]
     for dialogue, turn in tqdm(users, desc="eval lm hearing"):
-        session = gen.open()
-        try:
+        with _fresh_session(gen) as session:
             gen.feed_text(session, "context", text.encode(""))
             gen.feed_user_speech(session, turn.codes, features=turn.ear)
             words = gen.generate_text(session, "transcribe")
-        finally:
-            gen.close(session)
         hyp = text.decode(words)
         rows.append({"voice": dialogue.voice, "ref": turn.text, "hyp": hyp, "wer": _wer(turn.text, hyp),
                      "cer": _wer(turn.text, hyp, "cer")})
@@ -260,8 +292,15 @@ def _group(results: list[TurnResult], key) -> dict:
                 "speaking_wer": round(float(np.mean([r.speaking_wer for r in v])), 3)} for k, v in sorted(groups.items())}
 
 
-def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], typed: list[dict] | None = None) -> dict:
+def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], typed: list[dict] | None = None,
+           speaking: list[dict] | None = None) -> dict:
     out: dict = {"speed": speed}
+    if speaking:
+        out["speaking"] = {"n": len(speaking), "wer": round(float(np.mean([r["wer"] for r in speaking])), 3),
+                           "wer_own_words": round(float(np.mean([r["wer_own_words"] for r in speaking])), 3),
+                           "seconds_per_reference_second": round(float(np.sum([r["seconds"] for r in speaking])
+                                                                       / max(1e-9, np.sum([r["reference_seconds"] for r in speaking]))), 3),
+                           "examples": speaking[:5]}
     if typed:
         by_intent = defaultdict(list)
         for r in typed:
@@ -306,7 +345,7 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
              worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
-             split: str = "test", text_limit: int = 0) -> dict:
+             split: str = "test", text_limit: int = 0, speak_limit: int = 0) -> dict:
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -326,7 +365,8 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     codec = load_codec(codec_source, k)
     if split not in ("test", "validation"):
         raise SystemExit(f"evaluate on the test or the validation split, not {split!r}")
-    dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config)
+    dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config,
+                               word_timings=model.config.text_align == "words")
     gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling())
     pcm = None
     if speed and model.config.reads_ear:     # the timed turn's audio: its codes decoded (only its length matters)
@@ -339,7 +379,8 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
     typed = evaluate_text_answers(gen, dialogues, text, text_limit) if text_limit else []
-    out = {"split": split, **report(results, hearing, speed_rows, typed)}
+    speaking = evaluate_speaking(gen, codec, whisper, dialogues, text, speak_limit) if speak_limit else []
+    out = {"split": split, **report(results, hearing, speed_rows, typed, speaking)}
     if real_speech is not None:
         out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)
     if worst_dir and results:

@@ -15,6 +15,10 @@ In an assistant speech block the words run ahead of the audio that says them (an
 audio frame f of codebook k sits at block step 1 + lead + f + d_k; codebook 0 says END (the "no code"
 class) one step after the last frame. Targets: the answer's text up to <|end_of_text|>, and every
 code of the answer audio plus codebook 0's END; nothing of the user's turns.
+
+With `Layout.text_align = "words"` the words are written where their audio starts instead of all first:
+word w's ids from block step 1 + (its start frame), text_lead steps before the audio that says it, pads
+between (they are targets too: the model learns when to write), <|end_of_text|> after the last word.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from voice.speechlm.vocab import Vocab
 
 TASKS = ("s2s", "t2t", "s2t", "t2s")
+TEXT_ALIGNS = ("ahead", "words")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,13 @@ class Layout:
     delays: tuple[int, ...]       # steps codebook k lags codebook 0 (delay pattern); delays[0] == 0
     text_lead: int = 2            # steps the answer's text starts before its audio
     heard_codebooks: int = 0      # codebooks of the user's speech the model reads (0: all; the finer ones carry the voice)
+    # "ahead": the answer's words are written first, one per step, then its audio; "words": each word is written
+    # where its audio starts (text_lead steps before it), pads between, as Moshi's inner monologue
+    text_align: str = "ahead"
+
+    def __post_init__(self) -> None:
+        if self.text_align not in TEXT_ALIGNS:
+            raise ValueError(f"text_align must be one of {TEXT_ALIGNS}, got {self.text_align!r}")
 
     @property
     def max_delay(self) -> int:
@@ -49,6 +61,7 @@ class Turn:
     text: str
     codes: np.ndarray | None = None            # int [K, T]; None for a text turn
     ear: np.ndarray | None = None              # user speech: the Whisper ear's features [T, D] (models that read them)
+    word_starts: list[int] | None = None       # speech: the frame where each white-space word starts (voice data align)
 
 
 @dataclass
@@ -130,17 +143,22 @@ class StepWriter:
             for k in range(heard):
                 self.audio[k][-1] = int(codes[k, f])
 
-    def assistant_speech(self, text: str, codes: np.ndarray) -> None:
+    def assistant_speech(self, text: str, codes: np.ndarray, word_starts: list[int] | None = None) -> None:
+        """The answer block: its words (all first, or each at its audio with `Layout.text_align` "words",
+        which needs `word_starts`, one frame per white-space word) and its codes in the delay pattern."""
         codes = self._check_codes(codes)
         v, lay = self.vocab, self.layout
-        words = [*self.tokenize(text), v.special("end_of_text")]
         frames = codes.shape[1]
+        if lay.text_align == "words":
+            text_at = self.aligned_text(text, word_starts, frames)
+        else:
+            text_at = [*self.tokenize(text), v.special("end_of_text")]
         start = len(self.text)
         # marker, then text; the audio: frame f of codebook k at 1 + lead + f + d_k; END on codebook 0 after it
-        length = 1 + max(len(words), lay.text_lead + frames + 1 + lay.max_delay) + 1
+        length = 1 + max(len(text_at), lay.text_lead + frames + 1 + lay.max_delay) + 1
         self._step(v.special("assistant_speech"))
         for i in range(1, length - 1):
-            self._step(words[i - 1] if i - 1 < len(words) else v.special("pad"), target=i - 1 < len(words))
+            self._step(text_at[i - 1] if i - 1 < len(text_at) else v.special("pad"), target=i - 1 < len(text_at))
         self._step(v.special("end_of_turn"))
         for k, d in enumerate(lay.delays):
             first = start + 1 + lay.text_lead + d
@@ -148,6 +166,22 @@ class StepWriter:
                 self.audio[k][first + f] = int(codes[k, f])
                 self.audio_target[k][first + f] = True
         self.audio_target[0][start + 1 + lay.text_lead + frames] = True   # END: audio_none after the last frame
+
+    def aligned_text(self, text: str, word_starts: list[int] | None, frames: int) -> list[int]:
+        """The text stream of a word-aligned answer block from its step 1 on: word w's ids from step 1 + its
+        start frame (text_lead steps before its audio), or right after the word before if that is still being
+        written; pads between; <|end_of_text|> right after the last word."""
+        words = text.split()
+        if word_starts is None:
+            raise ValueError("a word-aligned layout needs the answer's word timings: run `voice data align` on the corpus")
+        if len(word_starts) != len(words):
+            raise ValueError(f"{len(word_starts)} word starts for {len(words)} words of {text!r}")
+        pad, out = self.vocab.special("pad"), []
+        for j, word in enumerate(words):
+            at = max(len(out), min(max(0, int(word_starts[j])), max(0, frames - 1)))
+            out += [pad] * (at - len(out))
+            out += self.tokenize(word if j == 0 else " " + word)
+        return out + [self.vocab.special("end_of_text")]
 
     def _check_codes(self, codes: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes)
@@ -183,7 +217,7 @@ def layout_example(example: Example, vocab: Vocab, layout: Layout, tokenize) -> 
                 w.text_block("user_text", turn.text)
         elif turn.role == "assistant":
             if example.task in ("s2s", "t2s"):
-                w.assistant_speech(turn.text, turn.codes)
+                w.assistant_speech(turn.text, turn.codes, turn.word_starts)
             elif example.task == "t2t":
                 w.text_block("assistant_text", turn.text, target=True, end=True)
         else:

@@ -34,6 +34,10 @@ class Sampling:
     # "Streaming inference"); a weak model otherwise babbles on to max_frames. 0 turns the bound off.
     frames_per_token: float = 12.0
     frames_margin: int = 60
+    # a word-aligned model (Layout.text_align "words") writes <|end_of_text|> after its last word's first ids, so
+    # its audio ends by this many frames after that step at the latest (the train split's 2,310 answers need 23
+    # at the median and 64 at most; docs/speechlm.md, "Word-aligned inner monologue"). 0 turns the bound off.
+    frames_after_words: int = 75
 
 
 @dataclass
@@ -55,6 +59,7 @@ class _Answer:
     step: int = 0                       # block step of the pending input (0 = the marker); steps fed = step
     text_ids: list[int] = field(default_factory=list)
     text_done: bool = False
+    text_end: int = 0                   # block step of <|end_of_text|>, once written
     frames_end: int | None = None       # number of frames, once codebook 0 said END
     codes: list[list[int]] = field(default_factory=list)   # per codebook, per frame
     frames_out: int = 0                 # frames handed out so far
@@ -103,6 +108,9 @@ class SpeechGenerator:
         self._text_mask = torch.full((self.vocab.text_stream_size,), float("-inf"))
         self._text_mask[: self.vocab.text_size] = 0.0
         self._text_mask[self.vocab.special("end_of_text")] = 0.0
+        self._aligned = self.layout.text_align == "words"
+        if self._aligned:                   # a word-aligned answer writes pads between its words
+            self._text_mask[self.vocab.special("pad")] = 0.0
 
     # -- sessions -------------------------------------------------------------------------------
     @property
@@ -340,9 +348,10 @@ class SpeechGenerator:
             text_id = v.special("pad")
         else:
             text_id = self._sample(text_logits)
-            if text_id == v.special("end_of_text") or len(a.text_ids) >= cfg.max_text_tokens:
-                text_id, a.text_done = v.special("end_of_text"), True
-            else:
+            if (text_id == v.special("end_of_text") or len(a.text_ids) >= cfg.max_text_tokens
+                    or (a.frames_end is not None and self._aligned)):     # aligned words end with the audio at the latest
+                text_id, a.text_done, a.text_end = v.special("end_of_text"), True, nxt
+            elif text_id != v.special("pad"):
                 a.text_ids.append(text_id)
                 out.text_ids.append(text_id)
         audio_ids = []
@@ -367,7 +376,7 @@ class SpeechGenerator:
             a.frames_out = complete
         a.step = nxt
         a.pending = (text_id, audio_ids)
-        last = max(len(a.text_ids) + 1, lay.text_lead + (a.frames_end or 0) + 1 + lay.max_delay)
+        last = max(a.text_end, lay.text_lead + (a.frames_end or 0) + 1 + lay.max_delay)
         if a.text_done and a.frames_end is not None and a.frames_out >= a.frames_end and nxt > last:
             a.done = out.done = True
             s.pending_text = v.special("end_of_turn")      # the block's last step, fed with the next block
@@ -376,6 +385,10 @@ class SpeechGenerator:
     def _frame_limit(self, a: _Answer) -> int:
         """The frame at which the answer's audio ends at the latest: max_frames, or sooner once its words are known."""
         cfg = self.sampling
+        if self._aligned:       # <|end_of_text|> at block step e sits over frame e - 1
+            if not a.text_done or cfg.frames_after_words <= 0:
+                return cfg.max_frames
+            return min(cfg.max_frames, a.text_end - 1 + cfg.frames_after_words)
         if not a.text_done or cfg.frames_per_token <= 0:
             return cfg.max_frames
         return min(cfg.max_frames, int(cfg.frames_margin + cfg.frames_per_token * max(1, len(a.text_ids))))

@@ -27,7 +27,7 @@ class SpeechLMConfig(PretrainedConfig):
 
     def __init__(self, text_vocab_size: int = 49152, num_codebooks: int = 8, codebook_size: int = 1024,
                  codec_dim: int = 128, codec_id: str = "", delays: tuple[int, ...] | list[int] | None = None,
-                 text_lead: int = 2, heard_codebooks: int = 0, hidden_size: int = 384, intermediate_size: int = 1024,
+                 text_lead: int = 2, heard_codebooks: int = 0, text_align: str = "ahead", hidden_size: int = 384, intermediate_size: int = 1024,
                  num_hidden_layers: int = 6, num_attention_heads: int = 6, num_key_value_heads: int = 2,
                  max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
@@ -44,6 +44,7 @@ class SpeechLMConfig(PretrainedConfig):
         self.delays = list(delays) if delays is not None else [0] + [1] * (num_codebooks - 1)
         self.text_lead = text_lead                      # steps the answer's words start before its audio
         self.heard_codebooks = heard_codebooks          # codebooks of the user's speech it reads (0: all)
+        self.text_align = text_align                    # "ahead": the answer's words first; "words": each at its audio
         # a frozen hearing encoder's HearingConfig (as a dict); or {"kind": "ear", "dim", "chunk", "context"}: the
         # user's frames also read through Whisper's encoder (voice.speechlm.whisper_ear); or None
         self.hearing = hearing
@@ -76,7 +77,7 @@ class SpeechLMConfig(PretrainedConfig):
 
     @property
     def layout(self) -> Layout:
-        return Layout(tuple(self.delays), self.text_lead, self.heard_codebooks)
+        return Layout(tuple(self.delays), self.text_lead, self.heard_codebooks, self.text_align)
 
     def backbone_config(self) -> LlamaConfig:
         return LlamaConfig(vocab_size=self.vocab.text_stream_size, hidden_size=self.hidden_size,
