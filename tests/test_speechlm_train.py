@@ -211,3 +211,13 @@ def test_a_word_aligned_model_trains_on_aligned_words_and_says_answers(corpus: P
     report = json.loads(capsys.readouterr().out)
     assert report["answers"]["n"] == 1
     assert report["speaking"]["n"] == 2 and {"text", "said", "heard", "wer"} <= set(report["speaking"]["examples"][0])
+    # another run starts from its weights with the other layout (--init), a fresh optimizer and its own history
+    again = tmp_path / "again"
+    assert main(["train", "lm", "--corpus", str(corpus), "--out", str(again), "--steps", "2", "--eval-every", "2",
+                 "--save-every", "2", "--init", str(run / "checkpoint"), "--text-align", "ahead"]) == 0
+    assert "starting from" in capsys.readouterr().out
+    assert json.loads((again / "checkpoint" / "config.json").read_text())["text_align"] == "ahead"
+    assert [h["step"] for h in _history(again)] == [2]
+    with pytest.raises(SystemExit, match="--init"):
+        main(["train", "lm", "--corpus", str(corpus), "--out", str(tmp_path / "x"), "--init", str(run / "checkpoint"),
+              "--ear"]) and {"text", "said", "heard", "wer"} <= set(report["speaking"]["examples"][0])

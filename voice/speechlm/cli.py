@@ -66,14 +66,25 @@ def _train(args: argparse.Namespace) -> int:
     codec_id = cache_id(codec)
     resume = (out / "checkpoint" / "config.json").exists()
     k = model_k = args.num_codebooks
-    if resume:
+    if not resume and args.init:      # a saved model's weights, its hearing and vocabulary; a fresh optimizer
+        if args.base or args.ear or args.hearing_encoder:
+            raise SystemExit("--init starts from a whole speech LM: no --base, --ear or --hearing-encoder with it")
+        model = SpeechLM.from_pretrained(args.init, dtype=torch.float32)
+        text = load_text_ids(args.init)
+        model.config.text_align = args.text_align     # the layout may change (the weights do not depend on it)
+        if model.config.codec_id != codec_id:
+            raise SystemExit(f"{args.init} was trained on codes of {model.config.codec_id}, not {codec_id}")
+        model_k = model.config.num_codebooks
+        print(f"[lm] starting from {args.init} ({model.config.text_align} text)")
+    elif resume:
         model = SpeechLM.from_pretrained(out / "checkpoint", dtype=torch.float32)
         text = load_text_ids(out / "checkpoint")
         if model.config.codec_id != codec_id:
             raise SystemExit(f"{out} was trained on codes of {model.config.codec_id}, not {codec_id}")
         model_k = model.config.num_codebooks
+    started = resume or bool(args.init)
     ear = None
-    if resume and model.config.reads_ear:
+    if started and model.config.reads_ear:
         ear = model.config.ear_config
     elif not resume and args.ear:
         from voice.speechlm.whisper_ear import EarConfig
@@ -81,7 +92,7 @@ def _train(args: argparse.Namespace) -> int:
         ear = EarConfig(chunk=args.ear_chunk, context=args.ear_context)
         if args.hearing_encoder:
             raise SystemExit("--ear and --hearing-encoder are two ways of hearing: choose one")
-    aligned = (model.config.text_align if resume else args.text_align) == "words"
+    aligned = (model.config.text_align if started else args.text_align) == "words"
     train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear,
                                word_timings=aligned)
     for extra in args.extra_corpus:      # only their train splits: held-out voices and phrasings stay held out
@@ -90,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
         if not more:
             raise SystemExit(f"--extra-corpus {extra}: no tokenized training dialogues there")
         train_set += [replace(d, dialogue_id=f"{Path(extra).name}/{d.dialogue_id}") for d in more]
-    if not resume:
+    if not started:
         tokenizer = load_tokenizer(args.base or args.tokenizer)
         kept = None
         if (args.text_vocab or ("full" if args.base else "corpus")) == "corpus":
@@ -222,6 +233,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--codec", default="compact", help="the codec whose token cache to read")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="model size and recipe")
     p.add_argument("--base", default=None, help="start from a pretrained Llama-style text LM (a folder or smollm2)")
+    p.add_argument("--init", default=None,
+                   help="start from a saved speech LM's weights (e.g. models/speechlm), with a fresh optimizer; "
+                        "--text-align may differ from its own")
     p.add_argument("--tokenizer", default="smollm2", help="tokenizer for a from-scratch model")
     p.add_argument("--text-vocab", default=None, choices=["corpus", "full"],
                    help="corpus: keep the tokenizer's first 4096 ids and those of the training texts (a smaller, "
