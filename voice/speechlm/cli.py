@@ -66,23 +66,19 @@ def _train(args: argparse.Namespace) -> int:
     codec_id = cache_id(codec)
     resume = (out / "checkpoint" / "config.json").exists()
     k = model_k = args.num_codebooks
-    if not resume and args.init:      # a saved model's weights, its hearing and vocabulary; a fresh optimizer
-        if args.base or args.ear or args.hearing_encoder:
-            raise SystemExit("--init starts from a whole speech LM: no --base, --ear or --hearing-encoder with it")
-        model = SpeechLM.from_pretrained(args.init, dtype=torch.float32)
-        text = load_text_ids(args.init)
-        model.config.text_align = args.text_align     # the layout may change (the weights do not depend on it)
+    if args.init and not resume and (args.base or args.ear or args.hearing_encoder):
+        raise SystemExit("--init starts from a whole speech LM: no --base, --ear or --hearing-encoder with it")
+    source = out / "checkpoint" if resume else args.init      # --init: a saved model's weights, a fresh optimizer
+    if source:
+        model = SpeechLM.from_pretrained(source, dtype=torch.float32)
+        text = load_text_ids(source)
         if model.config.codec_id != codec_id:
-            raise SystemExit(f"{args.init} was trained on codes of {model.config.codec_id}, not {codec_id}")
+            raise SystemExit(f"{source} was trained on codes of {model.config.codec_id}, not {codec_id}")
         model_k = model.config.num_codebooks
-        print(f"[lm] starting from {args.init} ({model.config.text_align} text)")
-    elif resume:
-        model = SpeechLM.from_pretrained(out / "checkpoint", dtype=torch.float32)
-        text = load_text_ids(out / "checkpoint")
-        if model.config.codec_id != codec_id:
-            raise SystemExit(f"{out} was trained on codes of {model.config.codec_id}, not {codec_id}")
-        model_k = model.config.num_codebooks
-    started = resume or bool(args.init)
+        if not resume:
+            model.config.text_align = args.text_align     # the layout may change (the weights do not depend on it)
+            print(f"[lm] starting from {args.init} ({model.config.text_align} text)")
+    started = bool(source)
     ear = None
     if started and model.config.reads_ear:
         ear = model.config.ear_config
