@@ -153,6 +153,16 @@ def test_hearing_encoder_trains_resumes_evaluates_and_feeds_the_lm(corpus: Path,
     assert main(["eval", "lm", str(lm / "checkpoint"), "--corpus", str(corpus), "--limit", "1",
                  "--hearing-limit", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hearing"]["n"] == 2
+    # a new LM can take the encoder out of a saved speech LM (how the GPU script packs the shipped one)
+    from voice.speechlm.hearing import HearingEncoder
+
+    trained, carried = HearingEncoder.load(run / "hearing.pt"), HearingEncoder.load(lm / "checkpoint")
+    assert trained.state_dict().keys() == carried.state_dict().keys()
+    assert all(torch.equal(v, carried.state_dict()[k]) for k, v in trained.state_dict().items())
+    again = tmp_path / "lm2"
+    assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(again), "--steps", "2",
+                 "--hearing-encoder", str(lm / "checkpoint")]) == 0
+    assert json.loads((again / "checkpoint" / "config.json").read_text())["hearing"] == config["hearing"]
 
 
 def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpus: Path, tmp_path: Path, capsys) -> None:

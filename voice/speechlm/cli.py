@@ -60,7 +60,8 @@ def _train(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, save_every=args.save_every,
                       max_steps_per_example=args.max_steps_per_example, max_minutes=args.minutes,
                       data_workers=args.data_workers, hearing_weight=args.hearing_weight,
-                      typed_batch_size=args.typed_batch)
+                      typed_batch_size=args.typed_batch, schedule=args.schedule,
+                      bf16=False if args.fp32 else None)
     out = Path(args.out or f"runs/lm/{args.preset}")
     codec = load_codec(args.codec)
     codec_id = cache_id(codec)
@@ -262,7 +263,11 @@ def register(subparsers, registered: dict) -> None:
                        ("hearing-weight", float)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
     p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
+    p.add_argument("--schedule", choices=("steps", "time"), default=None,
+                   help="time: the learning rate decays over --minutes of wall time instead of --steps "
+                        "(for a machine whose speed is not known in advance)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
+    p.add_argument("--fp32", action="store_true", help="on a GPU, float32 products (TF32) instead of bfloat16 autocast")
     p.set_defaults(func=_train)
 
     evaluate = command_group(subparsers, registered, "eval", "evaluate a model")

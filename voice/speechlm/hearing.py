@@ -108,9 +108,30 @@ class HearingEncoder(nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> "HearingEncoder":
+        """A hearing.pt (`voice train hearing`), or a speech LM's folder: the frozen encoder it carries."""
+        if Path(path).is_dir():
+            return cls.from_speech_lm(Path(path))
         blob = torch.load(path, map_location="cpu", weights_only=False)
         model = cls(HearingConfig(**blob["config"]))
         model.load_state_dict(blob["state"])
+        return model.eval()
+
+
+    @classmethod
+    def from_speech_lm(cls, folder: Path) -> "HearingEncoder":
+        """The hearing encoder inside a saved speech LM (`config.json`'s "hearing", weights `hearing.*`), so a
+        new LM can be trained on the same ears without the encoder's own training run."""
+        import json
+
+        from safetensors.torch import load_file
+
+        config = json.loads((folder / "config.json").read_text()).get("hearing")
+        if not config or config.get("kind") == "ear":
+            raise ValueError(f"{folder} holds no hearing encoder of codes")
+        weights = load_file(str(folder / "model.safetensors"))
+        state = {k.removeprefix("hearing."): v.float() for k, v in weights.items() if k.startswith("hearing.")}
+        model = cls(HearingConfig(**config))
+        model.load_state_dict(state)
         return model.eval()
 
 

@@ -169,7 +169,7 @@ class SpeechLM(PreTrainedModel):
         codes = torch.zeros(len(spans), k, int(lengths.max()), dtype=torch.long, device=audio.device)
         for i, (b, a, e, *_) in enumerate(spans):
             codes[i, :, : e - a] = audio[b, :k, a:e]
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):   # the frozen encoder in float32
             feats = self.hearing_read(self.hearing(codes, lengths.to(audio.device)))
         out = feats.new_zeros(audio.shape[0], audio.shape[2], feats.shape[-1])
         for i, (b, a, e, *_) in enumerate(spans):

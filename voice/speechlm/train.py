@@ -41,6 +41,8 @@ class TrainConfig:
     data_workers: int = 0          # processes laying out batches (a GPU outruns one Python process)
     typed_batch_size: int = 0      # > 0: also this many new typed dialogues (t2t) per step (voice.speechlm.typed)
     typed_weight: float = 1.0      # weight of their loss
+    bf16: bool = True              # on a GPU, matrix products in bfloat16 (autocast); False: float32 (TF32)
+    schedule: str = "steps"        # "time" (with max_minutes): the cosine decays over the wall time, not the steps
 
 
 # Model sizes and recipes. `cpu`: what 2 cores train usefully in about 90 minutes; `gpu`: one GPU, 10 minutes.
@@ -56,10 +58,15 @@ PRESETS: dict[str, tuple[dict, TrainConfig]] = {
 }
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, elapsed_fraction: float | None = None) -> float:
+    """Linear warm-up, then a cosine to lr / 10 over the steps, or over the wall time when the schedule
+    is "time" (`elapsed_fraction` of max_minutes): a run whose speed is unknown in advance (a borrowed
+    GPU) still ends with its learning rate decayed."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.schedule == "time" and elapsed_fraction is not None:
+        progress = min(1.0, max(0.0, elapsed_fraction))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -219,24 +226,32 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
     metrics: dict = history[-1] if history else {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train lm", disable=rank != 0)
     source = batches(stream, cfg.batch_size, cfg.data_workers, seed=cfg.seed * 1000 + rank * 100 + start)
-    typed = (batches(typed_stream, cfg.typed_batch_size, 0, seed=cfg.seed * 1000 + rank * 100 + start + 7)
+    typed_workers = min(2, cfg.data_workers)     # each reseeds from (seed, worker); in-process, the rng below
+    typed = (batches(typed_stream, cfg.typed_batch_size, typed_workers, seed=cfg.seed * 1000 + rank * 100 + start + 7)
              if typed_stream is not None and cfg.typed_batch_size > 0 else None)
     if typed is not None:
         typed_stream.rng = np.random.default_rng([cfg.seed, rank, start])    # a resumed run draws new dialogues
+    cuda = str(device).startswith("cuda")
+    if cuda:        # bfloat16 matrix products on a GPU (the weights and the optimizer stay float32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
     tokens, t0 = 0, time.monotonic()
     deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     for step in bar:
         batch = next(source).to(device, non_blocking=True)
+        elapsed = (time.monotonic() - t0) / (cfg.max_minutes * 60) if cfg.max_minutes > 0 else None
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg, elapsed)
         optimizer.zero_grad(set_to_none=True)
         typed_loss = None
         if typed is not None:           # its own backward; under DDP the corpus batch's backward syncs both
             with net.no_sync() if world > 1 else contextlib.nullcontext():
-                typed_parts = lm_loss(net, next(typed).to(device), cfg.text_weight)
+                with autocast:
+                    typed_parts = lm_loss(net, next(typed).to(device), cfg.text_weight)
                 (cfg.typed_weight * typed_parts.loss).backward()
             typed_loss = typed_parts.text_loss
-        parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight)
+        with autocast:
+            parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight)
         parts.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
