@@ -116,20 +116,20 @@ class HearingEncoder(nn.Module):
         model.load_state_dict(blob["state"])
         return model.eval()
 
-
     @classmethod
     def from_speech_lm(cls, folder: Path) -> "HearingEncoder":
         """The hearing encoder inside a saved speech LM (`config.json`'s "hearing", weights `hearing.*`), so a
         new LM can be trained on the same ears without the encoder's own training run."""
         import json
 
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         config = json.loads((folder / "config.json").read_text()).get("hearing")
         if not config or config.get("kind") == "ear":
             raise ValueError(f"{folder} holds no hearing encoder of codes")
-        weights = load_file(str(folder / "model.safetensors"))
-        state = {k.removeprefix("hearing."): v.float() for k, v in weights.items() if k.startswith("hearing.")}
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:   # its tensors alone
+            state = {k.removeprefix("hearing."): weights.get_tensor(k).float()
+                     for k in weights.keys() if k.startswith("hearing.")}
         model = cls(HearingConfig(**config))
         model.load_state_dict(state)
         return model.eval()

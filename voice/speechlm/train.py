@@ -64,9 +64,10 @@ def lr_at(step: int, cfg: TrainConfig, elapsed_fraction: float | None = None) ->
     GPU) still ends with its learning rate decayed."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     if cfg.schedule == "time" and elapsed_fraction is not None:
         progress = min(1.0, max(0.0, elapsed_fraction))
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
