@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "voice.speechlm.ear_cache",      # data ear
     "voice.speechlm.word_align",     # data align
     "voice.turn.train",      # train turn, eval turn
+    "voice.turn.text_train", # train turn-text
     "voice.turn.barge_train",  # train barge, eval barge
     "voice.bench.cli",       # bench
     "voice.loadtest",        # loadtest

@@ -270,7 +270,8 @@ class Session:
                                 "turn_detection": stages[0].config.turn_detection,
                                 "barge_in_detection": stages[0].config.barge_in_detection,
                                 "speculative_start": stages[0].speculates,
-                                "turn_threshold": stages[0].turn_threshold})
+                                "turn_threshold": stages[0].turn_threshold,
+                                "turn_text": stages[0].hears_words})
 
     async def _on_audio(self, data: bytes) -> None:
         if self.hello is None or self.pipeline is None:

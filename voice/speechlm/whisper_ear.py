@@ -56,7 +56,9 @@ class WhisperEar:
         from faster_whisper.feature_extractor import FeatureExtractor
 
         self.config = config
-        self._model = ctranslate2.models.Whisper(str(model_dir or whisper_dir()), device="cpu",
+        self._dir = Path(model_dir or whisper_dir())
+        self._tok = None
+        self._model = ctranslate2.models.Whisper(str(self._dir), device="cpu",
                                                  compute_type=compute_type, intra_threads=threads)
         self._mel_extractor = FeatureExtractor(feature_size=80)
         self._lock = threading.Lock()           # one CTranslate2 call at a time per ear
@@ -91,6 +93,41 @@ class WhisperEar:
         if frames == 0 or len(audio) == 0:
             return np.zeros((len(audio), frames, FEATURE_DIM), np.float32)
         return self._encode_mels(np.stack([self._mel(row, frames) for row in audio]))[:, :frames]
+
+    def transcribe(self, audio: np.ndarray, max_tokens: int = 16, window_s: float = 0.0) -> str:
+        """Whisper's greedy transcript of one short window (no 30 s padding: a 2 s window costs tens of ms).
+
+        Whisper was trained on speech followed by the silence of a padded 30 s window; with the speech
+        running to the window's end it does not stop, and starts the sentence again. So the audio is padded
+        with silence to `window_s` (when longer than the audio), no 3-gram may repeat, and the
+        transcript stops after `max_tokens` tokens. Used for the last words before a pause
+        (`voice.turn.transcript`).
+        """
+        import ctranslate2
+
+        frames = len(audio) // FRAME_SAMPLES
+        if frames < 5:
+            return ""
+        if window_s * SAMPLE_RATE_HZ > len(audio):
+            audio = np.concatenate([np.asarray(audio, np.float32),
+                                    np.zeros(int(window_s * SAMPLE_RATE_HZ) - len(audio), np.float32)])
+            frames = len(audio) // FRAME_SAMPLES
+        mel = ctranslate2.StorageView.from_array(np.ascontiguousarray(self._mel(audio, frames)[None], np.float32))
+        tokenizer = self._tokenizer()
+        with self._lock:
+            result = self._model.generate(mel, [[tokenizer.token_to_id("<|startoftranscript|>"),
+                                                 tokenizer.token_to_id("<|notimestamps|>")]],
+                                          beam_size=1, max_length=max_tokens, no_repeat_ngram_size=3,
+                                          suppress_blank=True)
+        end = tokenizer.token_to_id("<|endoftext|>")
+        return tokenizer.decode([t for t in result[0].sequences_ids[0] if t < end]).strip()
+
+    def _tokenizer(self):
+        if self._tok is None:
+            from tokenizers import Tokenizer
+
+            self._tok = Tokenizer.from_file(str(self._dir / "tokenizer.json"))
+        return self._tok
 
     def encode_turn(self, audio: np.ndarray, frames: int | None = None) -> np.ndarray:
         """A whole turn, chunk by chunk as `EarStream` does -> [frames, 384] (padded with zeros or cut

@@ -64,6 +64,10 @@ class VadConfig:
                                         # decided over (0: never; at or above the decision threshold: never)
     turn_late_ms: float = 800.0         # model: from this much silence on, turn_late_threshold decides when lower (0: never)
     turn_late_threshold: float = 0.5    # model: the decision threshold of a long silence (docs/turn-taking.md)
+    turn_text: float = 0.0              # model: 1 hears the words before a pause too (when models/turn has a text
+                                        # model; measured, not the default: docs/turn-taking.md), 0 the audio alone
+    turn_text_wait_ms: float = 150.0    # model with a text model: how long past a due check the decision may wait
+                                        # for the transcript of the words before the pause (then: audio alone)
 
     barge_in_detection: str = "model"   # "model": the barge-in model decides; "duration": barge_in_min_speech_ms
     barge_in_check_ms: float = 200.0    # model: speech heard when the model is first asked
@@ -80,6 +84,7 @@ class VadConfig:
               "threshold": 1.0, "refine_with_energy": 1.0, "turn_pause_ms": 10_000.0,
               "turn_max_silence_ms": 10_000.0, "turn_threshold": 1.0, "turn_recheck_ms": 10_000.0, "barge_in_check_ms": 10_000.0,
               "turn_speculate_threshold": 1.0, "turn_late_ms": 10_000.0, "turn_late_threshold": 1.0,
+              "turn_text_wait_ms": 10_000.0, "turn_text": 1.0,
               "barge_in_max_speech_ms": 10_000.0, "barge_in_threshold": 1.0}
     CHOICES = {"turn_detection": TURN_MODES, "barge_in_detection": BARGE_IN_MODES}
 
@@ -103,6 +108,8 @@ class VadConfig:
         cfg = cls(**kwargs)
         if cfg.refine_with_energy not in (0.0, 1.0):
             raise ValueError("option refine_with_energy must be 0 or 1")
+        if cfg.turn_text not in (0.0, 1.0):
+            raise ValueError("option turn_text must be 0 or 1")
         if not 0.0 < cfg.threshold < 1.0:
             raise ValueError("option threshold must be between 0 and 1")
         if cfg.turn_max_silence_ms < cfg.turn_pause_ms:
@@ -290,6 +297,8 @@ class VadStage(Stage):
         self._next_check_s: float | None = None   # model: stream time of the next question to it
         self._next_barge_check_s: float | None = None
         self._speculating = False   # a speculative SpeechStopped was sent for this turn, not yet decided
+        self._tail_text = None      # model with a text model: future of the transcript of the words before this pause
+        self._text_due_s: float | None = None   # stream time of the check that is waiting for it
         self._turn_windows: list[tuple[np.ndarray, float]] = []   # the turn's audio, to send again on a retract
 
     @property
@@ -297,7 +306,16 @@ class VadStage(Stage):
         """P(over) that ends a turn in model mode (the hello's or the pipeline's, else the model's own); None in silence mode."""
         if self.turn_detector is None:
             return None
-        return self.config.turn_threshold or self.turn_detector.threshold
+        own = self.turn_detector.threshold
+        if not self.hears_words:
+            own = getattr(self.turn_detector, "audio_threshold", own)
+        return self.config.turn_threshold or own
+
+    @property
+    def hears_words(self) -> bool:
+        """Whether the end-of-turn decisions also hear the transcript of the words before each pause."""
+        return (self.turn_detector is not None and self.config.turn_text == 1.0
+                and getattr(self.turn_detector, "text_model", None) is not None)
 
     def reset(self) -> None:
         self._reset_state()
@@ -369,10 +387,14 @@ class VadStage(Stage):
             if is_speech:
                 self._silence_from_s = None
                 self._next_check_s = None
+                self._drop_transcript()
             elif is_silence and self._silence_from_s is None:
                 self._silence_from_s = t_s
                 if cfg.refine_with_energy:
                     self._silence_from_s = self._energy.refine_end(t_s, not_before_s=self._start_s)
+                if self._confirmed and self.hears_words:
+                    # the words before the pause, transcribed while the silence grows to the first check
+                    self._tail_text = self.turn_detector.start_transcript(np.concatenate(list(self._recent)))
         if is_speech:
             self._speech_windows += 1
 
@@ -430,14 +452,37 @@ class VadStage(Stage):
             return None, None
         if self._next_check_s is not None and now_s < self._next_check_s - 1e-6:
             return None, None
+        text = None
+        if self._tail_text is not None:
+            if not self._tail_text.done():
+                self._text_due_s = now_s if self._text_due_s is None else self._text_due_s
+                if (now_s - self._text_due_s) * 1000 < cfg.turn_text_wait_ms - 1e-6:
+                    return None, None       # asked again at the next window, not later than turn_text_wait_ms
+            else:
+                text = self._transcript_or_none()
+        self._text_due_s = None
         self._next_check_s = now_s + cfg.turn_recheck_ms / 1000 if cfg.turn_recheck_ms > 0 else float("inf")
-        p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
+        recent = np.concatenate(list(self._recent))
+        p_end = self.turn_detector.probability(recent) if text is None else self.turn_detector.probability(recent, text)
         log.debug("turn %d: P(over)=%.2f after %.0f ms of silence", self.turn_id, p_end, silence_ms)
         if p_end >= decision_threshold(self.turn_threshold, silence_ms, cfg.turn_late_ms, cfg.turn_late_threshold):
             return "model", round(p_end, 4)
         if self.speculates and not self._speculating and p_end >= cfg.turn_speculate_threshold:
             return "speculate", round(p_end, 4)
         return None, None
+
+    def _transcript_or_none(self) -> str | None:
+        try:
+            return self._tail_text.result()
+        except Exception as exc:   # a broken transcript never ends a session: the audio alone decides
+            log.warning("turn %d: the transcript of the pause failed (%s: %s)", self.turn_id, type(exc).__name__, exc)
+            self._tail_text = None
+            return None
+
+    def _drop_transcript(self) -> None:
+        if self._tail_text is not None:
+            self._tail_text.cancel()
+        self._tail_text, self._text_due_s = None, None
 
     def _barge_in_says(self, speech_ms: float, now_s: float) -> bool:
         """Model mode, while the assistant speaks: is this burst the user taking the turn?"""
@@ -488,6 +533,7 @@ class VadStage(Stage):
         self._silence_from_s = None
         self._next_check_s = None
         self._next_barge_check_s = None
+        self._drop_transcript()
         self._energy.new_burst()
         self._pre_roll.clear()
         self._held = []

@@ -178,22 +178,54 @@ def fit_context(audio: np.ndarray, samples: int) -> np.ndarray:
 
 
 class Detector:
-    """The loaded model behind a lock (sessions share it), answering one decision at a time."""
+    """The loaded model behind a lock (sessions share it), answering one decision at a time.
 
-    def __init__(self, model: DecisionModel, threshold: float = 0.5) -> None:
+    With a text model (`voice.turn.transcript.TextTurnModel`, end of turn only) it also transcribes the
+    last words before a pause (`start_transcript`, in a worker thread) and fuses them with what the
+    audio model hears (`probability(audio, text)`).
+    """
+
+    def __init__(self, model: DecisionModel, threshold: float = 0.5, text_model=None) -> None:
         self.model = model
-        self.threshold = threshold
+        self.threshold = threshold              # of what `probability` says: fused with the words when it can
+        self.audio_threshold = threshold        # of the audio model alone (set apart when there is a text model)
+        self.text_model = text_model
         self._lock = threading.Lock()
 
     @property
     def context_samples(self) -> int:
         return self.model.config.context_samples
 
-    def probability(self, audio_16k: np.ndarray) -> float:
-        """P(the turn is over) given the audio up to now (the last context_s seconds are heard)."""
+    def probability(self, audio_16k: np.ndarray, text: str | None = None) -> float:
+        """P(the turn is over) given the audio up to now (the last context_s seconds are heard) and, with a
+        text model, the transcript of the words before the pause (None: the audio alone decides)."""
         x = torch.from_numpy(fit_context(audio_16k, self.context_samples))[None]
         with self._lock, torch.inference_mode():
-            return float(torch.sigmoid(self.model(x))[0])
+            p = float(torch.sigmoid(self.model(x))[0])
+        return self.text_model.fuse(p, text) if self.text_model is not None and text is not None else p
+
+    def start_transcript(self, speech_16k: np.ndarray):
+        """A future of the transcript of the words at the end of `speech_16k` (None without a text model)."""
+        if self.text_model is None:
+            return None
+        from voice.turn.transcript import transcribe_tail
+
+        return _transcript_pool().submit(transcribe_tail, whisper_encoder(), np.array(speech_16k, np.float32))
+
+
+_pool = None
+
+
+def _transcript_pool():
+    """One worker thread for the transcripts of every session: they run while the VAD waits for the
+    first decision, never on the event loop."""
+    global _pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _whisper_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-transcript")
+        return _pool
 
 
 _shared: dict[str, Detector] = {}
@@ -203,16 +235,27 @@ _shared_lock = threading.Lock()
 def shared_detector(directory: Path = SHIPPED_DIR, name: str = WEIGHTS) -> Detector:
     """The process-wide detector `name` loaded from `directory` (models/turn by default), loaded once.
 
-    Its threshold is the one `thresholds.json` in the folder gives for `name` (chosen on the
-    validation split, see the model card), else 0.5.
+    Its threshold is the one `thresholds.json` in the folder gives for `name` (chosen on held-out
+    voices, see the model card), else 0.5. The end-of-turn detector also loads the text model
+    (`text_turn.json`) when the folder has one, and then takes the threshold given for it.
     """
+    from voice.turn.transcript import TEXT_WEIGHTS, TextTurnModel
+
     key = str((Path(directory) / name).resolve())
     with _shared_lock:
         if key not in _shared:
             model, _ = DecisionModel.load(Path(directory), name)
             card = Path(directory) / "thresholds.json"
-            threshold = json.loads(card.read_text()).get(name, 0.5) if card.exists() else 0.5
-            detector = Detector(model, float(threshold))
+            thresholds = json.loads(card.read_text()) if card.exists() else {}
+            threshold = float(thresholds.get(name, 0.5))
+            text_model = None
+            if name == WEIGHTS and (Path(directory) / TEXT_WEIGHTS).exists():
+                text_model = TextTurnModel.load(Path(directory) / TEXT_WEIGHTS)
+            detector = Detector(model, float(thresholds.get(TEXT_WEIGHTS, threshold)) if text_model else threshold,
+                                text_model)
+            detector.audio_threshold = threshold
             detector.probability(np.zeros(detector.context_samples, np.float32))   # load the front end now, not mid-turn
+            if text_model is not None:
+                detector.start_transcript(np.zeros(SAMPLE_RATE_HZ, np.float32)).result()
             _shared[key] = detector
         return _shared[key]

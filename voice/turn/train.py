@@ -32,6 +32,7 @@ import numpy as np
 
 from voice.turn import decision_threshold
 from voice.turn.data import SAMPLE_RATE_HZ, load_records, read_piece
+from voice.turn.transcript import TEXT_WEIGHTS, TextTurnModel
 
 OVER, NOT_OVER = 1, 0
 
@@ -396,6 +397,23 @@ def decision_ms(model, context: int, repeats: int = 50) -> dict:
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
 
 
+def transcript_ms(store: PieceStore, repeats: int = 30) -> dict:
+    """Wall time of the transcript of the words before a pause (`voice.turn.transcript`), on one thread,
+    over the first `repeats` whole questions of `store`."""
+    from voice.speechlm.whisper_ear import WhisperEar
+    from voice.turn.transcript import transcribe_tail
+
+    ear = WhisperEar(threads=1)
+    clips = [store.piece(r, "full") for r in store.records[:repeats]]
+    transcribe_tail(ear, clips[0])
+    times = []
+    for clip in clips:
+        start = time.perf_counter()
+        transcribe_tail(ear, clip)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1)}
+
+
 def format_report(result: dict, policy: TurnPolicy, speed: dict | None = None) -> str:
     lines = [f"policy: ask at {policy.pause_ms:.0f} ms of silence, again every {policy.recheck_ms:.0f} ms, "
              f"threshold {policy.threshold:.2f}"
@@ -415,6 +433,9 @@ def format_report(result: dict, policy: TurnPolicy, speed: dict | None = None) -
                      f"{ms(r['end_silence_p95_ms']):>8s}")
     if speed:
         lines.append(f"one decision on one core: p50 {speed['p50_ms']} ms, p95 {speed['p95_ms']} ms")
+        if "transcript" in speed:
+            lines.append(f"the transcript of a pause (a worker thread, one core; started when the silence starts): "
+                         f"p50 {speed['transcript']['p50_ms']} ms, p95 {speed['transcript']['p95_ms']} ms")
     return "\n".join(lines)
 
 
@@ -596,6 +617,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model))
+    text_model = None
+    if args.text:
+        text_model = TextTurnModel.load(Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent)
     held = frozenset(v.strip() for v in args.voices.split(",") if v.strip()) or None
     splits = ("train", "validation") if held and args.split == "validation" else args.split
     store = PieceStore(Path(args.turns), splits, args.limit,
@@ -608,8 +632,15 @@ def _eval(args: argparse.Namespace) -> int:
     policy = TurnPolicy(pause_ms=args.pause_ms, recheck_ms=args.recheck_ms or 1e9, max_silence_ms=args.max_silence_ms,
                         threshold=args.threshold, speculate=speculate[0], late_ms=late[0][0], late_threshold=late[0][1])
     rows, probs = check_probabilities(model, store, policy, progress=not args.json)
+    if text_model is not None:
+        from voice.turn.text_train import fused_probabilities, transcripts_for
+
+        texts = transcripts_for(store, Path(args.turns), progress=not args.json)
+        probs = fused_probabilities(rows, probs, text_model, texts)
     result = summarize(rows, probs, policy)
     speed = decision_ms(model, model.config.context_samples)
+    if text_model is not None:
+        speed["transcript"] = transcript_ms(store)
     if args.sweep or len(speculate) > 1 or len(late) > 1:
         # the answer is ready at max(end, start + pipeline_ms): what a pipeline that needs pipeline_ms sees
         print(f"{'threshold':>9s} {'late':>10s} {'speculate':>9s} {'premature':>9s} {'end p50':>8s} {'end p95':>8s} "
@@ -697,5 +728,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--pipeline-ms", type=float, default=1200.0,
                    help="for the sweep's ready columns: how long the pipeline takes to its first audio (cascade: ~1200)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--text", action="store_true",
+                   help="also the words before each pause: the folder's text model (text_turn.json), as the VAD's "
+                        "turn_text 1 (transcripts cached in <turns>/tail_transcripts.jsonl)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)
