@@ -28,6 +28,8 @@ class RunConfig:
     lead_s: float = 0.5              # silence streamed before each clip (a microphone is open before you talk)
     chunk_ms: float = 20.0           # client chunk size
     turn_timeout_s: float = 60.0     # a turn with no turn_end after its speech ends this long is a failure
+    end_slack_s: float = 8.0         # the VAD ends the clip's last turn within its longest silence rule plus this,
+                                     # or never (a rest after a premature end that the barge-in model let pass)
     silence_threshold: float = 0.01  # |sample| above this (about -40 dBFS) is "non-silent" answer audio
     barge_in: bool = False           # also time interruptions during the answer
     barge_items: tuple = ()          # what is played over the answers (default: the set's next item)
@@ -112,7 +114,10 @@ async def run_turn(url: str, variant: Variant, item: TurnItem, cfg: RunConfig,
         true_end = clip_t0 + item.speech.end_s
         stop = asyncio.Event()
         mic = asyncio.create_task(_stream_silence(client, stop, cfg.chunk_ms, cfg.turn_timeout_s))
-        turn = await _wait_answer(client, item, cfg, rec, "audio_start" if barge_item is not None else "turn_end")
+        end_wait_s = min(cfg.turn_timeout_s, cfg.end_slack_s + max(float(options.get("turn_max_silence_ms", 1500.0)),
+                                                                   rec["end_silence_ms"]) / 1000)
+        turn = await _wait_answer(client, item, cfg, rec, "audio_start" if barge_item is not None else "turn_end",
+                                  end_wait_s)
         stop.set()
         await mic
         if barge_item is not None and "error" not in rec:
@@ -129,21 +134,28 @@ async def run_turn(url: str, variant: Variant, item: TurnItem, cfg: RunConfig,
     return rec
 
 
-async def _wait_answer(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: dict, waiting: str) -> int | None:
+async def _wait_answer(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: dict, waiting: str,
+                       end_wait_s: float | None = None) -> int | None:
     """Wait for the VAD turn that ends the clip's speech, then for its `waiting` event; returns its turn id.
 
     A clip with a pause longer than end_silence_ms makes several VAD turns; the one measured is the
-    last (its end of speech is the clip's true end; a stamp up to 300 ms early is accepted).
+    last (its end of speech is the clip's true end; a stamp up to 300 ms early is accepted). The VAD
+    decides within its own silence rules, so the end of speech is awaited `end_wait_s` (the answer,
+    which a slow pipeline makes, up to turn_timeout_s).
     """
     last_end_s = cfg.lead_s + item.speech.end_s - 0.3
     try:
         stopped = await client.wait_for(lambda e: e.get("type") == "speech_stopped" and e["t"] >= last_end_s,
-                                        cfg.turn_timeout_s, include_past=True)
+                                        end_wait_s or cfg.turn_timeout_s, include_past=True)
+    except asyncio.TimeoutError:
+        rec["error"] = f"no end of speech within {end_wait_s or cfg.turn_timeout_s:.1f} s of the clip's end"
+        return None
+    try:
         turn = int(stopped["turn"])
         await client.wait_for(lambda e: e.get("type") in (waiting, "turn_end") and e.get("turn") == turn,
                               cfg.turn_timeout_s, include_past=True)
     except asyncio.TimeoutError:
-        rec["error"] = f"no end of speech or {waiting} within {cfg.turn_timeout_s:.0f} s"
+        rec["error"] = f"no {waiting} within {cfg.turn_timeout_s:.0f} s of the end of speech"
         return None
     rec["vad_turns"] = len(client.log.of_type("speech_stopped"))
     return turn
