@@ -134,6 +134,31 @@ def test_a_model_that_hears_through_the_ear_gets_the_turns_audio_with_its_codes(
     run(lm.close())
 
 
+@pytest.mark.parametrize("hear_frames", [2, 25])
+def test_the_users_frames_go_to_the_model_in_pieces_and_the_rest_at_the_turns_end(e2e_env, monkeypatch, hear_frames):
+    """One call to the shared worker per `hear_frames` frames while the user speaks (not one per codec
+    step), every frame in by the answer, and the same context whatever the piece size."""
+    from voice.speechlm.generate import SpeechGenerator
+
+    fed = []
+    real = SpeechGenerator.feed_user_speech
+
+    def spy(self, session, codes, pcm=None, features=None):
+        fed.append(codes.shape[1])
+        return real(self, session, codes, pcm=pcm, features=features)
+
+    monkeypatch.setattr(SpeechGenerator, "feed_user_speech", spy)
+    encode, lm, _ = _stages({"max_answer_s": 0.3, "hear_frames": hear_frames})
+    audio, rate = read_wav(SPEECH_DIR / "sb_example2_culprit.wav")
+    frames_in = len(audio) * 50 // rate
+    out = run(_through([encode, lm], _turn_frames(audio, rate, turn=1)))
+    _answer(out, lm.k, 15)
+    assert abs(sum(fed) - frames_in) <= 3, (sum(fed), frames_in)
+    assert all(n >= hear_frames for n in fed[:-1]) and fed[-1] <= max(hear_frames, 2) + 1
+    assert len(fed) <= frames_in // hear_frames + 2
+    run(lm.close())
+
+
 def test_an_interrupted_answer_stops_at_once_and_the_next_turn_is_answered(e2e_env):
     """Pipeline.interrupt (what a barge-in runs) mid-answer: nothing more of it, the conversation goes on."""
     from voice.runtime.pipeline import Pipeline
@@ -278,6 +303,8 @@ def test_the_default_model_folder_is_named_in_the_error(monkeypatch):
     ({"max_answer_s": 0}, "max_answer_s must be a number of seconds"),
     ({"max_answer_s": "long"}, "max_answer_s must be a number of seconds"),
     ({"step_frames": 0}, "step_frames must be an integer in 1..50"),
+    ({"hear_frames": 0}, "hear_frames must be a whole number of frames in 1..50"),
+    ({"hear_frames": 2.5}, "hear_frames must be a whole number of frames in 1..50"),
     ({"now": "tomorrow"}, "option now must be an ISO 8601 date-time"),
 ])
 def test_bad_options_are_clear_errors(e2e_env, options, needle):

@@ -64,3 +64,15 @@ def test_write_level_reports_puts_png_and_md_beside_the_json(tmp_path):
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC
     assert "| 16 |" in paths["md"].read_text()
     assert sorted(p.name for p in out.parent.iterdir()) == ["load.md", "load.png"]   # no temporary left
+
+
+def test_loadtest_options_parse_as_the_bench_does():
+    import pytest
+
+    from voice.loadtest import parse_option
+
+    assert parse_option("hear_frames=25") == ("hear_frames", 25.0)
+    assert parse_option("turn_detection=silence") == ("turn_detection", "silence")
+    for bad in ("hear_frames", "=3"):
+        with pytest.raises(ValueError):
+            parse_option(bad)

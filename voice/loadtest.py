@@ -37,6 +37,7 @@ class LoadConfig:
     answer_timeout_s: float = 30.0    # a turn with no complete answer by then counts as missed
     max_pause_s: float = 0.4          # clips with longer pauses would be split into two turns by the VAD
     max_clip_s: float = 6.0
+    options: tuple[tuple[str, object], ...] = ()   # hello options of every session (e.g. turn_detection=silence)
 
 
 @dataclass
@@ -164,7 +165,7 @@ async def run_user(url: str, pipeline: str, rate_hz: int, clips: list[Clip], fir
             loud[a.turn_id] = max(a.t_s, t_first + (n_before + idx) / client.output_rate_hz)
             arrived[a.turn_id] = a.t_s
 
-    client = VoiceClient(url, rate_hz, pipeline=pipeline, on_audio=on_audio)
+    client = VoiceClient(url, rate_hz, pipeline=pipeline, on_audio=on_audio, options=dict(cfg.options))
     await client.connect()
 
     def answered() -> bool:
@@ -333,7 +334,8 @@ def levels_markdown(report: dict, png_name: str) -> str:
     cfg, target = report.get("config", {}), target_ms(report)
     base = None if target is None else target - TARGET_OVER_ONE_SESSION_MS
     load = report.get("machine", {}).get("loadavg_1_5_15")
-    lines = [f"# Load test: {cfg.get('pipeline', '?')}", "",
+    options = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.get("options", ()))
+    lines = [f"# Load test: {cfg.get('pipeline', '?')}" + (f" ({options})" if options else ""), "",
              f"- {_ms(cfg.get('seconds'))} s per level; {report.get('machine', {}).get('cpus', '?')} cores, "
              f"load average (1/5/15 min) at start {load}",
              "- target (issue 13): v2v p95 at most one session's + 100 ms: "
@@ -423,9 +425,22 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--pipeline", default="echo")
     p.add_argument("--warmup-s", type=float, default=30.0, help="memory baseline this long into each level")
     p.add_argument("--speech-dir", type=Path, default=SPEECH_DIR)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="hello option of every session, repeatable (e.g. turn_detection=silence)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here (atomically), "
                    "and a plot and table beside it (same name, .png and .md)")
     p.set_defaults(func=run)
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE -> (key, number or string), as the bench's --option."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--option takes KEY=VALUE, got {text!r}")
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -435,7 +450,13 @@ def run(args: argparse.Namespace) -> int:
     if not levels or min(levels) < 1:
         log.error("--sessions needs positive integers")
         return 2
-    cfg = LoadConfig(sessions=levels[0], seconds=args.minutes * 60.0, pipeline=args.pipeline, warmup_s=args.warmup_s)
+    try:
+        options = tuple(parse_option(o) for o in args.option)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    cfg = LoadConfig(sessions=levels[0], seconds=args.minutes * 60.0, pipeline=args.pipeline, warmup_s=args.warmup_s,
+                     options=options)
 
     async def main() -> dict:
         stop = asyncio.Event()

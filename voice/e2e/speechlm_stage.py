@@ -232,9 +232,14 @@ class SpeechLMStage(Stage):
     name = "speechlm"
 
     def __init__(self, service: SpeechLMService, step_frames: int = 2, max_answer_s: float = 15.0,
-                 clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+                 clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int = 25) -> None:
+        """`hear_frames`: the user's frames are given to the model in pieces of this many (and the rest at
+        the end of the turn). Every call to the shared worker thread costs a model pass for one session;
+        with the codec's 2-frame steps, 4 sessions speaking at once kept it busy 83% of the time, and
+        the answers queued behind their hearing (loadtest, docs/e2e.md)."""
         super().__init__()
         self.service, self.step_frames, self.clock = service, step_frames, clock
+        self.hear_frames = max(1, int(hear_frames))
         gen = service.generator
         self.k = gen.vocab.num_codebooks
         self.frame_rate_hz = service.codec.frame_rate_hz
@@ -262,6 +267,7 @@ class SpeechLMStage(Stage):
 
     def _forget_turn(self) -> None:
         self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
+        self._pending: list[np.ndarray] = []         # the turn's codes not yet given to the generator
         self._turn_pcm: list[np.ndarray] = []        # the turn's audio at 16 kHz (models that read the ear)
         self._pcm_sent = 0                           # arrays of it already given to the generator
         self._resampler = None
@@ -403,6 +409,13 @@ class SpeechLMStage(Stage):
         self._turn_codes.append(codes)
         if self._full:
             return
+        self._pending.append(codes)
+        if sum(c.shape[1] for c in self._pending) >= self.hear_frames:
+            await self._feed_pending()
+
+    async def _feed_pending(self) -> None:
+        """Give the generator the turn's codes (and audio) it has not heard yet, in one call."""
+        codes, self._pending = np.concatenate(self._pending, axis=1), []
         pcm = self._new_pcm()
         try:
             await self.service.call(self._hear, self._conv, codes, list(self._turn_codes), pcm,
@@ -413,6 +426,8 @@ class SpeechLMStage(Stage):
             log.warning("speech LM: user codes dropped: %s", exc)
 
     async def _answer(self, turn: int) -> AsyncIterator[Frame]:
+        if self._pending and not self._full:
+            await self._feed_pending()      # the turn's last frames
         turn_codes, self._turn, self._turn_codes = self._turn_codes, -1, []
         turn_pcm = list(self._turn_pcm) if self.reads_ear else None
         if self._full:
