@@ -255,7 +255,5 @@ def shared_detector(directory: Path = SHIPPED_DIR, name: str = WEIGHTS) -> Detec
                                 text_model)
             detector.audio_threshold = threshold
             detector.probability(np.zeros(detector.context_samples, np.float32))   # load the front end now, not mid-turn
-            if text_model is not None:
-                detector.start_transcript(np.zeros(SAMPLE_RATE_HZ, np.float32)).result()
             _shared[key] = detector
         return _shared[key]
