@@ -66,13 +66,27 @@ def test_write_level_reports_puts_png_and_md_beside_the_json(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["load.md", "load.png"]   # no temporary left
 
 
-def test_loadtest_options_parse_as_the_bench_does():
+def test_loadtest_options_parse_as_the_bench_does(monkeypatch):
+    """`voice loadtest --option` goes through the bench's parser and reaches every session's hello."""
     import pytest
 
-    from voice.loadtest import parse_option
+    import voice.loadtest as lt
+    from voice.bench.variants import parse_options
 
-    assert parse_option("hear_frames=25") == ("hear_frames", 25.0)
-    assert parse_option("turn_detection=silence") == ("turn_detection", "silence")
+    assert parse_options(["hear_frames=25"]) == {"hear_frames": 25.0}
+    assert parse_options(["turn_detection=silence"]) == {"turn_detection": "silence"}
     for bad in ("hear_frames", "=3"):
         with pytest.raises(ValueError):
-            parse_option(bad)
+            parse_options([bad])
+    seen = {}
+
+    async def fake_run_load(levels, cfg, speech_dir, stop):
+        seen["options"] = dict(cfg.options)
+        return {"levels": [], "interrupted": True}
+
+    monkeypatch.setattr(lt, "run_load", fake_run_load)
+    args = lt.argparse.Namespace(sessions="1", minutes=0.1, pipeline="echo", warmup_s=1.0, speech_dir=None,
+                                 option=["hear_frames=25", "turn_detection=silence"], out=None)
+    lt.run(args)
+    assert seen["options"] == {"hear_frames": 25.0, "turn_detection": "silence"}
+    assert lt.run(lt.argparse.Namespace(**{**vars(args), "option": ["bad"]})) == 2

@@ -432,17 +432,6 @@ def register(subparsers, registered: dict) -> None:
     p.set_defaults(func=run)
 
 
-def parse_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE -> (key, number or string), as the bench's --option."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--option takes KEY=VALUE, got {text!r}")
-    try:
-        return key, float(value)
-    except ValueError:
-        return key, value
-
-
 def run(args: argparse.Namespace) -> int:
     from voice.fileutil import atomic_write_json
 
@@ -450,8 +439,10 @@ def run(args: argparse.Namespace) -> int:
     if not levels or min(levels) < 1:
         log.error("--sessions needs positive integers")
         return 2
+    from voice.bench.variants import parse_options
+
     try:
-        options = tuple(parse_option(o) for o in args.option)
+        options = tuple(parse_options(args.option).items())
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -185,10 +185,12 @@ class Detector:
     audio model hears (`probability(audio, text)`).
     """
 
-    def __init__(self, model: DecisionModel, threshold: float = 0.5, text_model=None) -> None:
+    def __init__(self, model: DecisionModel, threshold: float = 0.5, text_model=None,
+                 audio_threshold: float | None = None) -> None:
         self.model = model
         self.threshold = threshold              # of what `probability` says: fused with the words when it can
-        self.audio_threshold = threshold        # of the audio model alone (set apart when there is a text model)
+        # of the audio model alone (apart from `threshold` when there is a text model)
+        self.audio_threshold = threshold if audio_threshold is None else audio_threshold
         self.text_model = text_model
         self._lock = threading.Lock()
 
@@ -252,8 +254,7 @@ def shared_detector(directory: Path = SHIPPED_DIR, name: str = WEIGHTS) -> Detec
             if name == WEIGHTS and (Path(directory) / TEXT_WEIGHTS).exists():
                 text_model = TextTurnModel.load(Path(directory) / TEXT_WEIGHTS)
             detector = Detector(model, float(thresholds.get(TEXT_WEIGHTS, threshold)) if text_model else threshold,
-                                text_model)
-            detector.audio_threshold = threshold
+                                text_model, audio_threshold=threshold)
             detector.probability(np.zeros(detector.context_samples, np.float32))   # load the front end now, not mid-turn
             _shared[key] = detector
         return _shared[key]

@@ -149,14 +149,11 @@ class TextTurnModel:
         return sigmoid(f["audio"] * logit(p_audio) + f["text"] * self.text_logit(text) + f["bias"])
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"format": "voice-text-turn", "version": 1, "tail_s": TAIL_S,
-                                   "max_tokens": MAX_TOKENS, "bias": self.bias, "fusion": self.fusion,
-                                   "info": self.info,
-                                   "weights": dict(sorted(self.weights.items(), key=lambda kv: -abs(kv[1])))},
-                                  indent=1))
-        tmp.replace(path)
+        from voice.fileutil import atomic_write_json
+
+        atomic_write_json(path, {"format": "voice-text-turn", "version": 1, "tail_s": TAIL_S, "max_tokens": MAX_TOKENS,
+                                 "bias": self.bias, "fusion": self.fusion, "info": self.info,
+                                 "weights": dict(sorted(self.weights.items(), key=lambda kv: -abs(kv[1])))}, indent=1)
 
     @classmethod
     def load(cls, path: Path) -> "TextTurnModel":
