@@ -142,23 +142,33 @@ def _generate_turn(model, context, user, chunks, **given) -> torch.Tensor:
     return gen._feed(session, [v.special("assistant_speech")], [[v.audio_none] * 3])[-1]
 
 
-@pytest.mark.parametrize("chunks", [[17], [1] * 17, [3, 5, 9], [10, 0, 7]])
-def test_the_generator_streams_the_ear_like_the_whole_forward(chunks) -> None:
-    from tests.test_speechlm import codes, tokenize
-
-    model = _ear_lm(1)
-    v = model.config.vocab
-    context, user, feats = tokenize("it is noon."), codes(3, 17, 5), _feats(16, 7)     # one row short: padded
-    hidden = _generate_turn(model, context, user, chunks, features=feats)
-    none = [v.audio_none] * 3
-    text = [v.special("context"), *context, v.special("user_speech")] + [v.special("pad")] * 17 + [v.special("assistant_speech")]
+def whole_turn(v, context: list[int], user: np.ndarray, feats: np.ndarray):
+    """The steps `_generate_turn` feeds, laid out at once: text [1, S], audio [1, K, S], the ear's rows
+    [1, S, D] at the user's frames (fewer rows than frames: zeros after them) and the turn's first step."""
+    none = [v.audio_none] * user.shape[0]
+    n = user.shape[1]
+    text = [v.special("context"), *context, v.special("user_speech")] + [v.special("pad")] * n + [v.special("assistant_speech")]
     audio = [none] * (len(context) + 2) + user.T.tolist() + [none]
     ear = torch.zeros(1, len(text), FEATURE_DIM)
     start = len(context) + 2
-    ear[0, start:start + 16] = torch.from_numpy(feats)
-    t, a = torch.tensor([text]), torch.tensor([audio]).permute(0, 2, 1)
+    ear[0, start:start + len(feats)] = torch.from_numpy(feats)
+    return torch.tensor([text]), torch.tensor([audio]).permute(0, 2, 1), ear, start
+
+
+@pytest.mark.parametrize("encoder", [False, True])
+@pytest.mark.parametrize("chunks", [[17], [1] * 17, [3, 5, 9], [10, 0, 7]])
+def test_the_generator_streams_the_ear_like_the_whole_forward(chunks, encoder) -> None:
+    """With `encoder`, the model also reads an ear encoder's features of the rows (its lookahead holds frames back)."""
+    from tests.test_speechlm import codes, tokenize
+    from tests.test_speechlm_ear_encoder import ear_encoder_lm
+
+    model = ear_encoder_lm(1) if encoder else _ear_lm(1)
+    v = model.config.vocab
+    context, user, feats = tokenize("it is noon."), codes(3, 17, 5), _feats(16, 7)     # one row short: padded
+    hidden = _generate_turn(model, context, user, chunks, features=feats)
+    t, a, ear, start = whole_turn(v, context, user, feats)
     with torch.no_grad():
-        ref_text, ref_audio = model(t, a, user_ear=ear)
+        ref_text, ref_audio = model(t, a, user_ear=ear, user_spans=[(0, start, start + 17, [1])])
         got_text, got_audio = model.heads(hidden[None, None])
         plain_text, _ = model(t, a)
     assert torch.allclose(got_audio[0, 0], ref_audio[0, -1], atol=1e-4)

@@ -87,8 +87,6 @@ def _train(args: argparse.Namespace) -> int:
         from voice.speechlm.whisper_ear import EarConfig
 
         ear = EarConfig(chunk=args.ear_chunk, context=args.ear_context)
-        if args.hearing_encoder:
-            raise SystemExit("--ear and --hearing-encoder are two ways of hearing: choose one")
     aligned = (model.config.text_align if started else args.text_align) == "words"
     train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear,
                                word_timings=aligned)
@@ -116,7 +114,11 @@ def _train(args: argparse.Namespace) -> int:
         if args.hearing_encoder:
             from voice.speechlm.hearing import HearingEncoder
 
-            hearing = HearingEncoder.load(Path(args.hearing_encoder))
+            encoder = HearingEncoder.load(Path(args.hearing_encoder))
+            if encoder.config.reads_features != bool(ear):
+                raise SystemExit("--hearing-encoder: an ear encoder (voice train hearing --ear) goes with --ear, "
+                                 "an encoder of codes without it")
+            hearing = (ear, encoder) if ear else encoder
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
                             args.heard_codebooks, hearing, args.hearing_input, args.text_align)
     vocab, layout = model.config.vocab, model.config.layout
@@ -247,7 +249,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--heard-codebooks", type=int, default=0,
                    help="codebooks of the user's speech the model reads (0: all K)")
     p.add_argument("--hearing-encoder", default="",
-                   help="a hearing.pt (voice train hearing): the model also reads the user's frames through it, frozen")
+                   help="a hearing.pt (voice train hearing): the model also reads the user's frames through it, frozen "
+                        "(with --ear, an ear encoder: voice train hearing --ear)")
     p.add_argument("--hearing-input", default="features", choices=["features", "chars"],
                    help="what the model reads of the hearing encoder: its features, or its character posteriors")
     p.add_argument("--ear", action="store_true",

@@ -8,7 +8,8 @@ first goes through this encoder, trained on its own with a character CTC loss
 frames (`voice train lm --hearing-encoder`).
 
 Shape: the codec's dequantised latent (the sum of the frame's codebook vectors, a fixed
-embedding) -> two convolutions of kernel 5 that look `lookahead` frames ahead in all -> a
+embedding), or (`input_dim` > 0) the Whisper ear's features of the same 20 ms frames (an "ear
+encoder", `voice train hearing --ear`) -> two convolutions of kernel 5 that look `lookahead` frames ahead in all -> a
 unidirectional GRU. One feature per codec frame, causal but for the lookahead, so it streams:
 `HearingStream` gives frame t's feature once frame t + lookahead has arrived, and at the end of the
 turn pads with zeros exactly as the whole-turn forward does (tested chunk by chunk).
@@ -20,6 +21,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -55,7 +57,16 @@ class HearingConfig:
     hidden: int = 256
     gru_layers: int = 2
     kernel: int = 5                # each convolution sees kernel // 2 frames back and ahead
-    codec_id: str = ""
+    codec_id: str = ""             # the codes' codec (or, for an ear encoder, the ear's cache id)
+    input_dim: int = 0             # 0: reads codes; > 0: reads feature rows of this width (the Whisper ear's)
+
+    @property
+    def reads_features(self) -> bool:
+        return self.input_dim > 0
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_dim or self.codec_dim
 
     @property
     def lookahead(self) -> int:
@@ -64,7 +75,7 @@ class HearingConfig:
 
 
 class HearingEncoder(nn.Module):
-    """codes [B, K, T] -> features [B, T, H]; `ctc_logits` adds the character head."""
+    """codes [B, K, T] (or feature rows [B, D, T]) -> features [B, T, H]; `ctc_logits` adds the character head."""
 
     def __init__(self, config: HearingConfig, codebooks: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -73,13 +84,19 @@ class HearingEncoder(nn.Module):
         if codebooks is not None:
             table.copy_(codebooks[: c.num_codebooks])
         self.register_buffer("codebooks", table)
-        self.conv1 = nn.Conv1d(c.codec_dim, c.hidden, c.kernel)
+        self.conv1 = nn.Conv1d(c.in_channels, c.hidden, c.kernel)
         self.conv2 = nn.Conv1d(c.hidden, c.hidden, c.kernel)
         self.gru = nn.GRU(c.hidden, c.hidden, c.gru_layers, batch_first=True)
         self.head = nn.Linear(c.hidden, len(CHARS) + 1)
 
     def latent(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K', T] (K' >= K) -> the codec's dequantised latent [B, D, T]."""
+        """codes [B, K', T] (K' >= K) -> the codec's dequantised latent [B, D, T]; an ear encoder's
+        feature rows [B, D, T] pass as they are."""
+        if self.config.reads_features:
+            if codes.dim() != 3 or codes.shape[1] != self.config.input_dim or not codes.is_floating_point():
+                raise ValueError(f"the ear encoder reads float features [B, {self.config.input_dim}, T], got "
+                                 f"{codes.dtype} {tuple(codes.shape)}")
+            return codes
         k = self.config.num_codebooks
         if codes.shape[1] < k:
             raise ValueError(f"the hearing encoder reads {k} codebooks, got {codes.shape[1]}")
@@ -136,13 +153,14 @@ class HearingEncoder(nn.Module):
 
 
 class HearingStream:
-    """One user turn, chunk by chunk: `push(codes [K, n])` -> the features now complete [m, H];
+    """One user turn, chunk by chunk: `push(codes [K, n])` (an ear encoder: `push(rows [n, D])`) -> the
+    features now complete [m, H];
     `finish()` -> the rest (the last `lookahead` frames, padded with zeros like the whole-turn forward)."""
 
     def __init__(self, encoder: HearingEncoder) -> None:
         self.enc = encoder
         self.pad = encoder.config.kernel // 2
-        h, d = encoder.config.hidden, encoder.config.codec_dim
+        h, d = encoder.config.hidden, encoder.config.in_channels
         self._x1 = torch.zeros(1, d, self.pad)         # conv1's input not yet consumed (left context first)
         self._x2 = torch.zeros(1, h, self.pad)         # conv2's input
         self._state = None                            # the GRU's hidden state
@@ -165,8 +183,11 @@ class HearingStream:
 
     @torch.no_grad()
     def push(self, codes) -> torch.Tensor:
-        codes = torch.as_tensor(codes, dtype=torch.long)[None]
-        self._x1, y1 = self._run(self.enc.conv1, self._x1, self.enc.latent(codes))
+        if self.enc.config.reads_features:
+            x = torch.as_tensor(np.asarray(codes, np.float32)).reshape(-1, self.enc.config.input_dim).T[None]
+        else:
+            x = torch.as_tensor(codes, dtype=torch.long)[None]
+        self._x1, y1 = self._run(self.enc.conv1, self._x1, self.enc.latent(x))
         self._x2, y2 = self._run(self.enc.conv2, self._x2, y1)
         return self._gru(y2)
 

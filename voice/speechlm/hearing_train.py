@@ -40,6 +40,19 @@ def user_utterances(corpus: Path, codec_id: str, split: str, num_codebooks: int,
     return out
 
 
+def ear_utterances(corpus: Path, split: str) -> list[Utterance]:
+    """Every user turn of `split` as the Whisper ear's cached features ([D, T] in `codes`), for an ear encoder."""
+    from voice.data.manifest import read_manifest
+    from voice.speechlm.ear_cache import ear_id, load_ear_index, load_features
+    from voice.speechlm.whisper_ear import EarConfig
+
+    index = load_ear_index(corpus, EarConfig())
+    if not index:
+        raise SystemExit(f"no Whisper-ear cache ({ear_id(EarConfig())}) in {corpus}: run `voice data ear --corpus {corpus}`")
+    return [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], r["voice"])
+            for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user" and r["id"] in index]
+
+
 def batches(items: list[Utterance], max_frames: int, rng: np.random.Generator) -> list[list[Utterance]]:
     """Length-sorted batches of at most `max_frames` padded frames, in random order."""
     order = sorted(range(len(items)), key=lambda i: items[i].codes.shape[1] + rng.random())
@@ -63,7 +76,11 @@ def collate(items: list[Utterance], k: int):
     from voice.speechlm.hearing import char_ids
 
     lengths = torch.tensor([u.codes.shape[1] for u in items])
-    codes = torch.zeros(len(items), k, int(lengths.max()), dtype=torch.long)
+    if items[0].codes.dtype.kind == "f":                 # an ear encoder's feature rows [D, T]
+        k, dtype = items[0].codes.shape[0], torch.float32
+    else:
+        dtype = torch.long
+    codes = torch.zeros(len(items), k, int(lengths.max()), dtype=dtype)
     for i, u in enumerate(items):
         codes[i, :, : u.codes.shape[1]] = torch.from_numpy(u.codes[:k])
     labels = [torch.tensor(char_ids(u.text)) for u in items]
@@ -141,19 +158,37 @@ def _train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    codec = load_codec(args.codec)
-    codec_id = cache_id(codec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus = Path(args.corpus)
-    train_set = user_utterances(corpus, codec_id, "train", args.num_codebooks, variants=args.user_variants)
-    val_set = user_utterances(corpus, codec_id, "validation", args.num_codebooks)
+    if args.ear:                                     # an ear encoder: the Whisper ear's cached features
+        from voice.speechlm.ear_cache import ear_id
+        from voice.speechlm.whisper_ear import FEATURE_DIM, EarConfig
+
+        if args.user_variants:
+            raise SystemExit("--ear reads the Whisper ear's cache, which has no voice variants (their audio is not kept)")
+        train_set, val_set = ear_utterances(corpus, "train"), ear_utterances(corpus, "validation")
+        config = HearingConfig(num_codebooks=0, hidden=args.hidden, gru_layers=args.gru_layers,
+                               codec_id=ear_id(EarConfig()), input_dim=FEATURE_DIM)
+        model = HearingEncoder(config)
+    else:
+        codec = load_codec(args.codec)
+        codec_id = cache_id(codec)
+        train_set = user_utterances(corpus, codec_id, "train", args.num_codebooks, variants=args.user_variants)
+        val_set = user_utterances(corpus, codec_id, "validation", args.num_codebooks)
+        config = HearingConfig(num_codebooks=args.num_codebooks, codebook_size=codec.codebook_size,
+                               codec_dim=int(codec.codebook_vectors().shape[-1]), hidden=args.hidden,
+                               gru_layers=args.gru_layers, codec_id=codec_id)
+        model = HearingEncoder(config, codec.codebook_vectors())
     if not train_set:
-        raise SystemExit(f"no tokenized train-split user turns in {corpus}")
-    config = HearingConfig(num_codebooks=args.num_codebooks, codebook_size=codec.codebook_size,
-                           codec_dim=int(codec.codebook_vectors().shape[-1]), hidden=args.hidden,
-                           gru_layers=args.gru_layers, codec_id=codec_id)
-    model = HearingEncoder(config, codec.codebook_vectors())
+        raise SystemExit(f"no train-split user turns in {corpus}")
+    ear_mask = None
+    if args.ear_mask:
+        if not args.ear:
+            raise SystemExit("--ear-mask masks the Whisper ear's rows: train with --ear")
+        from voice.speechlm.data import EarMask
+
+        ear_mask = EarMask()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     step, history, best = 0, [], math.inf
     trainer = out / "trainer.pt"
@@ -173,7 +208,10 @@ def _train(args: argparse.Namespace) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
-        loss = ctc_loss(model, *collate(epoch_batches.pop(), args.num_codebooks), time_mask=args.time_mask, rng=rng)
+        items = epoch_batches.pop()
+        if ear_mask is not None:                     # SpecAugment-style masks on the ear's rows of this batch
+            items = [Utterance(ear_mask.apply(u.codes.T, rng).T.copy(), u.text, u.voice) for u in items]
+        loss = ctc_loss(model, *collate(items, config.num_codebooks), time_mask=args.time_mask, rng=rng)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -208,7 +246,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     model = HearingEncoder.load(Path(args.checkpoint))
-    items = user_utterances(Path(args.corpus), model.config.codec_id, args.split, model.config.num_codebooks)
+    if model.config.reads_features:
+        items = ear_utterances(Path(args.corpus), args.split)
+    else:
+        items = user_utterances(Path(args.corpus), model.config.codec_id, args.split, model.config.num_codebooks)
     if args.limit:
         items = items[: args.limit]
     hyps = transcribe(model, items)
@@ -238,6 +279,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--gru-layers", type=int, default=2)
     p.add_argument("--user-variants", action="store_true", help="also train on the cached voice variants")
+    p.add_argument("--ear", action="store_true",
+                   help="an ear encoder: read the Whisper ear's features (`voice data ear`'s cache), not the codes")
+    p.add_argument("--ear-mask", action="store_true", help="with --ear: time and channel masks on the ear's rows in training")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-frames", type=int, default=6000, help="padded frames per batch")
     p.add_argument("--lr", type=float, default=2e-3)

@@ -46,7 +46,8 @@ class SpeechLMConfig(PretrainedConfig):
         self.heard_codebooks = heard_codebooks          # codebooks of the user's speech it reads (0: all)
         self.text_align = text_align                    # "ahead": the answer's words first; "words": each at its audio
         # a frozen hearing encoder's HearingConfig (as a dict); or {"kind": "ear", "dim", "chunk", "context"}: the
-        # user's frames also read through Whisper's encoder (voice.speechlm.whisper_ear); or None
+        # user's frames also read through Whisper's encoder (voice.speechlm.whisper_ear), and with "encoder" (an ear
+        # encoder's HearingConfig) also through a frozen CTC-trained encoder of those features; or None
         self.hearing = hearing
         self.hearing_input = hearing_input              # what the LM reads of it: "features" or "chars" (its CTC posteriors)
         self.hidden_size = hidden_size
@@ -112,9 +113,18 @@ class SpeechLM(PreTrainedModel):
         self.audio_head = nn.Linear(h, k * (n + 1), bias=False)
         self.hearing_blank = nn.Parameter(torch.zeros(h))        # CTC blank of the training-only hearing loss
         self.hearing = self.hearing_proj = None
+        self.ear_encoder = self.ear_encoder_proj = None
         if config.reads_ear:                                      # the Whisper ear's features, through an adapter
             d = int(config.hearing["dim"])
             self.hearing_proj = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, h), nn.GELU(), nn.Linear(h, h))
+            if config.hearing.get("encoder"):                     # and a frozen ear encoder's features of them
+                from voice.speechlm.hearing import HearingConfig, HearingEncoder
+
+                enc = HearingConfig(**config.hearing["encoder"])
+                if enc.input_dim != d:
+                    raise ValueError(f"the ear encoder reads {enc.input_dim}-wide rows, the ear gives {d}")
+                self.ear_encoder = HearingEncoder(enc).requires_grad_(False)
+                self.ear_encoder_proj = nn.Linear(enc.hidden, h, bias=False)
         elif config.hearing:                                      # the user's frames also read by a frozen encoder
             from voice.speechlm.hearing import HearingConfig, HearingEncoder
 
@@ -176,6 +186,24 @@ class SpeechLM(PreTrainedModel):
             out[b, a:e] = feats[i, : e - a]
         return out
 
+    def with_ear_encoder(self, ear: torch.Tensor, spans) -> torch.Tensor:
+        """The ear's rows [B, S, D] (zeros outside user turns) -> [B, S, D + H_enc]: the rows and, for a
+        model with an ear encoder, its features of each user turn (`spans`, as in `user_features`)."""
+        if self.ear_encoder is None:
+            return ear
+        enc = ear.new_zeros(*ear.shape[:2], self.ear_encoder.config.hidden)
+        spans = [s for s in (spans or []) if s[2] > s[1]]
+        if spans:
+            lengths = torch.tensor([e - a for _, a, e, *_ in spans])
+            rows = ear.new_zeros(len(spans), ear.shape[2], int(lengths.max()))
+            for i, (b, a, e, *_) in enumerate(spans):
+                rows[i, :, : e - a] = ear[b, a:e].T
+            with torch.no_grad(), torch.autocast(ear.device.type, enabled=False):
+                feats = self.ear_encoder(rows.float(), lengths.to(ear.device)).to(ear.dtype)
+            for i, (b, a, e, *_) in enumerate(spans):
+                enc[b, a:e] = feats[i, : e - a]
+        return torch.cat([ear, enc], -1)
+
     def hearing_read(self, features: torch.Tensor) -> torch.Tensor:
         """What the LM reads of the encoder's features: themselves, or its character posteriors
         (`hearing_input="chars"`: only what it spells, nothing of the voice)."""
@@ -188,9 +216,14 @@ class SpeechLM(PreTrainedModel):
         frames, zeros elsewhere) -> step embeddings [B, S, H]."""
         x = self.backbone.embed_tokens(text)                                     # [B, S, H]
         if user is not None and self.hearing_proj is not None:
-            heard = self.hearing_proj(user)
             if self.config.reads_ear:           # the adapter has biases: only frames with features take part
-                heard = heard * (user != 0).any(-1, keepdim=True).to(heard.dtype)
+                d = int(self.config.hearing["dim"])
+                rows = user[..., :d]
+                heard = self.hearing_proj(rows) * (rows != 0).any(-1, keepdim=True).to(x.dtype)
+                if self.ear_encoder_proj is not None:      # the ear encoder's features follow the rows
+                    heard = heard + self.ear_encoder_proj(user[..., d:])
+            else:
+                heard = self.hearing_proj(user)
             x = x + heard
         latents = torch.stack([self.codebooks[k][audio[:, k]] for k in range(audio.shape[1])], 1)  # [B, K, S, D]
         x = x + torch.einsum("bksd,kdh->bsh", latents, self.audio_proj)
@@ -217,6 +250,8 @@ class SpeechLM(PreTrainedModel):
             user = user_ear if user_ear is not None or targets is None else targets.user_ear
             if user is None and user_spans:
                 raise ValueError("this model hears through the Whisper ear: give the user turns' ear features")
+            if user is not None and user.shape[-1] == int(self.config.hearing["dim"]):
+                user = self.with_ear_encoder(user, user_spans)
         else:
             user = self.user_features(audio_codes, user_spans)
         hidden = self.backbone(inputs_embeds=self.embed(text_ids, audio_codes, user), attention_mask=attention_mask,

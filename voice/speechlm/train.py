@@ -78,11 +78,14 @@ def build_model(preset: dict, text, codec, codec_id: str, num_codebooks: int, de
     """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`);
     `text` is a `voice.speechlm.text.TextIds` (a base model keeps every tokenizer id); `hearing`, a
     trained hearing encoder that the model gets, frozen, as a second reading of the user's frames, or
-    an `EarConfig`: the model reads the Whisper ear's features of the user's audio instead."""
+    an `EarConfig`: the model reads the Whisper ear's features of the user's audio instead, or
+    (EarConfig, ear encoder): both the ear's rows and a frozen CTC-trained encoder's features of them."""
     model = _build_model(preset, text, codec, codec_id, num_codebooks, delays, text_lead, base, heard_codebooks,
                          _hearing_config(hearing, codec_id, heard_codebooks or num_codebooks), hearing_input, text_align)
     if model.hearing is not None:
         model.hearing.load_state_dict(hearing.state_dict())
+    if model.ear_encoder is not None:
+        model.ear_encoder.load_state_dict(hearing[1].state_dict())
     return model
 
 
@@ -93,6 +96,11 @@ def _hearing_config(hearing, codec_id: str, heard: int) -> dict | None:
 
     if hearing is None:
         return None
+    if isinstance(hearing, tuple):               # (EarConfig, an ear encoder of its features)
+        ear, encoder = hearing
+        if encoder.config.input_dim != FEATURE_DIM:
+            raise ValueError(f"the ear encoder reads {encoder.config.input_dim}-wide rows, the ear gives {FEATURE_DIM}")
+        return {**_hearing_config(ear, codec_id, heard), "encoder": asdict(encoder.config)}
     if isinstance(hearing, EarConfig):
         return {"kind": "ear", "dim": FEATURE_DIM, "chunk": hearing.chunk, "context": hearing.context}
     c = hearing.config

@@ -1,0 +1,138 @@
+"""The ear encoder: a CTC-trained encoder of the Whisper ear's rows (`voice train hearing --ear`) that a
+speech LM reads, frozen, beside the rows. It streams chunk by chunk like the whole turn, it learns to
+spell, the LM reads it at the user's frames only, and the generator reproduces the whole forward pass
+in any chunking of the rows (`tests/test_speechlm_ear.py`, with `encoder=True`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voice.speechlm.hearing import HearingConfig, HearingEncoder, HearingStream
+from voice.speechlm.whisper_ear import FEATURE_DIM
+
+EAR = {"kind": "ear", "dim": FEATURE_DIM, "chunk": 5, "context": 7}
+
+
+def _encoder(seed: int = 0, hidden: int = 32) -> HearingEncoder:
+    torch.manual_seed(seed)
+    return HearingEncoder(HearingConfig(num_codebooks=0, hidden=hidden, codec_id="ear-test", input_dim=FEATURE_DIM)).eval()
+
+
+def _rows(frames: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((frames, FEATURE_DIM)).astype(np.float32)
+
+
+@pytest.mark.parametrize("sizes", [[19], [1] * 19, [4, 0, 9, 6], [2, 17]])
+def test_streamed_rows_give_the_whole_turns_features(sizes) -> None:
+    enc, rows = _encoder(), _rows(19, 1)
+    with torch.no_grad():
+        whole = enc(torch.from_numpy(rows).T[None], torch.tensor([19]))[0]
+    stream, got, at = HearingStream(enc), [], 0
+    for n in sizes:
+        got.append(stream.push(rows[at:at + n]))
+        at += n
+    got.append(stream.finish())
+    assert torch.allclose(torch.cat(got), whole, atol=1e-5)
+
+
+def test_it_reads_float_rows_of_its_width_only() -> None:
+    enc = _encoder()
+    with pytest.raises(ValueError, match="float features"):
+        enc(torch.zeros(1, 8, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="float features"):
+        enc(torch.zeros(1, FEATURE_DIM + 1, 5))
+
+
+def test_ctc_training_on_rows_lowers_the_loss(tmp_path) -> None:
+    from voice.speechlm.hearing_train import Utterance, collate, ctc_loss, transcribe
+
+    rng = np.random.default_rng(0)
+    letters = {c: rng.standard_normal(FEATURE_DIM).astype(np.float32) for c in "abc "}
+    texts = ["abc", "cab", "a b", "ba", "cc a"]
+    items = [Utterance(np.stack([letters[c] for c in t for _ in range(4)]).T.copy(), t, "v") for t in texts]
+    enc = _encoder(hidden=64).train()
+    opt = torch.optim.AdamW(enc.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(200):
+        loss = ctc_loss(enc, *collate(items, 0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    enc.eval()
+    heard = transcribe(enc, items)
+    assert sum(h == t for h, t in zip(heard, texts)) >= 3, (heard, losses[::20])
+    enc.save(tmp_path / "ear.pt")
+    again = HearingEncoder.load(tmp_path / "ear.pt")
+    assert again.config.reads_features and again.config.input_dim == FEATURE_DIM
+
+
+def ear_encoder_lm(seed: int = 0):
+    from dataclasses import asdict
+
+    from tests.test_speechlm import tiny_config
+    from voice.speechlm.model import SpeechLM
+
+    enc = _encoder(seed + 10)
+    torch.manual_seed(seed)
+    cfg = tiny_config(hearing={**EAR, "encoder": asdict(enc.config)})
+    model = SpeechLM(cfg, codebooks=torch.randn(cfg.num_codebooks, cfg.codebook_size, cfg.codec_dim)).eval()
+    model.ear_encoder.load_state_dict(enc.state_dict())
+    with torch.no_grad():                # projections large enough to matter
+        model.ear_encoder_proj.weight.normal_(0, 0.5)
+        for p in model.hearing_proj.parameters():
+            p.normal_(0, 0.5)
+    return model
+
+
+def test_the_lm_reads_the_encoder_at_user_turns_and_saves_it(tmp_path) -> None:
+    from tests.test_speechlm import codes, tokenize
+    from voice.speechlm.batch import collate, lm_loss
+    from voice.speechlm.format import Example, Turn, layout_example
+    from voice.speechlm.model import SpeechLM
+
+    model = ear_encoder_lm()
+    assert model.config.reads_ear and model.ear_encoder is not None and model.hearing is None
+    assert not any(p.requires_grad for p in model.ear_encoder.parameters())
+    example = Example("s2s", "it is noon.", [Turn("user", "hi", codes(3, 9, 1), _rows(9, 1)),
+                                             Turn("assistant", "hello.", codes(3, 12, 2))])
+    steps = layout_example(example, model.config.vocab, model.config.layout, tokenize)
+    batch = collate([steps], model.config.vocab)
+    model.train()
+    lm_loss(model, batch).loss.backward()
+    assert model.ear_encoder_proj.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        full = model(batch.text, batch.audio, user_ear=batch.user_ear, user_spans=batch.user_spans)[1]
+        model.ear_encoder_proj.weight.mul_(0)
+        rows_only = model(batch.text, batch.audio, user_ear=batch.user_ear, user_spans=batch.user_spans)[1]
+    assert not torch.allclose(full, rows_only, atol=1e-4)          # the encoder's features change the output
+    model = ear_encoder_lm()
+    model.save_pretrained(tmp_path)
+    again = SpeechLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert torch.equal(again.ear_encoder.conv1.weight, model.ear_encoder.conv1.weight)
+    with torch.no_grad():
+        a = again(batch.text, batch.audio, user_ear=batch.user_ear, user_spans=batch.user_spans)[1]
+        b = model(batch.text, batch.audio, user_ear=batch.user_ear, user_spans=batch.user_spans)[1]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_an_ear_encoder_of_another_width_or_without_the_ear_is_refused() -> None:
+    from dataclasses import asdict
+
+    from tests.test_speechlm import tiny_config
+    from voice.speechlm.model import SpeechLM
+
+    wrong = HearingConfig(num_codebooks=0, hidden=16, input_dim=FEATURE_DIM - 1)
+    with pytest.raises(ValueError, match="wide rows"):
+        SpeechLM(tiny_config(hearing={**EAR, "encoder": asdict(wrong)}))
+
+
+def test_a_corpus_without_the_ear_cache_is_refused(tmp_path) -> None:
+    from voice.speechlm.hearing_train import ear_utterances
+
+    with pytest.raises(SystemExit, match="voice data ear"):
+        ear_utterances(tmp_path, "train")
