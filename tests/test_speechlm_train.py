@@ -200,9 +200,25 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
     report = json.loads(capsys.readouterr().out)
     assert report["hearing"]["n"] == 2 and {r["sessions"] for r in report["speed"]} == {1, 4}
     assert len(report["real_speech"]) == 1
-    with pytest.raises(SystemExit, match="choose one"):
-        main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",
-              "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", "x.pt", "--steps", "1"])
+    from voice.speechlm.hearing import HearingConfig, HearingEncoder
+
+    HearingEncoder(HearingConfig(num_codebooks=2, hidden=8, gru_layers=1)).save(tmp_path / "codes.pt")
+    enc_args = ["train", "hearing", "--ear", "--corpus", str(corpus), "--out", str(tmp_path / "earenc"), "--steps", "2",
+                "--eval-every", "1", "--hidden", "16", "--gru-layers", "1", "--ear-mask", "--ear-chunk", "10", "--ear-context", "20"]
+    assert main(enc_args) == 0                                        # an ear encoder, on the ear's cached rows
+    assert main(["eval", "hearing", str(tmp_path / "earenc" / "hearing.pt"), "--corpus", str(corpus), "--split", "train",
+                 "--limit", "2", "--json"]) == 0
+    said = capsys.readouterr().out
+    assert json.loads(said[said.index("{\n"):])["n"] == 2                 # the report after the training's lines
+    assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "withenc"), "--ear",
+                 "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", str(tmp_path / "earenc" / "hearing.pt"),
+                 "--steps", "1"]) == 0
+    config = json.loads((tmp_path / "withenc" / "checkpoint" / "config.json").read_text())
+    assert config["hearing"]["encoder"]["input_dim"] == 384
+    for encoder, said in (("x.pt", "no such file"), (str(tmp_path / "codes.pt"), "an encoder of codes without it")):
+        with pytest.raises(SystemExit, match=said):      # the ear takes an ear encoder (voice train hearing --ear) only
+            main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",
+                  "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", encoder, "--steps", "1"])
 
 
 def test_a_word_aligned_model_trains_on_aligned_words_and_says_answers(corpus: Path, tmp_path: Path, capsys) -> None:

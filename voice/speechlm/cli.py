@@ -114,6 +114,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.hearing_encoder:
             from voice.speechlm.hearing import HearingEncoder
 
+            if not Path(args.hearing_encoder).exists():
+                raise SystemExit(f"--hearing-encoder {args.hearing_encoder}: no such file or folder")
             encoder = HearingEncoder.load(Path(args.hearing_encoder))
             if encoder.config.reads_features != bool(ear):
                 raise SystemExit("--hearing-encoder: an ear encoder (voice train hearing --ear) goes with --ear, "

@@ -40,15 +40,18 @@ def user_utterances(corpus: Path, codec_id: str, split: str, num_codebooks: int,
     return out
 
 
-def ear_utterances(corpus: Path, split: str) -> list[Utterance]:
-    """Every user turn of `split` as the Whisper ear's cached features ([D, T] in `codes`), for an ear encoder."""
+def ear_utterances(corpus: Path, split: str, ear: str = "") -> list[Utterance]:
+    """Every user turn of `split` as the Whisper ear's cached features ([D, T] in `codes`), for an ear encoder;
+    `ear` names the cache (an `ear_id`; default: the default EarConfig's)."""
+    from voice.codec.tokenize import _read_index
     from voice.data.manifest import read_manifest
-    from voice.speechlm.ear_cache import ear_id, load_ear_index, load_features
+    from voice.speechlm.ear_cache import ear_id, load_features
     from voice.speechlm.whisper_ear import EarConfig
 
-    index = load_ear_index(corpus, EarConfig())
+    ear = ear or ear_id(EarConfig())
+    index = _read_index(Path(corpus) / "ear" / ear)
     if not index:
-        raise SystemExit(f"no Whisper-ear cache ({ear_id(EarConfig())}) in {corpus}: run `voice data ear --corpus {corpus}`")
+        raise SystemExit(f"no Whisper-ear cache ({ear}) in {corpus}: run `voice data ear --corpus {corpus}`")
     return [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], r["voice"])
             for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user" and r["id"] in index]
 
@@ -167,9 +170,10 @@ def _train(args: argparse.Namespace) -> int:
 
         if args.user_variants:
             raise SystemExit("--ear reads the Whisper ear's cache, which has no voice variants (their audio is not kept)")
-        train_set, val_set = ear_utterances(corpus, "train"), ear_utterances(corpus, "validation")
+        ear = ear_id(EarConfig(chunk=args.ear_chunk, context=args.ear_context))
+        train_set, val_set = ear_utterances(corpus, "train", ear), ear_utterances(corpus, "validation", ear)
         config = HearingConfig(num_codebooks=0, hidden=args.hidden, gru_layers=args.gru_layers,
-                               codec_id=ear_id(EarConfig()), input_dim=FEATURE_DIM)
+                               codec_id=ear, input_dim=FEATURE_DIM)
         model = HearingEncoder(config)
     else:
         codec = load_codec(args.codec)
@@ -247,7 +251,7 @@ def _eval(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = HearingEncoder.load(Path(args.checkpoint))
     if model.config.reads_features:
-        items = ear_utterances(Path(args.corpus), args.split)
+        items = ear_utterances(Path(args.corpus), args.split, model.config.codec_id)
     else:
         items = user_utterances(Path(args.corpus), model.config.codec_id, args.split, model.config.num_codebooks)
     if args.limit:
@@ -282,6 +286,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--ear", action="store_true",
                    help="an ear encoder: read the Whisper ear's features (`voice data ear`'s cache), not the codes")
     p.add_argument("--ear-mask", action="store_true", help="with --ear: time and channel masks on the ear's rows in training")
+    p.add_argument("--ear-chunk", type=int, default=25, help="with --ear: the ear cache's chunk (frames)")
+    p.add_argument("--ear-context", type=int, default=50, help="with --ear: the ear cache's context (frames)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-frames", type=int, default=6000, help="padded frames per batch")
     p.add_argument("--lr", type=float, default=2e-3)
