@@ -80,11 +80,10 @@ class Session:
     ear: EarStream | None = None              # the user turn's Whisper-ear stream (models that read the ear, given audio)
     ear_rows: np.ndarray | None = None        # ear features [m, D] not yet matched with frames
     enc_pushed: int = 0                       # of those rows, how many the ear encoder has read already
-    enc_feats: torch.Tensor | None = None     # the ear encoder's features of held frames [m, H_enc]
 
     def clear_user(self) -> None:
         """Forget the user turn's streams and held frames."""
-        self.hearing = self.held = self.ear = self.ear_rows = self.enc_feats = None
+        self.hearing = self.held = self.ear = self.ear_rows = None
         self.enc_pushed = 0
 
     @property
@@ -167,8 +166,8 @@ class SpeechGenerator:
                 rows = fit_frames(np.concatenate([session.ear_rows, rows]), held.shape[1])
                 feats = torch.from_numpy(rows)
                 if session.hearing is not None:      # the ear encoder: the rest of the rows, then its lookahead
-                    enc = [session.enc_feats, session.hearing.push(rows[session.enc_pushed:]), session.hearing.finish()]
-                    feats = torch.cat([feats, torch.cat(enc)[: held.shape[1]]], 1)
+                    enc = torch.cat([session.hearing.push(rows[session.enc_pushed:]), session.hearing.finish()])
+                    feats = torch.cat([feats, enc[: held.shape[1]]], 1)
             else:
                 feats = self.model.hearing_read(session.hearing.finish())
             self._feed(session, [self.vocab.special("pad")] * held.shape[1], held.T.tolist(), feats)
@@ -216,7 +215,6 @@ class SpeechGenerator:
                 session.held, session.ear_rows = np.zeros((k, 0), np.int64), np.zeros((0, FEATURE_DIM), np.float32)
                 if self.model.ear_encoder is not None:
                     session.hearing, session.enc_pushed = HearingStream(self.model.ear_encoder), 0
-                    session.enc_feats = torch.zeros(0, self.model.ear_encoder.config.hidden)
         heard = np.array(codes[:k], dtype=np.int64)
         heard[self.layout.heard_codebooks or k:] = self.vocab.audio_none     # codebooks the model does not read
         user = None
@@ -234,12 +232,10 @@ class SpeechGenerator:
             n = min(held.shape[1], len(rows))
             feats = torch.from_numpy(rows[:n])
             if session.hearing is not None:     # the ear encoder reads the rows of frames that exist (as in training)
-                new = session.hearing.push(rows[session.enc_pushed:n])
-                session.enc_pushed = n
-                enc = torch.cat([session.enc_feats, new])
-                n = len(enc)                    # its lookahead holds the last frames back
+                enc = session.hearing.push(rows[session.enc_pushed:n])   # every feature out is one frame's
+                session.enc_pushed = n - len(enc)      # its lookahead holds the last frames back
+                n = len(enc)
                 feats = torch.cat([feats[:n], enc], 1)
-                session.enc_feats, session.enc_pushed = enc[n:], session.enc_pushed - n
             heard, session.held, session.ear_rows = held[:, :n], held[:, n:], rows[n:]
             user = torch.cat([torch.zeros(len(text), feats.shape[1]), feats])
         elif session.hearing is not None:          # frames go in once their features are known (lookahead)

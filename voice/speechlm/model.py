@@ -20,6 +20,28 @@ from voice.speechlm.format import Layout
 from voice.speechlm.vocab import Vocab
 
 
+def _turns(spans) -> list:
+    """The user-turn spans (batch row, start, end, ...) that hold frames."""
+    return [sp for sp in spans or [] if sp[2] > sp[1]]
+
+
+def _per_turn(encoder: nn.Module, x: torch.Tensor, spans, read=None) -> torch.Tensor:
+    """A frozen encoder (in float32, no gradient) over each user turn of `x` [B, C, S] (codes or feature
+    rows), one pass for all turns: `spans` (non-empty, from `_turns`) -> [B, S, H], zeros outside them.
+    `read` maps the encoder's features first (e.g. to its character posteriors)."""
+    lengths = torch.tensor([e - a for _, a, e, *_ in spans])
+    turns = x.new_zeros(len(spans), x.shape[1], int(lengths.max()))
+    for i, (b, a, e, *_) in enumerate(spans):
+        turns[i, :, : e - a] = x[b, :, a:e]
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        feats = encoder(turns.float() if turns.is_floating_point() else turns, lengths.to(x.device))
+        feats = read(feats) if read is not None else feats
+    out = feats.new_zeros(x.shape[0], x.shape[2], feats.shape[-1])
+    for i, (b, a, e, *_) in enumerate(spans):
+        out[b, a:e] = feats[i, : e - a]
+    return out
+
+
 class SpeechLMConfig(PretrainedConfig):
     """Backbone size (Llama fields) plus what ties the model to its codec and tokenizer."""
 
@@ -172,36 +194,21 @@ class SpeechLM(PreTrainedModel):
     def user_features(self, audio: torch.Tensor, spans) -> torch.Tensor | None:
         """The hearing encoder's features at the user's frames: `spans` (batch row, start, end, ...) of
         user speech in `audio` [B, K, S]; each span is one whole user turn. [B, S, H_enc] or None."""
+        spans = _turns(spans)
         if self.hearing is None or not spans:
             return None
-        k = self.hearing.config.num_codebooks
-        lengths = torch.tensor([e - a for _, a, e, *_ in spans])
-        codes = torch.zeros(len(spans), k, int(lengths.max()), dtype=torch.long, device=audio.device)
-        for i, (b, a, e, *_) in enumerate(spans):
-            codes[i, :, : e - a] = audio[b, :k, a:e]
-        with torch.no_grad(), torch.autocast(audio.device.type, enabled=False):   # the frozen encoder in float32
-            feats = self.hearing_read(self.hearing(codes, lengths.to(audio.device)))
-        out = feats.new_zeros(audio.shape[0], audio.shape[2], feats.shape[-1])
-        for i, (b, a, e, *_) in enumerate(spans):
-            out[b, a:e] = feats[i, : e - a]
-        return out
+        return _per_turn(self.hearing, audio[:, : self.hearing.config.num_codebooks], spans, self.hearing_read)
 
     def with_ear_encoder(self, ear: torch.Tensor, spans) -> torch.Tensor:
         """The ear's rows [B, S, D] (zeros outside user turns) -> [B, S, D + H_enc]: the rows and, for a
         model with an ear encoder, its features of each user turn (`spans`, as in `user_features`)."""
         if self.ear_encoder is None:
             return ear
-        enc = ear.new_zeros(*ear.shape[:2], self.ear_encoder.config.hidden)
-        spans = [s for s in (spans or []) if s[2] > s[1]]
+        spans = _turns(spans)
         if spans:
-            lengths = torch.tensor([e - a for _, a, e, *_ in spans])
-            rows = ear.new_zeros(len(spans), ear.shape[2], int(lengths.max()))
-            for i, (b, a, e, *_) in enumerate(spans):
-                rows[i, :, : e - a] = ear[b, a:e].T
-            with torch.no_grad(), torch.autocast(ear.device.type, enabled=False):
-                feats = self.ear_encoder(rows.float(), lengths.to(ear.device)).to(ear.dtype)
-            for i, (b, a, e, *_) in enumerate(spans):
-                enc[b, a:e] = feats[i, : e - a]
+            enc = _per_turn(self.ear_encoder, ear.transpose(1, 2), spans).to(ear.dtype)
+        else:
+            enc = ear.new_zeros(*ear.shape[:2], self.ear_encoder.config.hidden)
         return torch.cat([ear, enc], -1)
 
     def hearing_read(self, features: torch.Tensor) -> torch.Tensor:
@@ -250,7 +257,7 @@ class SpeechLM(PreTrainedModel):
             user = user_ear if user_ear is not None or targets is None else targets.user_ear
             if user is None and user_spans:
                 raise ValueError("this model hears through the Whisper ear: give the user turns' ear features")
-            if user is not None and user.shape[-1] == int(self.config.hearing["dim"]):
+            if user is not None:
                 user = self.with_ear_encoder(user, user_spans)
         else:
             user = self.user_features(audio_codes, user_spans)

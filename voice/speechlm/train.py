@@ -97,9 +97,7 @@ def _hearing_config(hearing, codec_id: str, heard: int) -> dict | None:
     if hearing is None:
         return None
     if isinstance(hearing, tuple):               # (EarConfig, an ear encoder of its features)
-        ear, encoder = hearing
-        if encoder.config.input_dim != FEATURE_DIM:
-            raise ValueError(f"the ear encoder reads {encoder.config.input_dim}-wide rows, the ear gives {FEATURE_DIM}")
+        ear, encoder = hearing                   # (the model checks that the encoder reads the ear's width)
         return {**_hearing_config(ear, codec_id, heard), "encoder": asdict(encoder.config)}
     if isinstance(hearing, EarConfig):
         return {"kind": "ear", "dim": FEATURE_DIM, "chunk": hearing.chunk, "context": hearing.context}
