@@ -161,8 +161,17 @@ def test_hearing_encoder_trains_resumes_evaluates_and_feeds_the_lm(corpus: Path,
     assert all(torch.equal(v, carried.state_dict()[k]) for k, v in trained.state_dict().items())
     again = tmp_path / "lm2"
     assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(again), "--steps", "2",
-                 "--hearing-encoder", str(lm / "checkpoint")]) == 0
-    assert json.loads((again / "checkpoint" / "config.json").read_text())["hearing"] == config["hearing"]
+                 "--hearing-encoder", str(lm / "checkpoint"), "--heard-text"]) == 0
+    saved = json.loads((again / "checkpoint" / "config.json").read_text())
+    assert saved["hearing"] == config["hearing"] and saved["heard_text"] is True
+    assert "reads its spelling" in capsys.readouterr().out
+    # it hears its encoder's spelling when it answers and transcribes (voice.speechlm.heard)
+    assert main(["eval", "lm", str(again / "checkpoint"), "--corpus", str(corpus), "--limit", "1",
+                 "--hearing-limit", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hearing"]["n"] == 2
+    with pytest.raises(SystemExit, match="no --user-variants"):
+        main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "lm3"), "--steps", "1",
+              "--hearing-encoder", str(lm / "checkpoint"), "--heard-text", "--user-variants"])
 
 
 def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpus: Path, tmp_path: Path, capsys) -> None:
@@ -212,9 +221,9 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
     assert json.loads(said[said.index("{\n"):])["n"] == 2                 # the report after the training's lines
     assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "withenc"), "--ear",
                  "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", str(tmp_path / "earenc" / "hearing.pt"),
-                 "--steps", "1"]) == 0
+                 "--steps", "1", "--heard-text", "--ear-mask"]) == 0
     config = json.loads((tmp_path / "withenc" / "checkpoint" / "config.json").read_text())
-    assert config["hearing"]["encoder"]["input_dim"] == 384
+    assert config["hearing"]["encoder"]["input_dim"] == 384 and config["heard_text"] is True
     for encoder, said in (("x.pt", "no such file"), (str(tmp_path / "codes.pt"), "an encoder of codes without it")):
         with pytest.raises(SystemExit, match=said):      # the ear takes an ear encoder (voice train hearing --ear) only
             main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",

@@ -54,7 +54,8 @@ class SpeechLMService:
     def __init__(self, model, text_ids, codec, max_sessions: int = 8, sampling=None, gather_s: float = 0.004) -> None:
         from voice.speechlm.generate import Sampling, SpeechGenerator
 
-        self.generator = SpeechGenerator(model, max_sessions=max_sessions, sampling=sampling or Sampling())
+        self.generator = SpeechGenerator(model, max_sessions=max_sessions, sampling=sampling or Sampling(),
+                                         tokenize=getattr(text_ids, "encode", None))
         if model.config.reads_ear:           # load Whisper's encoder now, not in the first user turn
             try:
                 self.generator.ear

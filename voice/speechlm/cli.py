@@ -67,6 +67,8 @@ def _train(args: argparse.Namespace) -> int:
     codec_id = cache_id(codec)
     resume = (out / "checkpoint" / "config.json").exists()
     k = model_k = args.num_codebooks
+    if args.heard_text and args.user_variants:
+        raise SystemExit("heard text is spelled from each user turn's own audio: no --user-variants with it")
     if args.init and not resume and (args.base or args.ear or args.hearing_encoder):
         raise SystemExit("--init starts from a whole speech LM: no --base, --ear or --hearing-encoder with it")
     source = out / "checkpoint" if resume else args.init      # --init: a saved model's weights, a fresh optimizer
@@ -122,13 +124,19 @@ def _train(args: argparse.Namespace) -> int:
                                  "an encoder of codes without it")
             hearing = (ear, encoder) if ear else encoder
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
-                            args.heard_codebooks, hearing, args.hearing_input, args.text_align)
+                            args.heard_codebooks, hearing, args.hearing_input, args.text_align, args.heard_text)
     vocab, layout = model.config.vocab, model.config.layout
     k = model.config.num_codebooks
     with_variants = sum(bool(d.user_variants) for d in train_set)
     if args.user_variants and not with_variants:
         raise SystemExit(f"no voice variants cached: run `voice codec tokenize --corpus {args.corpus} --user-variants N`")
     val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k, ear=ear, word_timings=aligned) or train_set[:64]
+    if model.config.heard_text:
+        from voice.speechlm.heard import attach_heard
+
+        attach_heard(train_set + val_set, model.speller, progress=True)
+    elif args.heard_text:
+        raise SystemExit("--heard-text is set when a model is made: the model resumed or started from reads none")
     mix = json.loads(args.mix) if args.mix else None
     rank = int(os.environ.get("RANK", "0"))        # under torchrun each process draws its own examples
     ear_mask = None
@@ -139,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
 
         ear_mask = EarMask()
     stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank,
-                           ear_mask=ear_mask)
+                           ear_mask=ear_mask, heard_noise=args.heard_noise if model.config.heard_text else 0.0)
     val_stream = ExampleStream(val_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=1234)
     val_items = [val_stream.sample()[1] for _ in range(cfg.eval_examples)]
     val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]
@@ -149,7 +157,8 @@ def _train(args: argparse.Namespace) -> int:
           f"hears {model.config.heard_codebooks or k} codebooks"
           f"{' and a hearing encoder' if model.hearing is not None else ''}"
           f"{' and the Whisper ear' if model.config.reads_ear else ''}"
-          f"{' (masked in training)' if ear_mask else ''}; "
+          f"{' (masked in training)' if ear_mask else ''}"
+          f"{f' and reads its spelling (noise up to {args.heard_noise:.2f})' if model.config.heard_text else ''}; "
           f"{with_variants} dialogues with voice variants"
           f"{f'; {cfg.typed_batch_size} new typed dialogues per step' if cfg.typed_batch_size else ''}; out {out}", flush=True)
     typed_stream = None
@@ -257,6 +266,12 @@ def register(subparsers, registered: dict) -> None:
                    help="what the model reads of the hearing encoder: its features, or its character posteriors")
     p.add_argument("--ear", action="store_true",
                    help="the model also reads the user's audio through Whisper tiny.en's encoder (voice data ear's cache)")
+    p.add_argument("--heard-text", action="store_true",
+                   help="with --hearing-encoder: the model also reads the encoder's greedy spelling of the user's words, "
+                        "written in the text stream as they are heard (docs/speechlm.md, \"Heard text\")")
+    p.add_argument("--heard-noise", type=float, default=0.25,
+                   help="with --heard-text: spelling mistakes added to the training turns' heard text, at up to this "
+                        "rate per character (the encoder misspells new voices more than the training voices)")
     p.add_argument("--ear-chunk", type=int, default=EarConfig.chunk, help="with --ear: frames per encoder chunk")
     p.add_argument("--ear-context", type=int, default=EarConfig.context,
                    help="with --ear: frames of earlier audio a chunk's window sees")

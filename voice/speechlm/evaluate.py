@@ -367,7 +367,7 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
         raise SystemExit(f"evaluate on the test or the validation split, not {split!r}")
     dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config,
                                word_timings=model.config.text_align == "words")
-    gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling())
+    gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling(), tokenize=text.encode)
     pcm = None
     if speed and model.config.reads_ear:     # the timed turn's audio: its codes decoded (only its length matters)
         user = next(t for t in dialogues[0].turns if t.role == "user")

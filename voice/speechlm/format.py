@@ -62,6 +62,8 @@ class Turn:
     codes: np.ndarray | None = None            # int [K, T]; None for a text turn
     ear: np.ndarray | None = None              # user speech: the Whisper ear's features [T, D] (models that read them)
     word_starts: list[int] | None = None       # speech: the frame where each white-space word starts (voice data align)
+    heard: list[tuple[int, str]] | None = None # user speech: its hearing encoder's words, each at the frame it is
+                                               # complete (voice.speechlm.heard); written in the text stream
 
 
 @dataclass
@@ -126,11 +128,14 @@ class StepWriter:
         if end:
             self._step(self.vocab.special("end_of_text"), target)
 
-    def user_speech(self, codes: np.ndarray, words: str | None = None, ear: np.ndarray | None = None) -> None:
+    def user_speech(self, codes: np.ndarray, words: str | None = None, ear: np.ndarray | None = None,
+                    heard: list[tuple[int, str]] | None = None) -> None:
         """The user's audio frames; `words` (its transcript, when known) is kept as a user span, `ear`
-        (the Whisper ear's features of the same audio, [T', D]) is cut or padded to the frames."""
+        (the Whisper ear's features of the same audio, [T', D]) is cut or padded to the frames; `heard` (the
+        hearing encoder's words, `voice.speechlm.heard`) is written in the text stream as it is heard, the
+        ids still waiting at the turn's end in text-only steps after its last frame."""
         codes = self._check_codes(codes)
-        heard = self.layout.heard_codebooks or self.vocab.num_codebooks
+        read = self.layout.heard_codebooks or self.vocab.num_codebooks
         self._step(self.vocab.special("user_speech"))
         if words is not None and codes.shape[1]:
             self.user_spans.append((len(self.text), len(self.text) + codes.shape[1], list(self.tokenize(words))))
@@ -138,10 +143,18 @@ class StepWriter:
             from voice.speechlm.whisper_ear import fit_frames
 
             self.user_ear.append((len(self.text), fit_frames(np.asarray(ear), codes.shape[1])))
+        pad = self.vocab.special("pad")
+        ids, tail = [pad] * codes.shape[1], []
+        if heard is not None:
+            from voice.speechlm.heard import heard_steps
+
+            ids, tail = heard_steps(heard, codes.shape[1], self.tokenize, pad)
         for f in range(codes.shape[1]):
-            self._step(self.vocab.special("pad"))
-            for k in range(heard):
+            self._step(ids[f])
+            for k in range(read):
                 self.audio[k][-1] = int(codes[k, f])
+        for t in tail:
+            self._step(t)
 
     def assistant_speech(self, text: str, codes: np.ndarray, word_starts: list[int] | None = None) -> None:
         """The answer block: its words (all first, or each at its audio with `Layout.text_align` "words",
@@ -208,7 +221,7 @@ def layout_example(example: Example, vocab: Vocab, layout: Layout, tokenize) -> 
     for turn in example.turns:
         if turn.role == "user":
             if example.task in ("s2s", "s2t"):
-                w.user_speech(turn.codes, turn.text, turn.ear)
+                w.user_speech(turn.codes, turn.text, turn.ear, turn.heard)
                 if example.task == "s2t":
                     w.text_block("transcribe", turn.text, target=True, end=True)
             elif example.task == "t2s":
@@ -239,7 +252,11 @@ def read_steps(steps: Steps, vocab: Vocab, layout: Layout, detokenize) -> Exampl
         if marker == "<|context|>":
             context = detokenize(words)
         elif marker == "<|user_speech|>":
-            turns.append(Turn("user", "", steps.audio[:, a + 1:b].copy()))
+            frames = steps.audio[:, a + 1:b]
+            n = frames.shape[1]
+            while n and frames[0, n - 1] == vocab.audio_none:       # the heard text's tail steps carry no audio
+                n -= 1
+            turns.append(Turn("user", "", frames[:, :n].copy()))
         elif marker in ("<|user_text|>", "<|speak|>"):
             turns.append(Turn("user", detokenize(words)))
         elif marker == "<|transcribe|>":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from voice.speechlm.heard import HeardQueue, Speller
 from voice.speechlm.hearing import HearingStream
 from voice.speechlm.kvcache import SlotDecoder
 from voice.speechlm.model import SpeechLM
@@ -80,10 +81,12 @@ class Session:
     ear: EarStream | None = None              # the user turn's Whisper-ear stream (models that read the ear, given audio)
     ear_rows: np.ndarray | None = None        # ear features [m, D] not yet matched with frames
     enc_pushed: int = 0                       # of those rows, how many the ear encoder has read already
+    speller: Speller | None = None            # the encoder's spelling of the turn (models that read heard text)
+    heard: HeardQueue | None = None           # its words waiting for text-stream steps
 
     def clear_user(self) -> None:
         """Forget the user turn's streams and held frames."""
-        self.hearing = self.held = self.ear = self.ear_rows = None
+        self.hearing = self.held = self.ear = self.ear_rows = self.speller = self.heard = None
         self.enc_pushed = 0
 
     @property
@@ -95,7 +98,11 @@ class SpeechGenerator:
     """The model, its tokenizer and a slot cache for `max_sessions` sessions."""
 
     def __init__(self, model: SpeechLM, max_sessions: int = 4, sampling: Sampling = Sampling(),
-                 max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None) -> None:
+                 max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None, tokenize=None) -> None:
+        """`tokenize(str) -> ids` (the model's `TextIds.encode`): needed by a model that reads heard text."""
+        if model.config.heard_text and tokenize is None:
+            raise ValueError("this speech LM reads its encoder's spelling as text: give the generator its tokenizer")
+        self.tokenize = tokenize
         self.model = model.eval()
         self._ear = ear                 # the Whisper ear (made when first needed), for a model that reads it
         self.cfg = model.config
@@ -160,7 +167,7 @@ class SpeechGenerator:
         """The user's speech block ends: frames held for the hearing encoder's lookahead (or for their
         Whisper-ear features) go in now."""
         if session.user_open and session.held is not None and session.held.shape[1]:
-            held = session.held
+            held, enc = session.held, None
             if self.cfg.reads_ear:
                 rows = session.ear.finish() if session.ear is not None else np.zeros((0, FEATURE_DIM), np.float32)
                 rows = fit_frames(np.concatenate([session.ear_rows, rows]), held.shape[1])
@@ -169,10 +176,28 @@ class SpeechGenerator:
                     enc = torch.cat([session.hearing.push(rows[session.enc_pushed:]), session.hearing.finish()])
                     feats = torch.cat([feats, enc[: held.shape[1]]], 1)
             else:
-                feats = self.model.hearing_read(session.hearing.finish())
-            self._feed(session, [self.vocab.special("pad")] * held.shape[1], held.T.tolist(), feats)
+                enc = session.hearing.finish()
+                feats = self.model.hearing_read(enc)
+            self._feed(session, self._heard_ids(session, enc, held.shape[1]), held.T.tolist(), feats)
+        if session.user_open and session.heard is not None:     # the words still waiting: text-only steps
+            tail = session.heard.tail([w for _, w in session.speller.finish()])
+            if tail:
+                self._feed(session, tail, [self._none_audio] * len(tail))
         session.clear_user()
         session.user_open = False
+
+    def _heard_ids(self, session: Session, enc: torch.Tensor | None, n: int) -> list[int]:
+        """The text stream of the next `n` user frames: pads, or (a model that reads heard text) the words its
+        encoder spells from those frames' features `enc` [>= n, H_enc], as they are complete."""
+        pad = self.vocab.special("pad")
+        if session.heard is None:
+            return [pad] * n
+        labels = self.model.speller.ctc_logits(enc[:n]).argmax(-1).tolist()
+        first = session.speller.frames
+        done: dict[int, list[str]] = {}
+        for frame, word in session.speller.push(labels):
+            done.setdefault(frame - first, []).append(word)
+        return [session.heard.frame(done.get(i, [])) for i in range(n)]
 
     def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
         """A new block starts: the pending end of the last one goes in first; the last answer becomes history."""
@@ -209,6 +234,8 @@ class SpeechGenerator:
             text.append(self.vocab.special("user_speech"))
             audio.append(self._none_audio)
             session.user_open = True
+            if self.cfg.heard_text:
+                session.speller, session.heard = Speller(), HeardQueue(self.tokenize, self.vocab.special("pad"))
             if self.model.hearing is not None:
                 session.hearing, session.held = HearingStream(self.model.hearing), np.zeros((k, 0), np.int64)
             elif self.cfg.reads_ear:
@@ -236,14 +263,19 @@ class SpeechGenerator:
                 session.enc_pushed = n - len(enc)      # its lookahead holds the last frames back
                 n = len(enc)
                 feats = torch.cat([feats[:n], enc], 1)
+            else:
+                enc = None
             heard, session.held, session.ear_rows = held[:, :n], held[:, n:], rows[n:]
             user = torch.cat([torch.zeros(len(text), feats.shape[1]), feats])
         elif session.hearing is not None:          # frames go in once their features are known (lookahead)
-            feats = self.model.hearing_read(session.hearing.push(codes[: self.model.hearing.config.num_codebooks]))
+            enc = session.hearing.push(codes[: self.model.hearing.config.num_codebooks])
+            feats = self.model.hearing_read(enc)
             held = np.concatenate([session.held, heard], 1)
             heard, session.held = held[:, : feats.shape[0]], held[:, feats.shape[0]:]
             user = torch.cat([feats.new_zeros(len(text), feats.shape[1]), feats])
-        text += [self.vocab.special("pad")] * heard.shape[1]
+        else:
+            enc = None
+        text += self._heard_ids(session, enc, heard.shape[1])
         audio += heard.T.tolist()
         if text:
             self._feed(session, text, audio, user)

@@ -54,7 +54,7 @@ class SpeechLMConfig(PretrainedConfig):
                  max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  text_token_ids: list[int] | None = None, hearing: dict | None = None,
-                 hearing_input: str = "features", **kwargs) -> None:
+                 hearing_input: str = "features", heard_text: bool = False, **kwargs) -> None:
         if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
             raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
         self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
@@ -72,6 +72,9 @@ class SpeechLMConfig(PretrainedConfig):
         # encoder's HearingConfig) also through a frozen CTC-trained encoder of those features; or None
         self.hearing = hearing
         self.hearing_input = hearing_input              # what the LM reads of it: "features" or "chars" (its CTC posteriors)
+        # the hearing encoder's greedy spelling of the user's words goes in the user block's text stream as it is
+        # heard (voice.speechlm.heard); needs a hearing encoder (of codes, or an ear encoder)
+        self.heard_text = heard_text
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
@@ -155,6 +158,8 @@ class SpeechLM(PreTrainedModel):
                 raise ValueError(f"hearing_input must be features or chars, not {config.hearing_input!r}")
             width = self.hearing.config.hidden if config.hearing_input == "features" else self.hearing.head.out_features
             self.hearing_proj = nn.Linear(width, h, bias=False)
+        if config.heard_text and self.speller is None:
+            raise ValueError("heard_text needs a hearing encoder (--hearing-encoder) whose spelling the LM reads")
         self.post_init()
         self._init_audio()
 
@@ -180,6 +185,11 @@ class SpeechLM(PreTrainedModel):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.text_head
+
+    @property
+    def speller(self):
+        """The frozen encoder whose CTC spelling is the user's heard text (the ear encoder, or the encoder of codes)."""
+        return self.ear_encoder if self.ear_encoder is not None else self.hearing
 
     def check_ids(self, text: torch.Tensor, audio: torch.Tensor) -> None:
         """Raise ValueError for ids outside the vocabulary (never index out of range)."""

@@ -74,14 +74,16 @@ def lr_at(step: int, cfg: TrainConfig, elapsed_fraction: float | None = None) ->
 def build_model(preset: dict, text, codec, codec_id: str, num_codebooks: int, delays: list[int],
                 text_lead: int, base: str | None = None, heard_codebooks: int = 0,
                 hearing: "HearingEncoder | None" = None, hearing_input: str = "features",
-                text_align: str = "ahead") -> SpeechLM:
+                text_align: str = "ahead", heard_text: bool = False) -> SpeechLM:
     """A fresh model (from scratch, or from a pretrained Llama-style text LM's weights when `base`);
     `text` is a `voice.speechlm.text.TextIds` (a base model keeps every tokenizer id); `hearing`, a
     trained hearing encoder that the model gets, frozen, as a second reading of the user's frames, or
     an `EarConfig`: the model reads the Whisper ear's features of the user's audio instead, or
-    (EarConfig, ear encoder): both the ear's rows and a frozen CTC-trained encoder's features of them."""
+    (EarConfig, ear encoder): both the ear's rows and a frozen CTC-trained encoder's features of them. With
+    `heard_text` the model also reads the encoder's spelling of the user's words (voice.speechlm.heard)."""
     model = _build_model(preset, text, codec, codec_id, num_codebooks, delays, text_lead, base, heard_codebooks,
-                         _hearing_config(hearing, codec_id, heard_codebooks or num_codebooks), hearing_input, text_align)
+                         _hearing_config(hearing, codec_id, heard_codebooks or num_codebooks), hearing_input, text_align,
+                         heard_text)
     if model.hearing is not None:
         model.hearing.load_state_dict(hearing.state_dict())
     if model.ear_encoder is not None:
@@ -111,13 +113,14 @@ def _hearing_config(hearing, codec_id: str, heard: int) -> dict | None:
 
 def _build_model(preset: dict, text, codec, codec_id: str, num_codebooks: int, delays: list[int],
                  text_lead: int, base: str | None, heard_codebooks: int, hearing: dict | None,
-                 hearing_input: str = "features", text_align: str = "ahead") -> SpeechLM:
+                 hearing_input: str = "features", text_align: str = "ahead", heard_text: bool = False) -> SpeechLM:
     books = codec.codebook_vectors()[:num_codebooks]                      # [K, N, D]
     if base is not None and text.kept is not None:
         raise ValueError("a model started from a pretrained text LM keeps its whole vocabulary")
     common = dict(text_vocab_size=text.size, text_token_ids=text.kept, num_codebooks=num_codebooks, codebook_size=books.shape[1],
                   codec_dim=books.shape[2], codec_id=codec_id, delays=delays, text_lead=text_lead,
-                  heard_codebooks=heard_codebooks, hearing=hearing, hearing_input=hearing_input, text_align=text_align)
+                  heard_codebooks=heard_codebooks, hearing=hearing, hearing_input=hearing_input, text_align=text_align,
+                  heard_text=heard_text)
     if base is None:
         return SpeechLM(SpeechLMConfig(**common, **preset), codebooks=books)
     from transformers import AutoModelForCausalLM
