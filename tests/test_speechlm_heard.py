@@ -170,3 +170,18 @@ def test_the_heard_tail_reads_back_as_the_users_frames() -> None:
     steps = layout_example(example, model.config.vocab, model.config.layout, tokenize)
     back = read_steps(steps, model.config.vocab, model.config.layout, detokenize)
     assert np.array_equal(back.turns[0].codes, user) and back.turns[1].text == "hello."
+
+
+def test_typed_dialogues_can_be_written_as_the_encoder_spells() -> None:
+    from tests.test_speechlm import detokenize, tiny_config, tokenize
+    from voice.speechlm.format import read_steps
+    from voice.speechlm.typed import TypedDialogueStream
+
+    cfg = tiny_config()
+    users = {}
+    for spelled in (0.0, 1.0):
+        stream = TypedDialogueStream(cfg.vocab, cfg.layout, tokenize, max_steps=4096, seed=3, spelled=spelled, noise=0.0)
+        users[spelled] = [t.text for _ in range(20)
+                          for t in read_steps(stream.sample()[1], cfg.vocab, cfg.layout, detokenize).turns if t.role == "user"]
+    assert any(ch in "".join(users[0.0]) for ch in "?.,")                                  # typed: punctuation
+    assert all(text == text.lower() and not any(ch in text for ch in "?.,") for text in users[1.0])   # spelled

@@ -53,7 +53,7 @@ def test_a_real_recording_gets_a_streamed_answer_that_ends(shipped) -> None:
     codec = load_codec("compact", model.config.num_codebooks)
     audio, rate = sf.read(str(SPEECH_DIR / "sb_example1_birch_canoe.wav"), dtype="float32")
     codes = codec.encode(audio[: rate * 3], rate)
-    gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(max_frames=250))
+    gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(max_frames=250), tokenize=text.encode)
     session = gen.open()
     gen.feed_text(session, "context", text.encode("It is Wednesday, 2 December 2026, 15:30."))
     assert rate == 16000

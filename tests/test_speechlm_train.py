@@ -168,7 +168,8 @@ def test_hearing_encoder_trains_resumes_evaluates_and_feeds_the_lm(corpus: Path,
     # it hears its encoder's spelling when it answers and transcribes (voice.speechlm.heard)
     assert main(["eval", "lm", str(again / "checkpoint"), "--corpus", str(corpus), "--limit", "1",
                  "--hearing-limit", "2", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["hearing"]["n"] == 2
+    heard = json.loads(capsys.readouterr().out)["hearing"]
+    assert heard["n"] == 2 and 0 <= heard["spelled_wer"] and all("spelled" in row for row in heard["examples"])
     with pytest.raises(SystemExit, match="no --user-variants"):
         main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "lm3"), "--steps", "1",
               "--hearing-encoder", str(lm / "checkpoint"), "--heard-text", "--user-variants"])

@@ -165,7 +165,9 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.typed_batch_size:
         from voice.speechlm.typed import TypedDialogueStream
 
-        typed_stream = TypedDialogueStream(vocab, layout, text.encode, cfg.max_steps_per_example, seed=cfg.seed + rank)
+        typed_stream = TypedDialogueStream(vocab, layout, text.encode, cfg.max_steps_per_example, seed=cfg.seed + rank,
+                                           **({"spelled": args.typed_spelled, "noise": args.heard_noise}
+                                              if model.config.heard_text else {}))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device, typed_stream)
     print(json.dumps(metrics))
@@ -202,7 +204,8 @@ def _eval(args: argparse.Namespace) -> int:
     if "hearing" in out:
         h = out["hearing"]
         print(f"hearing ({out['split']} split, speech -> text, n={h['n']}): WER {h['wer']:.1%}, CER {h['cer']:.1%}; "
-              + ", ".join(f"{v} {w:.0%}" for v, w in h["per_voice"].items()))
+              + ", ".join(f"{v} {w:.0%}" for v, w in h["per_voice"].items())
+              + (f"; what it read, its encoder's spelling: WER {h['spelled_wer']:.1%}" if "spelled_wer" in h else ""))
     if "typed" in out:
         t = out["typed"]
         print(f"typed questions ({out['split']} split, text -> text, n={t['n']}): right {t['accuracy']:.1%}; "
@@ -269,6 +272,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--heard-text", action="store_true",
                    help="with --hearing-encoder: the model also reads the encoder's greedy spelling of the user's words, "
                         "written in the text stream as they are heard (docs/speechlm.md, \"Heard text\")")
+    p.add_argument("--typed-spelled", type=float, default=0.5,
+                   help="with --heard-text and --typed-batch: the share of typed dialogues whose questions are written "
+                        "as the encoder spells (lower case, no punctuation, --heard-noise mistakes)")
     p.add_argument("--heard-noise", type=float, default=0.25,
                    help="with --heard-text: spelling mistakes added to the training turns' heard text, at up to this "
                         "rate per character (the encoder misspells new voices more than the training voices)")

@@ -39,6 +39,7 @@ class TurnResult:
     speaking_wer: float
     frames: int
     audio: np.ndarray | None = None
+    spelled: str = ""          # what the hearing encoder spelled of the question (a model that reads heard text)
 
 
 def _wer(ref: str, hyp: str, measure: str = "wer") -> float:
@@ -121,12 +122,13 @@ def evaluate_answers(gen, codec, whisper, dialogues, text, limit: int, keep_audi
         with _fresh_session(gen) as session:
             _history(gen, session, dialogue, i, text.encode)
             words, codes, _ = answer_turn(gen, session)
+            spelled = " ".join(session.spelled)
         said = text.decode(words)
         audio, heard = _heard(codec, whisper, codes)
         intent, expected = dialogue.intents[i], dialogue.expected[i]
         results.append(TurnResult(dialogue.dialogue_id, i, intent, expected, dialogue.voice, said, heard,
                                   check_answer(intent, expected, said), check_answer(intent, expected, heard),
-                                  _wer(said, heard), int(codes.shape[1]), audio if keep_audio else None))
+                                  _wer(said, heard), int(codes.shape[1]), audio if keep_audio else None, spelled))
     return results
 
 
@@ -196,9 +198,10 @@ def evaluate_hearing(gen, dialogues, text, limit: int) -> list[dict]:
             gen.feed_text(session, "context", text.encode(""))
             gen.feed_user_speech(session, turn.codes, features=turn.ear)
             words = gen.generate_text(session, "transcribe")
+            spelled = " ".join(session.spelled)
         hyp = text.decode(words)
         rows.append({"voice": dialogue.voice, "ref": turn.text, "hyp": hyp, "wer": _wer(turn.text, hyp),
-                     "cer": _wer(turn.text, hyp, "cer")})
+                     "cer": _wer(turn.text, hyp, "cer"), **({"spelled": spelled} if gen.cfg.heard_text else {})})
     return rows
 
 
@@ -323,6 +326,8 @@ def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], ty
                           "cer": round(float(np.mean([h["cer"] for h in hearing])), 3),
                           "per_voice": {v: round(float(np.mean(w)), 3) for v, w in sorted(by_voice.items())},
                           "examples": hearing[:5]}
+        if all("spelled" in h for h in hearing):     # what the model read: its encoder's own spelling
+            out["hearing"]["spelled_wer"] = round(float(np.mean([_wer(h["ref"], h["spelled"]) for h in hearing])), 3)
     return out
 
 
@@ -338,7 +343,8 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
         if r.audio is not None and r.audio.size:
             sf.write(str(folder / name), r.audio, sample_rate_hz)
         rows.append({"file": name, "intent": r.intent, "expected": r.expected, "voice": r.voice, "text": r.text,
-                     "heard": r.heard, "text_ok": r.text_ok, "spoken_ok": r.spoken_ok})
+                     "heard": r.heard, "text_ok": r.text_ok, "spoken_ok": r.spoken_ok,
+                     **({"spelled": r.spelled} if r.spelled else {})})
     (folder / "worst.json").write_text(json.dumps(rows, indent=1))
     return rows
 

@@ -83,6 +83,7 @@ class Session:
     enc_pushed: int = 0                       # of those rows, how many the ear encoder has read already
     speller: Speller | None = None            # the encoder's spelling of the turn (models that read heard text)
     heard: HeardQueue | None = None           # its words waiting for text-stream steps
+    spelled: list[str] = field(default_factory=list)   # the words spelled of the last user turn (kept after it)
 
     def clear_user(self) -> None:
         """Forget the user turn's streams and held frames."""
@@ -180,7 +181,9 @@ class SpeechGenerator:
                 feats = self.model.hearing_read(enc)
             self._feed(session, self._heard_ids(session, enc, held.shape[1]), held.T.tolist(), feats)
         if session.user_open and session.heard is not None:     # the words still waiting: text-only steps
-            tail = session.heard.tail([w for _, w in session.speller.finish()])
+            last = [w for _, w in session.speller.finish()]
+            session.spelled += last
+            tail = session.heard.tail(last)
             if tail:
                 self._feed(session, tail, [self._none_audio] * len(tail))
         session.clear_user()
@@ -197,6 +200,7 @@ class SpeechGenerator:
         done: dict[int, list[str]] = {}
         for frame, word in session.speller.push(labels):
             done.setdefault(frame - first, []).append(word)
+            session.spelled.append(word)
         return [session.heard.frame(done.get(i, [])) for i in range(n)]
 
     def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
@@ -236,6 +240,7 @@ class SpeechGenerator:
             session.user_open = True
             if self.cfg.heard_text:
                 session.speller, session.heard = Speller(), HeardQueue(self.tokenize, self.vocab.special("pad"))
+                session.spelled = []
             if self.model.hearing is not None:
                 session.hearing, session.held = HearingStream(self.model.hearing), np.zeros((k, 0), np.int64)
             elif self.cfg.reads_ear:

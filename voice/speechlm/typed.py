@@ -43,14 +43,30 @@ class TypedDialogueStream:
 
     Draws through `self.rng` (a numpy generator), which data workers re-seed as they do an ExampleStream's."""
 
-    def __init__(self, vocab: Vocab, layout: Layout, tokenize, max_steps: int = 512, seed: int = 0) -> None:
+    def __init__(self, vocab: Vocab, layout: Layout, tokenize, max_steps: int = 512, seed: int = 0,
+                 spelled: float = 0.0, noise: float = 0.0) -> None:
+        """`spelled`: the share of dialogues whose user turns are written as a hearing encoder spells them (lower
+        case, no punctuation, `noise` as in `ExampleStream`'s heard text): a model that reads heard text
+        (voice.speechlm.heard) learns to answer questions written that way."""
         from voice.data.dialogues import phrasings_for
 
         self.vocab, self.layout, self.tokenize, self.max_steps = vocab, layout, tokenize, max_steps
         self.allowed = phrasings_for("train")
         self.rng = np.random.default_rng(seed)
+        self.spelled, self.noise = spelled, noise
 
     def sample(self) -> tuple[str, Steps]:
         example = typed_dialogue(random.Random(int(self.rng.integers(2 ** 62))), self.allowed)
+        if self.spelled > 0 and self.rng.random() < self.spelled:
+            example.turns = [Turn(t.role, as_spelled(t.text, float(self.rng.uniform(0, self.noise)), self.rng))
+                             if t.role == "user" else t for t in example.turns]
         steps = layout_example(example, self.vocab, self.layout, self.tokenize)
         return "t2t", steps.cut(self.max_steps) if len(steps) > self.max_steps else steps
+
+
+def as_spelled(text: str, rate: float, rng: np.random.Generator) -> str:
+    """`text` as the hearing encoder's CTC head writes it (`normalize_chars`), with spelling mistakes at `rate`."""
+    from voice.speechlm.heard import spoil
+    from voice.speechlm.hearing import normalize_chars
+
+    return " ".join(w for _, w in spoil([(0, w) for w in normalize_chars(text).split()], rate, rng))
