@@ -134,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
     if model.config.heard_text:
         from voice.speechlm.heard import attach_heard
 
-        attach_heard(train_set + val_set, model.speller, progress=True)
+        attach_heard(train_set + val_set, model.speller)
     elif args.heard_text:
         raise SystemExit("--heard-text is set when a model is made: the model resumed or started from reads none")
     mix = json.loads(args.mix) if args.mix else None

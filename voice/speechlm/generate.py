@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from voice.speechlm.heard import HeardQueue, Speller
-from voice.speechlm.hearing import HearingStream
+from voice.speechlm.heard import HeardQueue
+from voice.speechlm.hearing import HearingStream, Speller
 from voice.speechlm.kvcache import SlotDecoder
 from voice.speechlm.model import SpeechLM
 from voice.speechlm.whisper_ear import FEATURE_DIM, EarStream, WhisperEar, fit_frames
@@ -195,13 +195,10 @@ class SpeechGenerator:
         pad = self.vocab.special("pad")
         if session.heard is None:
             return [pad] * n
-        labels = self.model.speller.ctc_logits(enc[:n]).argmax(-1).tolist()
         first = session.speller.frames
-        done: dict[int, list[str]] = {}
-        for frame, word in session.speller.push(labels):
-            done.setdefault(frame - first, []).append(word)
-            session.spelled.append(word)
-        return [session.heard.frame(done.get(i, [])) for i in range(n)]
+        done = session.speller.push(self.model.speller.ctc_logits(enc[:n]).argmax(-1).tolist())
+        session.spelled += [word for _, word in done]
+        return session.heard.frames(done, first, n)
 
     def _flush(self, session: Session) -> tuple[list[int], list[list[int]]]:
         """A new block starts: the pending end of the last one goes in first; the last answer becomes history."""

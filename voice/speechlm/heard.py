@@ -8,8 +8,9 @@ use, so what the brain learns from text reaches the spoken questions (a chain of
 SpeechGPT writes the transcript before it answers; here it costs no step after the turn but the last
 word's). The spelling is a function of the audio alone, computed causally as frames arrive:
 
-- `Speller`: the encoder's per-frame labels -> words, each at the frame where it is complete (the CTC
-  emits the space after it; the turn's last word at the turn's end);
+- `Speller` (`voice.speechlm.hearing`, the CTC head's own greedy decoding, frame by frame): the encoder's
+  per-frame labels -> words, each at the frame where it is complete (the CTC emits the space after it; the
+  turn's last word at the turn's end);
 - `HeardQueue`: words -> the text-stream id of each user frame step (one id per step, first come first
   written, pads when nothing is waiting) and the ids still waiting when the turn ends (the block's tail
   steps, text only).
@@ -24,36 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from voice.speechlm.hearing import CHARS
-
-
-class Speller:
-    """Greedy CTC, frame by frame: `push(labels)` -> [(frame, word)] completed; `finish()` -> the last word's."""
-
-    def __init__(self) -> None:
-        self.frames = 0          # frames pushed so far
-        self._last = 0           # the previous frame's label (repeats collapse)
-        self._word: list[str] = []
-
-    def push(self, labels) -> list[tuple[int, str]]:
-        done = []
-        for label in (int(x) for x in labels):
-            if label != self._last and label != 0:
-                char = CHARS[label - 1]
-                if char == " ":
-                    if self._word:
-                        done.append((self.frames, "".join(self._word)))
-                    self._word = []
-                else:
-                    self._word.append(char)
-            self._last = label
-            self.frames += 1
-        return done
-
-    def finish(self) -> list[tuple[int, str]]:
-        """The word being spelled when the turn ends, at the frame count."""
-        word, self._word = "".join(self._word), []
-        return [(self.frames, word)] if word else []
+from voice.speechlm.hearing import Speller
 
 
 class HeardQueue:
@@ -77,6 +49,13 @@ class HeardQueue:
         self.add(list(words))
         return self._waiting.pop(0) if self._waiting else self.pad
 
+    def frames(self, words: list[tuple[int, str]], first: int, n: int) -> list[int]:
+        """The ids of frame steps first .. first + n - 1, given the words [(frame, word)] complete among them."""
+        at: dict[int, list[str]] = {}
+        for frame, word in words:
+            at.setdefault(int(frame), []).append(word)
+        return [self.frame(at.get(f, [])) for f in range(first, first + n)]
+
     def tail(self, words: list[str] = ()) -> list[int]:
         self.add(list(words))
         out, self._waiting = self._waiting, []
@@ -86,11 +65,9 @@ class HeardQueue:
 def heard_steps(heard: list[tuple[int, str]], frames: int, tokenize, pad: int) -> tuple[list[int], list[int]]:
     """A whole turn's words [(frame, word)] (frame == `frames` for the last word) -> (the id at each of the
     `frames` frame steps, the tail ids after them): what the generator writes when the frames come live."""
-    queue, by_frame = HeardQueue(tokenize, pad), {}
-    for frame, word in heard:
-        by_frame.setdefault(min(int(frame), frames), []).append(word)
-    ids = [queue.frame(by_frame.get(f, [])) for f in range(frames)]
-    return ids, queue.tail(by_frame.get(frames, []))
+    queue = HeardQueue(tokenize, pad)
+    ids = queue.frames([(f, w) for f, w in heard if f < frames], 0, frames)
+    return ids, queue.tail([w for f, w in heard if f >= frames])
 
 
 def spell_turn(encoder, inputs) -> list[tuple[int, str]]:
@@ -110,8 +87,8 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def spoil(heard: list[tuple[int, str]], rate: float, rng: np.random.Generator) -> list[tuple[int, str]]:
-    """Spelling mistakes at about `rate` per character (a third each deleted, replaced, doubled with a random
-    letter); a word may vanish or split no further; frames stay."""
+    """Spelling mistakes at about `rate` per character (a third each deleted, replaced, followed by a random
+    letter); a word whose letters are all deleted vanishes; the frames stay."""
     if rate <= 0:
         return list(heard)
     out = []

@@ -39,14 +39,40 @@ def char_ids(text: str) -> list[int]:
     return [CHARS.index(c) + 1 for c in normalize_chars(text)]
 
 
+class Speller:
+    """Best-path CTC decoding frame by frame (collapse repeats, drop blanks): `push(labels)` -> [(frame, word)]
+    for each word complete in them (the frame where its following space is spelled); `finish()` -> the last
+    word's, at the frame count."""
+
+    def __init__(self) -> None:
+        self.frames = 0          # frames pushed so far
+        self._last = 0           # the previous frame's label (repeats collapse)
+        self._word: list[str] = []
+
+    def push(self, labels) -> list[tuple[int, str]]:
+        done = []
+        for label in (int(x) for x in labels):
+            if label != self._last and label != 0:
+                char = CHARS[label - 1]
+                if char == " ":
+                    if self._word:
+                        done.append((self.frames, "".join(self._word)))
+                    self._word = []
+                else:
+                    self._word.append(char)
+            self._last = label
+            self.frames += 1
+        return done
+
+    def finish(self) -> list[tuple[int, str]]:
+        word, self._word = "".join(self._word), []
+        return [(self.frames, word)] if word else []
+
+
 def ctc_greedy(ids: list[int]) -> str:
-    """Best-path decoding: collapse repeats, drop blanks."""
-    out, last = [], 0
-    for i in ids:
-        if i != last and i != 0:
-            out.append(CHARS[i - 1])
-        last = i
-    return re.sub(r" +", " ", "".join(out)).strip()
+    """Best-path decoding of a whole turn: its words, one space between."""
+    speller = Speller()
+    return " ".join(word for _, word in speller.push(ids) + speller.finish())
 
 
 @dataclass(frozen=True)
