@@ -51,6 +51,23 @@ def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> No
     assert len(report["real_speech"]) == 1 and {"file", "text", "heard"} <= set(report["real_speech"][0])
 
 
+def test_the_brain_trains_alone_on_typed_dialogues_then_the_full_mix_starts_from_it(corpus: Path, tmp_path: Path,
+                                                                                     capsys) -> None:
+    brain, full = tmp_path / "brain", tmp_path / "full"
+    base = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny"]
+    with pytest.raises(SystemExit, match="--typed-batch"):
+        main([*base, "--out", str(tmp_path / "none"), "--typed-only", "--steps", "2"])
+    assert main([*base, "--out", str(brain), "--typed-only", "--typed-batch", "4", "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "4 new typed dialogues per step and nothing else" in out
+    history = _history(brain)
+    assert history[-1]["step"] == 10 and not np.isnan(history[-1]["val_text_acc"])   # text targets: validated
+    assert np.isnan(history[-1]["val_audio_acc"])         # validated on typed dialogues: no audio targets
+    assert main([*base, "--out", str(full), "--init", str(brain / "checkpoint"), "--steps", "4"]) == 0
+    assert f"starting from {brain / 'checkpoint'}" in capsys.readouterr().out
+    assert not np.isnan(_history(full)[-1]["val_audio_acc"])
+
+
 def test_a_checkpoint_for_another_codec_is_refused(corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--steps", "2"]) == 0

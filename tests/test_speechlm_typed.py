@@ -6,9 +6,10 @@ import random
 import re
 
 import numpy as np
+import pytest
 
 from tests.test_speechlm import detokenize, tokenize
-from voice.data.dialogues import phrasing_splits
+from voice.data.dialogues import phrasing_splits, phrasings_for
 from voice.data.phrasings import PHRASINGS
 from voice.speechlm.format import Layout, read_steps
 from voice.speechlm.typed import TypedDialogueStream, typed_dialogue, typed_texts
@@ -55,3 +56,21 @@ def test_the_stream_lays_out_typed_dialogues_as_t2t_examples() -> None:
 
 def test_typed_texts_are_deterministic() -> None:
     assert typed_texts(5, seed=1) == typed_texts(5, seed=1) != typed_texts(5, seed=2)
+
+
+def test_a_validation_stream_uses_validation_phrasings_and_never_the_test_split() -> None:
+    splits = phrasing_splits()
+    validation = [PHRASINGS[pid.rsplit("/", 1)[0]][int(pid.rsplit("/", 1)[1])][1] for pid, x in splits.items()
+                  if x == "validation"]
+    vocab, layout = Vocab(256, 3, 16), Layout((0, 1, 1), 2)
+    stream = TypedDialogueStream(vocab, layout, tokenize, seed=4, split="validation")
+    assert stream.allowed == phrasings_for("validation")
+    task, steps = stream.sample()
+    assert task == "t2t" and steps.text_target.any()
+    rng = random.Random(4)
+    questions = [t.text for _ in range(100) for t in typed_dialogue(rng, stream.allowed, "validation").turns
+                 if t.role == "user"]
+    for q in questions:
+        assert any(_matches(t, q) for t in validation), q
+    with pytest.raises(ValueError, match="test"):
+        TypedDialogueStream(vocab, layout, tokenize, split="test")

@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
                       eval_every=args.eval_every, save_every=args.save_every,
                       max_steps_per_example=args.max_steps_per_example, max_minutes=args.minutes,
                       data_workers=args.data_workers, hearing_weight=args.hearing_weight,
-                      typed_batch_size=args.typed_batch, schedule=args.schedule,
+                      typed_batch_size=args.typed_batch, schedule=args.schedule, typed_only=args.typed_only or None,
                       bf16=False if args.fp32 else None)
     out = Path(args.out or f"runs/lm/{args.preset}")
     codec = load_codec(args.codec)
@@ -131,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.user_variants and not with_variants:
         raise SystemExit(f"no voice variants cached: run `voice codec tokenize --corpus {args.corpus} --user-variants N`")
     val_set = load_dialogues(Path(args.corpus), codec_id, ("validation",), k, ear=ear, word_timings=aligned) or train_set[:64]
-    if model.config.heard_text:
+    if model.config.heard_text and not cfg.typed_only:     # (the brain alone reads no corpus turn)
         from voice.speechlm.heard import attach_heard
 
         attach_heard(train_set + val_set, model.speller)
@@ -148,7 +148,12 @@ def _train(args: argparse.Namespace) -> int:
         ear_mask = EarMask()
     stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank,
                            ear_mask=ear_mask, heard_noise=args.heard_noise if model.config.heard_text else 0.0)
-    val_stream = ExampleStream(val_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=1234)
+    if cfg.typed_only:      # the brain is validated on typed dialogues of the validation phrasings
+        if not cfg.typed_batch_size:
+            raise SystemExit("--typed-only learns from typed dialogues: give --typed-batch N")
+        val_stream = typed_stream_for(cfg, model, text, args, seed=1234, split="validation")
+    else:
+        val_stream = ExampleStream(val_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=1234)
     val_items = [val_stream.sample()[1] for _ in range(cfg.eval_examples)]
     val_batches = [collate(val_items[i:i + cfg.batch_size], vocab) for i in range(0, len(val_items), cfg.batch_size)]
     n_params = sum(p.numel() for p in model.parameters())
@@ -160,18 +165,23 @@ def _train(args: argparse.Namespace) -> int:
           f"{' (masked in training)' if ear_mask else ''}"
           f"{f' and reads its spelling (noise up to {args.heard_noise:.2f})' if model.config.heard_text else ''}; "
           f"{with_variants} dialogues with voice variants"
-          f"{f'; {cfg.typed_batch_size} new typed dialogues per step' if cfg.typed_batch_size else ''}; out {out}", flush=True)
-    typed_stream = None
-    if cfg.typed_batch_size:
-        from voice.speechlm.typed import TypedDialogueStream
-
-        typed_stream = TypedDialogueStream(vocab, layout, text.encode, cfg.max_steps_per_example, seed=cfg.seed + rank,
-                                           **({"spelled": args.typed_spelled, "noise": args.heard_noise}
-                                              if model.config.heard_text else {}))
+          f"{f'; {cfg.typed_batch_size} new typed dialogues per step' if cfg.typed_batch_size else ''}"
+          f"{' and nothing else (the brain alone)' if cfg.typed_only else ''}; out {out}", flush=True)
+    typed_stream = typed_stream_for(cfg, model, text, args, seed=cfg.seed + rank) if cfg.typed_batch_size else None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = train(out, model, text.tokenizer, stream, val_batches, cfg, device, typed_stream)
     print(json.dumps(metrics))
     return 0
+
+
+def typed_stream_for(cfg, model, text, args: argparse.Namespace, seed: int, split: str = "train"):
+    """New typed dialogues of `split`'s phrasings, written as the model reads them (spelled, in part, for a
+    model that reads heard text)."""
+    from voice.speechlm.typed import TypedDialogueStream
+
+    return TypedDialogueStream(model.config.vocab, model.config.layout, text.encode, cfg.max_steps_per_example, seed=seed,
+                               split=split, **({"spelled": args.typed_spelled, "noise": args.heard_noise}
+                                               if model.config.heard_text else {}))
 
 
 def real_speech_dir(arg: str) -> Path:
@@ -238,6 +248,10 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--typed-batch", type=int, default=None, metavar="N",
                    help="also learn from N new typed training dialogues (text -> text, generated, training "
                         "phrasings only) at every step")
+    p.add_argument("--typed-only", action="store_true",
+                   help="the brain first: learn only from --typed-batch N new typed dialogues per step (text steps, "
+                        "no audio: many times cheaper), validated on typed dialogues of the validation phrasings; "
+                        "then train the full mix with --init from its checkpoint")
     p.add_argument("--ear-mask", action="store_true",
                    help="with --ear: SpecAugment-style time and channel masks on the ear's rows in training")
     p.add_argument("--extra-corpus", action="append", default=[], metavar="DIR",

@@ -41,6 +41,7 @@ class TrainConfig:
     data_workers: int = 0          # processes laying out batches (a GPU outruns one Python process)
     typed_batch_size: int = 0      # > 0: also this many new typed dialogues (t2t) per step (voice.speechlm.typed)
     typed_weight: float = 1.0      # weight of their loss
+    typed_only: bool = False       # the brain alone: each step learns only from typed_batch_size typed dialogues
     bf16: bool = True              # on a GPU, matrix products in bfloat16 (autocast); False: float32 (TF32)
     schedule: str = "steps"        # "time" (with max_minutes): the cosine decays over the wall time, not the steps
 
@@ -215,7 +216,8 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
     """Train to cfg.steps, resuming from out/checkpoint when it is there. Returns the last metrics.
 
     With `typed_stream` (a `TypedDialogueStream`) and `cfg.typed_batch_size`, each step also learns
-    from a batch of new typed dialogues (its gradient added to the corpus batch's)."""
+    from a batch of new typed dialogues (its gradient added to the corpus batch's); with `cfg.typed_only`,
+    from them alone (`stream` is not read: text steps only, many times cheaper than the corpus's audio)."""
     from tqdm import tqdm
 
     rank, world = _distributed()
@@ -235,12 +237,17 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     metrics: dict = history[-1] if history else {}
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train lm", disable=rank != 0)
-    source = batches(stream, cfg.batch_size, cfg.data_workers, seed=cfg.seed * 1000 + rank * 100 + start)
     typed_workers = min(2, cfg.data_workers)     # each reseeds from (seed, worker); in-process, the rng below
     typed = (batches(typed_stream, cfg.typed_batch_size, typed_workers, seed=cfg.seed * 1000 + rank * 100 + start + 7)
              if typed_stream is not None and cfg.typed_batch_size > 0 else None)
     if typed is not None:
         typed_stream.rng = np.random.default_rng([cfg.seed, rank, start])    # a resumed run draws new dialogues
+    if cfg.typed_only:
+        if typed is None:
+            raise ValueError("typed_only trains on typed dialogues: give a typed stream and typed_batch_size")
+        source, typed = typed, None
+    else:
+        source = batches(stream, cfg.batch_size, cfg.data_workers, seed=cfg.seed * 1000 + rank * 100 + start)
     cuda = str(device).startswith("cuda")
     if cuda:        # bfloat16 matrix products on a GPU (the weights and the optimizer stay float32)
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -18,11 +18,11 @@ from voice.speechlm.format import Example, Layout, Steps, Turn, layout_example
 from voice.speechlm.vocab import Vocab
 
 
-def typed_dialogue(rng: random.Random, allowed: dict[str, list[int]]) -> Example:
-    """One new training dialogue as a t2t example (context, then user and assistant text turns)."""
+def typed_dialogue(rng: random.Random, allowed: dict[str, list[int]], split: str = "train") -> Example:
+    """One new dialogue of `split`'s phrasings (`allowed`) as a t2t example (context, then user and assistant text turns)."""
     from voice.data.dialogues import generate_dialogue
 
-    d = generate_dialogue(rng, "typed", "train", allowed)
+    d = generate_dialogue(rng, "typed", split, allowed)
     return Example("t2t", d.context, [Turn(t.role, t.text) for t in d.turns])
 
 
@@ -44,19 +44,22 @@ class TypedDialogueStream:
     Draws through `self.rng` (a numpy generator), which data workers re-seed as they do an ExampleStream's."""
 
     def __init__(self, vocab: Vocab, layout: Layout, tokenize, max_steps: int = 512, seed: int = 0,
-                 spelled: float = 0.0, noise: float = 0.0) -> None:
-        """`spelled`: the share of dialogues whose user turns are written as a hearing encoder spells them (lower
+                 spelled: float = 0.0, noise: float = 0.0, split: str = "train") -> None:
+        """`split`: whose phrasings (train; validation only to validate, the test split's never).
+        `spelled`: the share of dialogues whose user turns are written as a hearing encoder spells them (lower
         case, no punctuation, `noise` as in `ExampleStream`'s heard text): a model that reads heard text
         (voice.speechlm.heard) learns to answer questions written that way."""
         from voice.data.dialogues import phrasings_for
 
         self.vocab, self.layout, self.tokenize, self.max_steps = vocab, layout, tokenize, max_steps
-        self.allowed = phrasings_for("train")
+        if split not in ("train", "validation"):
+            raise ValueError(f"typed dialogues use the train or validation phrasings, not {split!r}")
+        self.split, self.allowed = split, phrasings_for(split)
         self.rng = np.random.default_rng(seed)
         self.spelled, self.noise = spelled, noise
 
     def sample(self) -> tuple[str, Steps]:
-        example = typed_dialogue(random.Random(int(self.rng.integers(2 ** 62))), self.allowed)
+        example = typed_dialogue(random.Random(int(self.rng.integers(2 ** 62))), self.allowed, self.split)
         if self.spelled > 0 and self.rng.random() < self.spelled:
             example.turns = [Turn(t.role, as_spelled(t.text, float(self.rng.uniform(0, self.noise)), self.rng))
                              if t.role == "user" else t for t in example.turns]
