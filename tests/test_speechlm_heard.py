@@ -123,8 +123,8 @@ def test_the_generator_writes_the_heard_text_as_training_lays_it_out(kind, chunk
     # the generator, chunk by chunk
     gen = SpeechGenerator(model, max_sessions=1, tokenize=tokenize)
     fed: list[int] = []
-    feed = gen._feed
-    gen._feed = lambda session, text, audio, user=None: (fed.extend(text), feed(session, text, audio, user))[1]
+    embed = gen._embed      # every step is embedded once, in the order it is fed
+    gen._embed = lambda text, audio, user=None: (fed.extend(text), embed(text, audio, user))[1]
     session = gen.open()
     gen.feed_text(session, "context", tokenize("it is noon."))
     at = 0

@@ -149,14 +149,21 @@ class SpeechGenerator:
 
     # -- prefill ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _feed(self, session: Session, text: list[int], audio: list[list[int]],
-              user: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed steps to one session: text ids [T], audio [T][K] (hearing features [T, H_enc]) -> hidden [T, H]."""
+    def _embed(self, text: list[int], audio: list[list[int]], user: torch.Tensor | None = None) -> torch.Tensor:
+        """Steps' embeddings: text ids [T], audio [T][K] (hearing features [T, H_enc]) -> [T, H]."""
         t = torch.tensor(text, dtype=torch.long)[None]                        # [1, T]
         a = torch.tensor(audio, dtype=torch.long).T[None]                     # [1, K, T]
         self.model.check_ids(t, a)
-        x = self.model.embed(t, a) if user is None else self.model.embed(t, a, user[None])
-        return self.decoder.forward([session.slot], x)[0]
+        return (self.model.embed(t, a) if user is None else self.model.embed(t, a, user[None]))[0]
+
+    @torch.no_grad()
+    def _feed(self, session: Session, text: list[int], audio: list[list[int]],
+              user: torch.Tensor | None = None, head: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed steps to one session in one forward pass: text ids [T], audio [T][K] (hearing features
+        [T, H_enc]), after the embedded steps `head` [T0, H] (those of `_begin_block`) -> hidden [T0 + T, H]."""
+        x = [self._embed(text, audio, user)] if text else []
+        x = torch.cat(([head] if head is not None else []) + x)
+        return self.decoder.forward([session.slot], x[None])[0]
 
     @property
     def ear(self) -> WhisperEar:
@@ -164,9 +171,11 @@ class SpeechGenerator:
             self._ear = WhisperEar(config=self.cfg.ear_config)
         return self._ear
 
-    def _close_user(self, session: Session) -> None:
-        """The user's speech block ends: frames held for the hearing encoder's lookahead (or for their
-        Whisper-ear features) go in now."""
+    def _close_user(self, session: Session) -> torch.Tensor | None:
+        """The user's speech block ends: the embeddings [T, H] of the steps that go in now (fed with what
+        follows, in one forward pass), or None: frames held for the hearing encoder's lookahead (or for
+        their Whisper-ear features), then the spelled words still waiting (a model that reads heard text)."""
+        steps = []
         if session.user_open and session.held is not None and session.held.shape[1]:
             held, enc = session.held, None
             if self.cfg.reads_ear:
@@ -179,15 +188,23 @@ class SpeechGenerator:
             else:
                 enc = session.hearing.finish()
                 feats = self.model.hearing_read(enc)
-            self._feed(session, self._heard_ids(session, enc, held.shape[1]), held.T.tolist(), feats)
+            steps.append(self._embed(self._heard_ids(session, enc, held.shape[1]), held.T.tolist(), feats))
         if session.user_open and session.heard is not None:     # the words still waiting: text-only steps
             last = [w for _, w in session.speller.finish()]
             session.spelled += last
             tail = session.heard.tail(last)
             if tail:
-                self._feed(session, tail, [self._none_audio] * len(tail))
+                steps.append(self._embed(tail, [self._none_audio] * len(tail)))
         session.clear_user()
         session.user_open = False
+        return torch.cat(steps) if steps else None
+
+    def _begin_block(self, session: Session) -> tuple[torch.Tensor | None, list[int], list[list[int]]]:
+        """A new block (not the user's speech) starts: the user's last steps (embedded, `_close_user`),
+        then the steps of `_flush`, all fed with the block's first ones."""
+        head = self._close_user(session)
+        text, audio = self._flush(session)
+        return head, text, audio
 
     def _heard_ids(self, session: Session, enc: torch.Tensor | None, n: int) -> list[int]:
         """The text stream of the next `n` user frames: pads, or (a model that reads heard text) the words its
@@ -210,11 +227,10 @@ class SpeechGenerator:
 
     def feed_text(self, session: Session, marker: str, ids: list[int]) -> None:
         """A text block (context, user text): its marker, then the text ids."""
-        self._close_user(session)
-        text, audio = self._flush(session)
+        head, text, audio = self._begin_block(session)
         text += [self.vocab.special(marker), *ids]
         audio += [self._none_audio] * (1 + len(ids))
-        self._feed(session, text, audio)
+        self._feed(session, text, audio, head=head)
 
     def feed_user_speech(self, session: Session, codes: np.ndarray, pcm: np.ndarray | None = None,
                          features: np.ndarray | None = None) -> None:
@@ -284,19 +300,17 @@ class SpeechGenerator:
 
     def feed_steps(self, session: Session, text: list[int], audio: list[list[int]]) -> None:
         """Steps laid out elsewhere (a reference history by `voice.speechlm.format.StepWriter`): text [T], audio [K][T]."""
-        self._close_user(session)
-        head_text, head_audio = self._flush(session)
-        if len(text) or head_text:
-            self._feed(session, head_text + list(text), head_audio + [list(c) for c in zip(*audio)])
+        head, head_text, head_audio = self._begin_block(session)
+        if len(text) or head_text or head is not None:
+            self._feed(session, head_text + list(text), head_audio + [list(c) for c in zip(*audio)], head=head)
 
     @torch.no_grad()
     def generate_text(self, session: Session, marker: str, max_tokens: int = 64) -> list[int]:
         """A text answer after `marker` (assistant_text, transcribe): sampled until <|end_of_text|>."""
-        self._close_user(session)
-        text, audio = self._flush(session)
+        head, text, audio = self._begin_block(session)
         text.append(self.vocab.special(marker))
         audio.append(self._none_audio)
-        hidden = self._feed(session, text, audio)[-1]
+        hidden = self._feed(session, text, audio, head=head)[-1]
         end, out = self.vocab.special("end_of_text"), []
         for _ in range(max_tokens):
             token = self._sample(self.model.text_head(hidden) + self._text_mask)
@@ -310,12 +324,11 @@ class SpeechGenerator:
     # -- the answer -----------------------------------------------------------------------------
     def begin_answer(self, session: Session) -> StepOutput:
         """Start the assistant's spoken answer (the marker step); returns what it produced."""
-        self._close_user(session)
-        text, audio = self._flush(session)
+        head, text, audio = self._begin_block(session)
         text.append(self.vocab.special("assistant_speech"))
         audio.append(self._none_audio)
-        start = self.length(session) + len(text) - 1
-        hidden = self._feed(session, text, audio)[-1:]
+        start = self.length(session) + len(text) - 1 + (0 if head is None else len(head))
+        hidden = self._feed(session, text, audio, head=head)[-1:]
         session.answer = _Answer(start=start, codes=[[] for _ in range(self.vocab.num_codebooks)])
         return self._decide([session], hidden)[0]
 
@@ -362,7 +375,9 @@ class SpeechGenerator:
 
     def close_user_turn(self, session: Session) -> None:
         """The user's turn ends without an answer (cut before it): the next user speech opens a new block."""
-        self._close_user(session)
+        head = self._close_user(session)
+        if head is not None:
+            self._feed(session, [], [], head=head)
 
     @torch.no_grad()
     def step(self, sessions: list[Session]) -> list[StepOutput]:
