@@ -66,6 +66,14 @@ def test_the_brain_trains_alone_on_typed_dialogues_then_the_full_mix_starts_from
     assert main([*base, "--out", str(full), "--init", str(brain / "checkpoint"), "--steps", "4"]) == 0
     assert f"starting from {brain / 'checkpoint'}" in capsys.readouterr().out
     assert not np.isnan(_history(full)[-1]["val_audio_acc"])
+    # a new kind of model (here other delays) takes the brain's text ids and every weight that fits
+    stair = tmp_path / "stair"
+    assert main([*base, "--out", str(stair), "--init", str(brain / "checkpoint"), "--delays", "0,1,2,3,4,5,6,7",
+                 "--steps", "2"]) == 0
+    assert f"a new model from {brain / 'checkpoint'}: " in capsys.readouterr().out
+    made = json.loads((stair / "checkpoint" / "config.json").read_text())
+    assert made["delays"] == list(range(8))
+    assert made["text_token_ids"] == json.loads((brain / "checkpoint" / "config.json").read_text())["text_token_ids"]
 
 
 def test_a_checkpoint_for_another_codec_is_refused(corpus: Path, tmp_path: Path) -> None:

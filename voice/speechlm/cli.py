@@ -69,9 +69,12 @@ def _train(args: argparse.Namespace) -> int:
     k = model_k = args.num_codebooks
     if args.heard_text and args.user_variants:
         raise SystemExit("heard text is spelled from each user turn's own audio: no --user-variants with it")
-    if args.init and not resume and (args.base or args.ear or args.hearing_encoder):
-        raise SystemExit("--init starts from a whole speech LM: no --base, --ear or --hearing-encoder with it")
-    source = out / "checkpoint" if resume else args.init      # --init: a saved model's weights, a fresh optimizer
+    if args.init and not resume and args.base:
+        raise SystemExit("--init starts from a speech LM of this project: no --base with it")
+    # --init with what makes a model (an ear, a hearing encoder, heard text, delays): a new model of that
+    # kind, with the init's text ids and every weight of its that fits (the brain alone -> the whole model)
+    remake = bool(args.init and not resume and (args.ear or args.hearing_encoder or args.heard_text or args.delays))
+    source = out / "checkpoint" if resume else None if remake else args.init   # a saved model's weights, a fresh optimizer
     if source:
         model = SpeechLM.from_pretrained(source, dtype=torch.float32)
         text = load_text_ids(source)
@@ -98,7 +101,9 @@ def _train(args: argparse.Namespace) -> int:
         if not more:
             raise SystemExit(f"--extra-corpus {extra}: no tokenized training dialogues there")
         train_set += [replace(d, dialogue_id=f"{Path(extra).name}/{d.dialogue_id}") for d in more]
-    if not started:
+    if remake:
+        text = load_text_ids(args.init)
+    elif not started:
         tokenizer = load_tokenizer(args.base or args.tokenizer)
         kept = None
         if (args.text_vocab or ("full" if args.base else "corpus")) == "corpus":
@@ -111,6 +116,7 @@ def _train(args: argparse.Namespace) -> int:
                 texts += typed_texts(2000)
             kept = choose_ids(tokenizer, texts)
         text = TextIds(tokenizer, kept)
+    if not started:
         delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
         hearing = ear
         if args.hearing_encoder:
@@ -125,6 +131,10 @@ def _train(args: argparse.Namespace) -> int:
             hearing = (ear, encoder) if ear else encoder
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
                             args.heard_codebooks, hearing, args.hearing_input, args.text_align, args.heard_text)
+        if remake:
+            taken, new = take_weights(model, SpeechLM.from_pretrained(args.init, dtype=torch.float32), codec_id)
+            print(f"[lm] a new model from {args.init}: {taken} of its weights taken, {len(new)} new ({', '.join(new[:6])}"
+                  f"{', ...' if len(new) > 6 else ''})")
     vocab, layout = model.config.vocab, model.config.layout
     k = model.config.num_codebooks
     with_variants = sum(bool(d.user_variants) for d in train_set)
@@ -175,13 +185,34 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def typed_stream_for(cfg, model, text, args: argparse.Namespace, seed: int, split: str = "train"):
-    """New typed dialogues of `split`'s phrasings, written as the model reads them (spelled, in part, for a
-    model that reads heard text)."""
+    """New typed dialogues of `split`'s phrasings, written as the model reads them: spelled in part for a
+    model that reads heard text, and for the brain alone (it may go into one)."""
     from voice.speechlm.typed import TypedDialogueStream
 
     return TypedDialogueStream(model.config.vocab, model.config.layout, text.encode, cfg.max_steps_per_example, seed=seed,
                                split=split, **({"spelled": args.typed_spelled, "noise": args.heard_noise}
-                                               if model.config.heard_text else {}))
+                                               if model.config.heard_text or cfg.typed_only else {}))
+
+
+def take_weights(model, source, codec_id: str) -> tuple[int, list[str]]:
+    """Copy into `model` every tensor of `source` with the same name and shape; returns (how many, the names
+    of the model's tensors that stay new). Both must speak the same codec and text ids."""
+    import torch
+
+    if source.config.codec_id != codec_id:
+        raise SystemExit(f"--init was trained on codes of {source.config.codec_id}, not {codec_id}")
+    if list(source.config.text_token_ids or []) != list(model.config.text_token_ids or []):
+        raise SystemExit("--init has other text ids than the model made from it")
+    theirs = source.state_dict()
+    taken, new = 0, []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name in theirs and theirs[name].shape == tensor.shape:
+                tensor.copy_(theirs[name])
+                taken += 1
+            else:
+                new.append(name)
+    return taken, new
 
 
 def real_speech_dir(arg: str) -> Path:
