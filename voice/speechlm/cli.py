@@ -281,7 +281,7 @@ def register(subparsers, registered: dict) -> None:
                         "phrasings only) at every step")
     p.add_argument("--typed-only", action="store_true",
                    help="the brain first: learn only from --typed-batch N new typed dialogues per step (text steps, "
-                        "no audio: many times cheaper), validated on typed dialogues of the validation phrasings; "
+                        "no audio: all of the compute goes to the brain), validated on typed dialogues of the validation phrasings; "
                         "then train the full mix with --init from its checkpoint")
     p.add_argument("--ear-mask", action="store_true",
                    help="with --ear: SpecAugment-style time and channel masks on the ear's rows in training")

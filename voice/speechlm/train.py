@@ -217,7 +217,7 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
 
     With `typed_stream` (a `TypedDialogueStream`) and `cfg.typed_batch_size`, each step also learns
     from a batch of new typed dialogues (its gradient added to the corpus batch's); with `cfg.typed_only`,
-    from them alone (`stream` is not read: text steps only, many times cheaper than the corpus's audio)."""
+    from them alone (`stream` is not read: text steps only)."""
     from tqdm import tqdm
 
     rank, world = _distributed()
