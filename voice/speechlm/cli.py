@@ -51,7 +51,6 @@ def _train(args: argparse.Namespace) -> int:
     from voice.codec.tokenize import cache_id
     from voice.speechlm.batch import collate
     from voice.speechlm.data import ExampleStream, load_dialogues
-    from voice.speechlm.model import SpeechLM
     from voice.speechlm.text import TextIds, choose_ids
     from voice.speechlm.train import PRESETS, build_model, config_with, train
 
@@ -76,10 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     remake = bool(args.init and not resume and (args.ear or args.hearing_encoder or args.heard_text or args.delays))
     source = out / "checkpoint" if resume else None if remake else args.init   # a saved model's weights, a fresh optimizer
     if source:
-        model = SpeechLM.from_pretrained(source, dtype=torch.float32)
+        model = _saved_model(source, codec_id)
         text = load_text_ids(source)
-        if model.config.codec_id != codec_id:
-            raise SystemExit(f"{source} was trained on codes of {model.config.codec_id}, not {codec_id}")
         model_k = model.config.num_codebooks
         if not resume:
             model.config.text_align = args.text_align     # the layout may change (the weights do not depend on it)
@@ -132,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
                             args.heard_codebooks, hearing, args.hearing_input, args.text_align, args.heard_text)
         if remake:
-            taken, new = take_weights(model, SpeechLM.from_pretrained(args.init, dtype=torch.float32), codec_id)
+            taken, new = take_weights(model, _saved_model(args.init, codec_id))
             print(f"[lm] a new model from {args.init}: {taken} of its weights taken, {len(new)} new ({', '.join(new[:6])}"
                   f"{', ...' if len(new) > 6 else ''})")
     vocab, layout = model.config.vocab, model.config.layout
@@ -194,13 +191,23 @@ def typed_stream_for(cfg, model, text, args: argparse.Namespace, seed: int, spli
                                                if model.config.heard_text or cfg.typed_only else {}))
 
 
-def take_weights(model, source, codec_id: str) -> tuple[int, list[str]]:
-    """Copy into `model` every tensor of `source` with the same name and shape; returns (how many, the names
-    of the model's tensors that stay new). Both must speak the same codec and text ids."""
+def _saved_model(folder, codec_id: str):
+    """A saved speech LM to train on (float32); it must have been trained on the codes of `codec_id`."""
     import torch
 
-    if source.config.codec_id != codec_id:
-        raise SystemExit(f"--init was trained on codes of {source.config.codec_id}, not {codec_id}")
+    from voice.speechlm.model import SpeechLM
+
+    model = SpeechLM.from_pretrained(folder, dtype=torch.float32)
+    if model.config.codec_id != codec_id:
+        raise SystemExit(f"{folder} was trained on codes of {model.config.codec_id}, not {codec_id}")
+    return model
+
+
+def take_weights(model, source) -> tuple[int, list[str]]:
+    """Copy into `model` every tensor of `source` with the same name and shape; returns (how many, the names
+    of the model's tensors that stay new). Both must have the same text ids."""
+    import torch
+
     if list(source.config.text_token_ids or []) != list(model.config.text_token_ids or []):
         raise SystemExit("--init has other text ids than the model made from it")
     theirs = source.state_dict()
