@@ -325,7 +325,7 @@ def register(subparsers, registered: dict) -> None:
                    help="with --hearing-encoder: the model also reads the encoder's greedy spelling of the user's words, "
                         "written in the text stream as they are heard (docs/speechlm.md, \"Heard text\")")
     p.add_argument("--typed-spelled", type=float, default=0.5,
-                   help="with --heard-text and --typed-batch: the share of typed dialogues whose questions are written "
+                   help="with --typed-batch, for a --heard-text model or --typed-only: the share of typed dialogues whose questions are written "
                         "as the encoder spells (lower case, no punctuation, --heard-noise mistakes)")
     p.add_argument("--heard-noise", type=float, default=0.25,
                    help="with --heard-text: spelling mistakes added to the training turns' heard text, at up to this "

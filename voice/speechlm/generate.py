@@ -161,8 +161,9 @@ class SpeechGenerator:
               user: torch.Tensor | None = None, head: torch.Tensor | None = None) -> torch.Tensor:
         """Feed steps to one session in one forward pass: text ids [T], audio [T][K] (hearing features
         [T, H_enc]), after the embedded steps `head` [T0, H] (those of `_begin_block`) -> hidden [T0 + T, H]."""
-        x = [self._embed(text, audio, user)] if text else []
-        x = torch.cat(([head] if head is not None else []) + x)
+        x = self._embed(text, audio, user) if text else head
+        if text and head is not None:
+            x = torch.cat([head, x])
         return self.decoder.forward([session.slot], x[None])[0]
 
     @property
