@@ -254,6 +254,10 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
         with pytest.raises(SystemExit, match=said):      # the ear takes an ear encoder (voice train hearing --ear) only
             main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",
                   "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", encoder, "--steps", "1"])
+    with pytest.raises(SystemExit, match="same --ear-chunk"):          # an ear encoder of other chunks' rows
+        main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "other"), "--ear",
+              "--ear-chunk", "25", "--ear-context", "20", "--hearing-encoder", str(tmp_path / "earenc" / "hearing.pt"),
+              "--steps", "1"])
 
 
 def test_a_word_aligned_model_trains_on_aligned_words_and_says_answers(corpus: Path, tmp_path: Path, capsys) -> None:

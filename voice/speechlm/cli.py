@@ -89,6 +89,7 @@ def _train(args: argparse.Namespace) -> int:
         from voice.speechlm.whisper_ear import EarConfig
 
         ear = EarConfig(chunk=args.ear_chunk, context=args.ear_context)
+    encoder = None if started else _ear_or_codes_encoder(args.hearing_encoder, ear)
     aligned = (model.config.text_align if started else args.text_align) == "words"
     train_set = load_dialogues(Path(args.corpus), codec_id, ("train",), model_k, variants=args.user_variants, ear=ear,
                                word_timings=aligned)
@@ -116,15 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     if not started:
         delays = [int(d) for d in args.delays.split(",")] if args.delays else [0] + [1] * (k - 1)
         hearing = ear
-        if args.hearing_encoder:
-            from voice.speechlm.hearing import HearingEncoder
-
-            if not Path(args.hearing_encoder).exists():
-                raise SystemExit(f"--hearing-encoder {args.hearing_encoder}: no such file or folder")
-            encoder = HearingEncoder.load(Path(args.hearing_encoder))
-            if encoder.config.reads_features != bool(ear):
-                raise SystemExit("--hearing-encoder: an ear encoder (voice train hearing --ear) goes with --ear, "
-                                 "an encoder of codes without it")
+        if encoder is not None:
             hearing = (ear, encoder) if ear else encoder
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
                             args.heard_codebooks, hearing, args.hearing_input, args.text_align, args.heard_text)
@@ -189,6 +182,28 @@ def typed_stream_for(cfg, model, text, args: argparse.Namespace, seed: int, spli
     return TypedDialogueStream(model.config.vocab, model.config.layout, text.encode, cfg.max_steps_per_example, seed=seed,
                                split=split, **({"spelled": args.typed_spelled, "noise": args.heard_noise}
                                                if model.config.heard_text or cfg.typed_only else {}))
+
+
+def _ear_or_codes_encoder(path: str | None, ear):
+    """The frozen encoder of `--hearing-encoder` (None without one), checked against the model's ear: an ear
+    encoder goes with --ear, trained on rows of the same chunks; an encoder of codes goes without it."""
+    if not path:
+        return None
+    from voice.speechlm.hearing import HearingEncoder
+
+    if not Path(path).exists():
+        raise SystemExit(f"--hearing-encoder {path}: no such file or folder")
+    encoder = HearingEncoder.load(Path(path))
+    if encoder.config.reads_features != bool(ear):
+        raise SystemExit("--hearing-encoder: an ear encoder (voice train hearing --ear) goes with --ear, "
+                         "an encoder of codes without it")
+    if ear:
+        from voice.speechlm.ear_cache import ear_id
+
+        if encoder.config.codec_id != ear_id(ear):     # its rows must come from the same chunks
+            raise SystemExit(f"--hearing-encoder: trained on the ear's {encoder.config.codec_id} rows, this model "
+                             f"hears {ear_id(ear)} (train it with the same --ear-chunk and --ear-context)")
+    return encoder
 
 
 def _saved_model(folder, codec_id: str):
