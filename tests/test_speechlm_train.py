@@ -47,6 +47,8 @@ def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> No
     assert typed["n"] == 3 and sum(g["n"] for g in typed["per_intent"].values()) == 3
     assert all({"question", "text", "expected", "ok"} <= set(w) for w in typed["wrong"])
     assert {r["sessions"] for r in report["speed"]} == {1, 4}
+    one = report["speed"][0]                 # the first frame over several turns: the median and its spread
+    assert one["first_frame_ms_min"] <= one["first_frame_ms"] <= one["first_frame_ms_max"] and one["first_frame_turns"] >= 1
     assert (tmp_path / "worst" / "worst.json").exists()
     assert len(report["real_speech"]) == 1 and {"file", "text", "heard"} <= set(report["real_speech"][0])
 

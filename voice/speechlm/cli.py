@@ -255,7 +255,9 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     for row in out.get("speed", []):
         print(f"speed: {row['sessions']} session(s): {row['x_real_time']}x real time ({row['ms_per_step']} ms per "
-              f"step), first answer frame {row['first_frame_ms']} ms after the user's last frame")
+              f"step), first answer frame {row['first_frame_ms']} ms after the user's last frame"
+              + (f" (median of {row['first_frame_turns']} turns, {row['first_frame_ms_min']}-{row['first_frame_ms_max']})"
+                 if "first_frame_turns" in row else ""))
     if "answers" in out:
         a = out["answers"]
         print(f"answers (n={a['n']}): spoken {a['spoken_accuracy']:.1%}, text stream {a['text_accuracy']:.1%}, "

@@ -286,6 +286,17 @@ def measure_speed(gen: SpeechGenerator, dialogue, tokenize, sessions: int, answe
             "ms_per_step": round(seconds / answer_steps * 1000, 2), "first_frame_ms": round(first_ms, 1)}
 
 
+FIRST_FRAME_TURNS = 8     # the first frame of one turn varies with where its end falls (the ear's chunks): time several
+
+
+def first_frame_over_turns(gen: SpeechGenerator, dialogues, tokenize, turn_pcm) -> dict:
+    """The one-session first answer frame over the first user turn of each dialogue (`measure_speed`'s timing,
+    a few answer steps each): its median (the headline `first_frame_ms`), its spread and how many turns."""
+    times = [measure_speed(gen, d, tokenize, 1, answer_steps=1, pcm=turn_pcm(d))["first_frame_ms"] for d in dialogues]
+    return {"first_frame_ms": round(float(np.median(times)), 1), "first_frame_ms_min": min(times),
+            "first_frame_ms_max": max(times), "first_frame_turns": len(times)}
+
+
 def _group(results: list[TurnResult], key) -> dict:
     groups = defaultdict(list)
     for r in results:
@@ -374,13 +385,18 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config,
                                word_timings=model.config.text_align == "words")
     gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling(), tokenize=text.encode)
-    pcm = None
-    if speed and model.config.reads_ear:     # the timed turn's audio: its codes decoded (only its length matters)
-        user = next(t for t in dialogues[0].turns if t.role == "user")
-        pcm = _pcm16k(codec.decode(user.codes), codec.sample_rate_hz)
+    def turn_pcm(dialogue):     # a timed turn's audio for a model that reads the ear: its codes decoded
+        if not model.config.reads_ear:
+            return None
+        user = next(t for t in dialogue.turns if t.role == "user")
+        return _pcm16k(codec.decode(user.codes), codec.sample_rate_hz)
+
+    speed_rows = []
     if speed:   # one untimed pass first: the first steps of a process pay for allocation and thread start-up
+        pcm = turn_pcm(dialogues[0])
         measure_speed(gen, dialogues[0], text.encode, 1, answer_steps=20, pcm=pcm)
-    speed_rows = [measure_speed(gen, dialogues[0], text.encode, n, pcm=pcm) for n in (1, 4)] if speed else []
+        speed_rows = [measure_speed(gen, dialogues[0], text.encode, n, pcm=pcm) for n in (1, 4)]
+        speed_rows[0].update(first_frame_over_turns(gen, dialogues[:FIRST_FRAME_TURNS], text.encode, turn_pcm))
     whisper = load_whisper()
     results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
