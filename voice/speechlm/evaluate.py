@@ -291,7 +291,7 @@ FIRST_FRAME_TURNS = 8     # the first frame of one turn varies with where its en
 
 def first_frame_over_turns(gen: SpeechGenerator, dialogues, tokenize, turn_pcm) -> dict:
     """The one-session first answer frame over the first user turn of each dialogue (`measure_speed`'s timing,
-    a few answer steps each): its median (the headline `first_frame_ms`), its spread and how many turns."""
+    one session, one answer step after it): its median (the headline `first_frame_ms`), its spread and how many turns."""
     times = [measure_speed(gen, d, tokenize, 1, answer_steps=1, pcm=turn_pcm(d))["first_frame_ms"] for d in dialogues]
     return {"first_frame_ms": round(float(np.median(times)), 1), "first_frame_ms_min": min(times),
             "first_frame_ms_max": max(times), "first_frame_turns": len(times)}
@@ -385,6 +385,7 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config,
                                word_timings=model.config.text_align == "words")
     gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling(), tokenize=text.encode)
+
     def turn_pcm(dialogue):     # a timed turn's audio for a model that reads the ear: its codes decoded
         if not model.config.reads_ear:
             return None
