@@ -290,8 +290,8 @@ FIRST_FRAME_TURNS = 8     # the first frame of one turn varies with where its en
 
 
 def first_frame_over_turns(gen: SpeechGenerator, dialogues, tokenize, turn_pcm) -> dict:
-    """The one-session first answer frame over the first user turn of each dialogue (`measure_speed`'s timing,
-    one session, one answer step after it): its median (the headline `first_frame_ms`), its spread and how many turns."""
+    """`measure_speed`'s one-session first answer frame, timed on the first user turn of each dialogue: its
+    median (the headline `first_frame_ms`), its range and how many turns."""
     times = [measure_speed(gen, d, tokenize, 1, answer_steps=1, pcm=turn_pcm(d))["first_frame_ms"] for d in dialogues]
     return {"first_frame_ms": round(float(np.median(times)), 1), "first_frame_ms_min": min(times),
             "first_frame_ms_max": max(times), "first_frame_turns": len(times)}
