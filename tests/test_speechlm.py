@@ -191,6 +191,30 @@ def test_a_tiny_model_overfits_one_dialogue_and_the_stream_reproduces_it() -> No
     np.testing.assert_array_equal(frames, example.turns[3].codes)
 
 
+@pytest.mark.parametrize("delays", [[0, 1, 1], [0, 1, 2], [0, 2, 1]])
+def test_a_step_reads_only_the_audio_head_rows_it_needs_and_samples_the_same(delays, monkeypatch) -> None:
+    model = tiny_model(4, delays=delays)
+    hidden = torch.randn(2, model.config.hidden_size)
+    with torch.no_grad():
+        full = model.heads(hidden[:, None], text=False)[1][:, 0]
+        for k in range(4):
+            torch.testing.assert_close(model.audio_logits(hidden, k), full[:, :k])
+
+    def answer(every_row: bool):
+        if every_row:      # the reference: every codebook's logits at every step
+            monkeypatch.setattr(model, "audio_logits", lambda h, k: model.heads(h[:, None], text=False)[1][:, 0])
+        gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(temperature=0.9, top_k=5, max_frames=30))
+        session = gen.open()
+        gen.feed_user_speech(session, codes(3, 6, 5))
+        out = _answer(gen, session)
+        monkeypatch.undo()
+        return out
+
+    (words, frames), (ref_words, ref_frames) = answer(False), answer(True)
+    assert words == ref_words and frames.shape[1] > 0
+    np.testing.assert_array_equal(frames, ref_frames)
+
+
 def test_batched_generation_matches_one_session_at_a_time() -> None:
     model = tiny_model(3)
     example = s2s_example()

@@ -395,14 +395,21 @@ class SpeechGenerator:
     def _decide(self, sessions: list[Session], hidden: torch.Tensor) -> list[StepOutput]:
         """From the hidden state of block step s, choose each session's ids for step s + 1."""
         need_text = [not s.answer.text_done for s in sessions]
-        text_logits, audio_logits = self.model.heads(hidden[:, None], text=False)
-        audio_logits = audio_logits[:, 0]                                               # [B, K, N + 1]
+        audio_logits = self.model.audio_logits(hidden, max(self._codebooks_needed(s.answer) for s in sessions))
+        text_logits = None
         if any(need_text):
             text_logits = self.model.text_head(hidden) + self._text_mask                # [B, V]
         outs = []
         for row, s in enumerate(sessions):
             outs.append(self._advance(s, text_logits[row] if need_text[row] else None, audio_logits[row]))
         return outs
+
+    def _codebooks_needed(self, a: _Answer) -> int:
+        """How many leading codebooks the answer's next step samples (those whose frame has begun and not ended)."""
+        f0 = a.step - self.layout.text_lead          # the frame codebook k holds at the next step is f0 - d_k
+        need = [k for k, d in enumerate(self.layout.delays)
+                if f0 - d >= 0 and (a.frames_end is None or f0 - d < a.frames_end)]
+        return max(need) + 1 if need else 0
 
     def _advance(self, s: Session, text_logits, audio_logits) -> StepOutput:
         a, v, lay, cfg = s.answer, self.vocab, self.layout, self.sampling

@@ -253,6 +253,13 @@ class SpeechLM(PreTrainedModel):
         audio = self.audio_head(hidden).unflatten(-1, (k, n + 1))
         return (self.text_head(hidden) if text else None), audio
 
+    def audio_logits(self, hidden: torch.Tensor, codebooks: int) -> torch.Tensor:
+        """hidden [B, H] -> the logits of the first `codebooks` codebooks only [B, codebooks, N + 1]: a step
+        reads the rows of the audio head it needs (none while the words lead, fewer while a stair fills)."""
+        n = self.config.codebook_size
+        weight = self.audio_head.weight[: codebooks * (n + 1)]
+        return torch.nn.functional.linear(hidden, weight).unflatten(-1, (codebooks, n + 1))
+
     def forward(self, text_ids: torch.Tensor, audio_codes: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 targets=None, text_weight: float = 1.0, hearing_weight: float = 0.0, user_spans=None,
                 user_ear: torch.Tensor | None = None, **kwargs):
