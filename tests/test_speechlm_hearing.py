@@ -34,6 +34,17 @@ def test_streamed_features_equal_the_whole_turn(sizes) -> None:
     assert torch.allclose(got, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("last", [0, 1, 6])
+def test_finishing_with_the_last_frames_equals_pushing_them_first(last) -> None:
+    enc = _encoder(2)
+    codes = torch.randint(0, 16, (2, 20))
+    whole = enc(codes[None])[0]
+    stream = HearingStream(enc)
+    head = stream.push(codes[:, : 20 - last])
+    got = torch.cat([head, stream.finish(codes[:, 20 - last:])])
+    assert torch.allclose(got, whole, atol=1e-5)
+
+
 def test_a_padded_batch_equals_each_turn_alone() -> None:
     enc = _encoder(1)
     a, b = torch.randint(0, 16, (2, 23)), torch.randint(0, 16, (2, 40))

@@ -184,7 +184,7 @@ class SpeechGenerator:
                 rows = fit_frames(np.concatenate([session.ear_rows, rows]), held.shape[1])
                 feats = torch.from_numpy(rows)
                 if session.hearing is not None:      # the ear encoder: the rest of the rows, then its lookahead
-                    enc = torch.cat([session.hearing.push(rows[session.enc_pushed:]), session.hearing.finish()])
+                    enc = session.hearing.finish(rows[session.enc_pushed:])
                     feats = torch.cat([feats, enc[: held.shape[1]]], 1)
             else:
                 enc = session.hearing.finish()

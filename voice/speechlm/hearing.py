@@ -207,20 +207,26 @@ class HearingStream:
         out, self._state = self.enc.gru(x.transpose(1, 2), self._state)
         return out[0]
 
-    @torch.no_grad()
-    def push(self, codes) -> torch.Tensor:
+    def _latent(self, codes) -> torch.Tensor:
         if self.enc.config.reads_features:
             x = torch.as_tensor(np.asarray(codes, np.float32)).reshape(-1, self.enc.config.input_dim).T[None]
         else:
             x = torch.as_tensor(codes, dtype=torch.long)[None]
-        self._x1, y1 = self._run(self.enc.conv1, self._x1, self.enc.latent(x))
+        return self.enc.latent(x)
+
+    @torch.no_grad()
+    def push(self, codes) -> torch.Tensor:
+        self._x1, y1 = self._run(self.enc.conv1, self._x1, self._latent(codes))
         self._x2, y2 = self._run(self.enc.conv2, self._x2, y1)
         return self._gru(y2)
 
     @torch.no_grad()
-    def finish(self) -> torch.Tensor:
+    def finish(self, codes=None) -> torch.Tensor:
+        """The rest; with `codes` (the turn's last ones), the same as `push(codes)` then `finish()` in one pass
+        (the convolutions are local and the GRU goes on from its state), which is what a turn's end waits for."""
         zeros1 = self._x1.new_zeros(1, self._x1.shape[1], self.pad)
-        self._x1, y1 = self._run(self.enc.conv1, self._x1, zeros1)
+        new = zeros1 if codes is None or np.asarray(codes).size == 0 else torch.cat([self._latent(codes), zeros1], 2)
+        self._x1, y1 = self._run(self.enc.conv1, self._x1, new)
         y1 = torch.cat([y1, y1.new_zeros(1, y1.shape[1], self.pad)], 2)
         self._x2, y2 = self._run(self.enc.conv2, self._x2, y1)
         return self._gru(y2)
