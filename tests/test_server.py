@@ -199,3 +199,16 @@ def test_a_server_with_the_shipped_turn_models_ends_a_real_turn_by_model_or_fall
     assert stops and stops[-1]["reason"] in ("model", "max_silence")
     if stops[-1]["reason"] == "model":
         assert 0.0 <= stops[-1]["p_end"] <= 1.0
+
+
+def test_voice_serve_runs_torch_on_one_thread_per_call_unless_told():
+    """`voice serve` asks torch for one thread per call (a second one made the speech LM's first frame later on
+    2 cores, docs/e2e.md "Threads"); --torch-threads sets it, 0 leaves torch's own; a library server leaves it."""
+    from voice.cli import build_parser
+    from voice.server.cli import build_config
+
+    parse = build_parser().parse_args
+    assert build_config(parse(["serve"])).torch_threads == 1
+    assert build_config(parse(["serve", "--torch-threads", "2"])).torch_threads == 2
+    assert build_config(parse(["serve", "--torch-threads", "0"])).torch_threads == 0
+    assert ServerConfig().torch_threads == 0

@@ -49,6 +49,7 @@ def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> No
     assert {r["sessions"] for r in report["speed"]} == {1, 4}
     one = report["speed"][0]                 # the first frame over several turns: the median and its spread
     assert one["first_frame_ms_min"] <= one["first_frame_ms"] <= one["first_frame_ms_max"] and one["first_frame_turns"] >= 1
+    assert all(r["torch_threads"] == 1 for r in report["speed"])      # timed as voice serve runs it
     assert (tmp_path / "worst" / "worst.json").exists()
     assert len(report["real_speech"]) == 1 and {"file", "text", "heard"} <= set(report["real_speech"][0])
 

@@ -35,6 +35,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--resume", action="store_true", help="reuse the finished turns of an interrupted run")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hello option for every variant's sessions (e.g. end_silence_ms=500); repeatable")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="the in-process server's torch threads per model call (0: one per core), as voice serve's")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-turn wait for the answer")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up turn")
     p.add_argument("--speech-dir", default=None, help="folder of recordings for --set shared-speech")
@@ -123,8 +125,9 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
         if args.url:
             server_desc, records = args.url, asyncio.run(go(args.url))
         else:
-            with ServerThread(variants[0].pipeline) as srv:
-                server_desc = f"in-process VoiceServer at {srv.url} (own thread and event loop)"
+            with ServerThread(variants[0].pipeline, args.torch_threads) as srv:
+                server_desc = (f"in-process VoiceServer at {srv.url} (own thread and event loop, torch threads "
+                               f"{args.torch_threads or 'default'})")
                 records = asyncio.run(go(srv.url))
     except (OSError, ConnectionError, KeyError) as exc:
         bar.close()

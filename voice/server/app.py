@@ -43,6 +43,10 @@ class ServerConfig:
     shutdown_grace_s: float = 3.0     # on stop(): how long sessions get to flush and close (1001) ...
     shutdown_handshake_s: float = 0.2  # ... of which at most this waiting for a client's close reply
     vad_defaults: dict = field(default_factory=dict)  # VAD options a hello does not set (e.g. turn_detection)
+    # torch's intra-op threads per call (0: leave torch's setting, one per core). Sessions, the codec, the Whisper
+    # ear and the VAD already run beside each other; on 2 cores a second thread per call made the speech LM's first
+    # answer frame later, not sooner, so `voice serve` and `voice bench` ask for 1 (docs/e2e.md, "Threads").
+    torch_threads: int = 0
 
 
 class StartupError(RuntimeError):
@@ -87,6 +91,10 @@ class VoiceServer:
         """Warm up (raising StartupError with the cause), then listen."""
         from voice.stages.silero import shared_model
 
+        if self.config.torch_threads > 0:       # before any worker thread starts: they take the setting with them
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
         await asyncio.to_thread(shared_model)
         warm = self.pipeline_names if self.config.warmup_all else [self.config.pipeline]
         for name in warm if self.config.warmup else []:

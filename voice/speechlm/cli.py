@@ -249,7 +249,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
-                   args.split, args.text_limit, args.speak_limit)
+                   args.split, args.text_limit, args.speak_limit, args.speed_threads)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -257,7 +257,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"speed: {row['sessions']} session(s): {row['x_real_time']}x real time ({row['ms_per_step']} ms per "
               f"step), first answer frame {row['first_frame_ms']} ms after the user's last frame"
               + (f" (median of {row['first_frame_turns']} turns, {row['first_frame_ms_min']}-{row['first_frame_ms_max']})"
-                 if "first_frame_turns" in row else ""))
+                 if "first_frame_turns" in row else "") + f"; torch threads {row['torch_threads']}")
     if "answers" in out:
         a = out["answers"]
         print(f"answers (n={a['n']}): spoken {a['spoken_accuracy']:.1%}, text stream {a['text_accuracy']:.1%}, "
@@ -381,6 +381,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--speed", action="store_true", help="also measure x real time (1 and 4 sessions) and first-frame latency")
     p.add_argument("--worst", default="", help="folder for the 10 worst answers' audio and worst.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--speed-threads", type=int, default=1,
+                   help="torch threads while --speed times the model, as voice serve runs it (0: --threads)")
     p.add_argument("--real-speech", nargs="?", const="", default=None,
                    help="also answer real recordings (default folder: the carried ones) and report what it says")
     p.add_argument("--real-limit", type=int, default=21, help="at most this many real recordings")

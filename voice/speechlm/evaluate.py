@@ -362,7 +362,9 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
              worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
-             split: str = "test", text_limit: int = 0, speak_limit: int = 0) -> dict:
+             split: str = "test", text_limit: int = 0, speak_limit: int = 0, speed_threads: int = 1) -> dict:
+    """`speed_threads`: torch's threads while the speed is timed, as `voice serve` runs the model (1; the rest of
+    the evaluation uses `threads`)."""
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -394,10 +396,14 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
 
     speed_rows = []
     if speed:   # one untimed pass first: the first steps of a process pay for allocation and thread start-up
+        torch.set_num_threads(speed_threads or threads)
         pcm = turn_pcm(dialogues[0])
         measure_speed(gen, dialogues[0], text.encode, 1, answer_steps=20, pcm=pcm)
         speed_rows = [measure_speed(gen, dialogues[0], text.encode, n, pcm=pcm) for n in (1, 4)]
         speed_rows[0].update(first_frame_over_turns(gen, dialogues[:FIRST_FRAME_TURNS], text.encode, turn_pcm))
+        for row in speed_rows:
+            row["torch_threads"] = speed_threads or threads
+        torch.set_num_threads(threads)
     whisper = load_whisper()
     results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
