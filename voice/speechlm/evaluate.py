@@ -396,13 +396,14 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
 
     speed_rows = []
     if speed:   # one untimed pass first: the first steps of a process pay for allocation and thread start-up
-        torch.set_num_threads(speed_threads or threads)
+        timed_threads = speed_threads or threads
+        torch.set_num_threads(timed_threads)
         pcm = turn_pcm(dialogues[0])
         measure_speed(gen, dialogues[0], text.encode, 1, answer_steps=20, pcm=pcm)
         speed_rows = [measure_speed(gen, dialogues[0], text.encode, n, pcm=pcm) for n in (1, 4)]
         speed_rows[0].update(first_frame_over_turns(gen, dialogues[:FIRST_FRAME_TURNS], text.encode, turn_pcm))
         for row in speed_rows:
-            row["torch_threads"] = speed_threads or threads
+            row["torch_threads"] = timed_threads
         torch.set_num_threads(threads)
     whisper = load_whisper()
     results = evaluate_answers(gen, codec, whisper, dialogues, text, limit) if limit else []

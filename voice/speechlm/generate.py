@@ -404,11 +404,15 @@ class SpeechGenerator:
             outs.append(self._advance(s, text_logits[row] if need_text[row] else None, audio_logits[row]))
         return outs
 
+    def _sampled_frame(self, a: _Answer, delay: int) -> int | None:
+        """The frame a codebook of this delay holds at the answer's next step, or None when it samples nothing
+        there (its frame has not begun, or the audio has ended before it)."""
+        f = a.step - self.layout.text_lead - delay
+        return None if f < 0 or (a.frames_end is not None and f >= a.frames_end) else f
+
     def _codebooks_needed(self, a: _Answer) -> int:
-        """How many leading codebooks the answer's next step samples (those whose frame has begun and not ended)."""
-        f0 = a.step - self.layout.text_lead          # the frame codebook k holds at the next step is f0 - d_k
-        need = [k for k, d in enumerate(self.layout.delays)
-                if f0 - d >= 0 and (a.frames_end is None or f0 - d < a.frames_end)]
+        """How many leading codebooks the answer's next step samples."""
+        need = [k for k, d in enumerate(self.layout.delays) if self._sampled_frame(a, d) is not None]
         return max(need) + 1 if need else 0
 
     def _advance(self, s: Session, text_logits, audio_logits) -> StepOutput:
@@ -427,8 +431,8 @@ class SpeechGenerator:
                 out.text_ids.append(text_id)
         audio_ids = []
         for k, d in enumerate(lay.delays):
-            f = nxt - 1 - lay.text_lead - d          # the frame codebook k holds at step nxt
-            if f < 0 or (a.frames_end is not None and f >= a.frames_end):
+            f = self._sampled_frame(a, d)            # the frame codebook k holds at step nxt (a.step is still nxt - 1)
+            if f is None:
                 audio_ids.append(v.audio_none)
                 continue
             logits = audio_logits[k]

@@ -249,12 +249,11 @@ class SpeechLM(PreTrainedModel):
 
     def heads(self, hidden: torch.Tensor, text: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
         """hidden [B, S, H] -> text logits [B, S, V] (or None) and audio logits [B, S, K, N + 1]."""
-        k, n = self.config.num_codebooks, self.config.codebook_size
-        audio = self.audio_head(hidden).unflatten(-1, (k, n + 1))
+        audio = self.audio_logits(hidden, self.config.num_codebooks)
         return (self.text_head(hidden) if text else None), audio
 
     def audio_logits(self, hidden: torch.Tensor, codebooks: int) -> torch.Tensor:
-        """hidden [B, H] -> the logits of the first `codebooks` codebooks only [B, codebooks, N + 1]: a step
+        """hidden [..., H] -> the logits of the first `codebooks` codebooks only [..., codebooks, N + 1]: a step
         reads the rows of the audio head it needs (none while the words lead, fewer while a stair fills)."""
         n = self.config.codebook_size
         weight = self.audio_head.weight[: codebooks * (n + 1)]
