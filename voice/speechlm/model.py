@@ -249,7 +249,8 @@ class SpeechLM(PreTrainedModel):
 
     def heads(self, hidden: torch.Tensor, text: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
         """hidden [B, S, H] -> text logits [B, S, V] (or None) and audio logits [B, S, K, N + 1]."""
-        audio = self.audio_logits(hidden, self.config.num_codebooks)
+        k, n = self.config.num_codebooks, self.config.codebook_size
+        audio = self.audio_head(hidden).unflatten(-1, (k, n + 1))
         return (self.text_head(hidden) if text else None), audio
 
     def audio_logits(self, hidden: torch.Tensor, codebooks: int) -> torch.Tensor:
