@@ -215,6 +215,19 @@ def test_a_step_reads_only_the_audio_head_rows_it_needs_and_samples_the_same(del
     np.testing.assert_array_equal(frames, ref_frames)
 
 
+def test_codes_can_be_sampled_while_the_words_stay_greedy() -> None:
+    gen = SpeechGenerator(tiny_model(2), max_sessions=1, sampling=Sampling(audio_temperature=2.0, audio_top_k=3), seed=1)
+    logits = torch.tensor([0.0, 3.0, 2.5, 2.0, -1.0, 1.0])
+    words = {gen._sample(logits) for _ in range(200)}
+    codes = [gen._sample(logits, audio=True) for _ in range(400)]
+    assert words == {1}                                 # temperature 0: the likeliest, always
+    assert set(codes) == {1, 2, 3}                      # the three likeliest, each drawn
+    assert codes.count(1) > codes.count(3)
+    gen.sampling = Sampling(temperature=1.0, top_k=2, audio_temperature=0.0)
+    assert {gen._sample(logits, audio=True) for _ in range(50)} == {1}
+    assert {gen._sample(logits) for _ in range(200)} == {1, 2}
+
+
 def test_batched_generation_matches_one_session_at_a_time() -> None:
     model = tiny_model(3)
     example = s2s_example()

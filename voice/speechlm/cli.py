@@ -237,6 +237,21 @@ def take_weights(model, source) -> tuple[int, list[str]]:
     return taken, new
 
 
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=0.0, help="the words' sampling temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=0, help="sample the words among the k likeliest (0: all)")
+    p.add_argument("--audio-temperature", type=float, default=None,
+                   help="the codes' sampling temperature (default: the words')")
+    p.add_argument("--audio-top-k", type=int, default=None, help="sample the codes among the k likeliest (default: the words')")
+
+
+def sampling_from_args(args: argparse.Namespace):
+    from voice.speechlm.generate import Sampling
+
+    return Sampling(temperature=args.temperature, top_k=args.top_k, audio_temperature=args.audio_temperature,
+                    audio_top_k=args.audio_top_k)
+
+
 def real_speech_dir(arg: str) -> Path:
     from voice.assets import speech_dir
 
@@ -249,7 +264,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
-                   args.split, args.text_limit, args.speak_limit, args.speed_threads)
+                   args.split, args.text_limit, args.speak_limit, args.speed_threads, sampling_from_args(args))
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -386,5 +401,6 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--real-speech", nargs="?", const="", default=None,
                    help="also answer real recordings (default folder: the carried ones) and report what it says")
     p.add_argument("--real-limit", type=int, default=21, help="at most this many real recordings")
+    add_sampling_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_eval)

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -362,9 +362,10 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
              worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
-             split: str = "test", text_limit: int = 0, speak_limit: int = 0, speed_threads: int = 1) -> dict:
+             split: str = "test", text_limit: int = 0, speak_limit: int = 0, speed_threads: int = 1,
+             sampling: Sampling | None = None) -> dict:
     """`speed_threads`: torch's threads while the speed is timed, as `voice serve` runs the model (1; the rest of
-    the evaluation uses `threads`)."""
+    the evaluation uses `threads`). `sampling`: how words and codes are chosen (default greedy)."""
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -386,7 +387,8 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
         raise SystemExit(f"evaluate on the test or the validation split, not {split!r}")
     dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config,
                                word_timings=model.config.text_align == "words")
-    gen = SpeechGenerator(model, max_sessions=4, sampling=Sampling(), tokenize=text.encode)
+    sampling = sampling or Sampling()
+    gen = SpeechGenerator(model, max_sessions=4, sampling=sampling, tokenize=text.encode)
 
     def turn_pcm(dialogue):     # a timed turn's audio for a model that reads the ear: its codes decoded
         if not model.config.reads_ear:
@@ -410,7 +412,7 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
     typed = evaluate_text_answers(gen, dialogues, text, text_limit) if text_limit else []
     speaking = evaluate_speaking(gen, codec, whisper, dialogues, text, speak_limit) if speak_limit else []
-    out = {"split": split, **report(results, hearing, speed_rows, typed, speaking)}
+    out = {"split": split, "sampling": asdict(sampling), **report(results, hearing, speed_rows, typed, speaking)}
     if real_speech is not None:
         out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)
     if worst_dir and results:

@@ -24,10 +24,13 @@ from voice.speechlm.whisper_ear import FEATURE_DIM, EarStream, WhisperEar, fit_f
 
 @dataclass(frozen=True)
 class Sampling:
-    """temperature 0 = greedy; top_k 0 = the whole distribution."""
+    """temperature 0 = greedy; top_k 0 = the whole distribution. The audio codes may be sampled otherwise than
+    the words (audio_temperature, audio_top_k; None = as the words)."""
 
     temperature: float = 0.0
     top_k: int = 0
+    audio_temperature: float | None = None
+    audio_top_k: int | None = None
     max_text_tokens: int = 64      # an answer's words end here at the latest
     max_frames: int = 750          # an answer's audio ends here at the latest (15 s at 50 Hz)
     # once the words are written, their audio ends by frames_margin + frames_per_token * text tokens at the
@@ -437,11 +440,11 @@ class SpeechGenerator:
                 continue
             logits = audio_logits[k]
             if k == 0:
-                code = self._sample(logits) if f < self._frame_limit(a) else v.audio_none
+                code = self._sample(logits, audio=True) if f < self._frame_limit(a) else v.audio_none
                 if code == v.audio_none:
                     a.frames_end = f
             else:
-                code = self._sample(logits[: v.codebook_size])
+                code = self._sample(logits[: v.codebook_size], audio=True)
             audio_ids.append(code)
             if code != v.audio_none:
                 a.codes[k].append(code)
@@ -468,12 +471,16 @@ class SpeechGenerator:
             return cfg.max_frames
         return min(cfg.max_frames, int(cfg.frames_margin + cfg.frames_per_token * max(1, len(a.text_ids))))
 
-    def _sample(self, logits: torch.Tensor) -> int:
+    def _sample(self, logits: torch.Tensor, audio: bool = False) -> int:
         cfg = self.sampling
-        if cfg.temperature <= 0:
+        temperature, top_k = cfg.temperature, cfg.top_k
+        if audio:
+            temperature = temperature if cfg.audio_temperature is None else cfg.audio_temperature
+            top_k = top_k if cfg.audio_top_k is None else cfg.audio_top_k
+        if temperature <= 0:
             return int(torch.argmax(logits))
-        logits = logits / cfg.temperature
-        if cfg.top_k > 0:
-            kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1])).values[-1]
+        logits = logits / temperature
+        if top_k > 0:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=self.rng))
