@@ -121,6 +121,10 @@ def _train(args: argparse.Namespace) -> int:
             hearing = (ear, encoder) if ear else encoder
         model = build_model(preset_model, text, codec, codec_id, k, delays, args.text_lead, args.base,
                             args.heard_codebooks, hearing, args.hearing_input, args.text_align, args.heard_text)
+        if args.heard_text:       # what it hears is snapped to these words (voice.speechlm.lexicon)
+            from voice.speechlm.lexicon import training_words
+
+            model.config.heard_words = training_words(Path(args.corpus))
         if remake:
             taken, new = take_weights(model, _saved_model(args.init, codec_id))
             print(f"[lm] a new model from {args.init}: {taken} of its weights taken, {len(new)} new ({', '.join(new[:6])}"
@@ -264,7 +268,8 @@ def _eval(args: argparse.Namespace) -> int:
     out = run_eval(Path(args.checkpoint), Path(args.corpus), args.codec, args.limit, args.hearing_limit,
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
-                   args.split, args.text_limit, args.speak_limit, args.speed_threads, sampling_from_args(args))
+                   args.split, args.text_limit, args.speak_limit, args.speed_threads, sampling_from_args(args),
+                   snap_heard=not args.no_snap)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -402,5 +407,7 @@ def register(subparsers, registered: dict) -> None:
                    help="also answer real recordings (default folder: the carried ones) and report what it says")
     p.add_argument("--real-limit", type=int, default=21, help="at most this many real recordings")
     add_sampling_args(p)
+    p.add_argument("--no-snap", action="store_true",
+                   help="read the heard words as spelled, not snapped to the model's training words")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_eval)

@@ -14,6 +14,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from voice.speechlm.lexicon import SNAP_DISTANCE
+
 
 def export_checkpoint(checkpoint: Path, out: Path) -> dict:
     """Write `checkpoint` (a training checkpoint folder) to `out` with float16 weights; returns a summary."""
@@ -61,6 +63,16 @@ def _export(args) -> int:
     return 0
 
 
+def _words(args) -> int:
+    from voice.speechlm.lexicon import training_words, write_words
+
+    words = training_words(Path(args.corpus))
+    write_words(Path(args.checkpoint), words, args.distance)
+    print(f"{args.checkpoint}: snaps heard words to the {len(words)} words of {args.corpus}'s train split "
+          f"(distance at most {args.distance})")
+    return 0
+
+
 def register(subparsers, registered: dict) -> None:
     from voice.cli import command_group
 
@@ -70,3 +82,10 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--out", default="models/speechlm", help="the model folder to write")
     p.add_argument("--split-mb", type=float, default=0.0, help="also write OUT.tar.00, .01, ... of at most this size")
     p.set_defaults(func=_export)
+    p = lm.add_parser("words", help="store the train split's words in a model that reads heard text, to snap what it "
+                                    "hears to them (voice.speechlm.lexicon)")
+    p.add_argument("checkpoint", help="a checkpoint or model folder (config.json is rewritten)")
+    p.add_argument("--corpus", default="data/corpus/v2")
+    p.add_argument("--distance", type=float, default=SNAP_DISTANCE,
+                   help="snap a word to the nearest known one when at most this share of its letters differ")
+    p.set_defaults(func=_words)

@@ -18,6 +18,7 @@ import torch
 from voice.speechlm.heard import HeardQueue
 from voice.speechlm.hearing import HearingStream, Speller
 from voice.speechlm.kvcache import SlotDecoder
+from voice.speechlm.lexicon import WordSnapper
 from voice.speechlm.model import SpeechLM
 from voice.speechlm.whisper_ear import FEATURE_DIM, EarStream, WhisperEar, fit_frames
 
@@ -102,11 +103,17 @@ class SpeechGenerator:
     """The model, its tokenizer and a slot cache for `max_sessions` sessions."""
 
     def __init__(self, model: SpeechLM, max_sessions: int = 4, sampling: Sampling = Sampling(),
-                 max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None, tokenize=None) -> None:
-        """`tokenize(str) -> ids` (the model's `TextIds.encode`): needed by a model that reads heard text."""
+                 max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None, tokenize=None,
+                 snap_heard: bool = True) -> None:
+        """`tokenize(str) -> ids` (the model's `TextIds.encode`): needed by a model that reads heard text. `snap_heard`:
+        a model that reads heard text and knows its training words (`heard_words`) reads each heard word snapped to
+        the nearest of them (voice.speechlm.lexicon); False: as spelled."""
         if model.config.heard_text and tokenize is None:
             raise ValueError("this speech LM reads its encoder's spelling as text: give the generator its tokenizer")
         self.tokenize = tokenize
+        self.snap = None
+        if model.config.heard_text and model.config.heard_words and snap_heard:
+            self.snap = WordSnapper(model.config.heard_words, model.config.heard_snap)
         self.model = model.eval()
         self._ear = ear                 # the Whisper ear (made when first needed), for a model that reads it
         self.cfg = model.config
@@ -256,7 +263,7 @@ class SpeechGenerator:
             audio.append(self._none_audio)
             session.user_open = True
             if self.cfg.heard_text:
-                session.speller, session.heard = Speller(), HeardQueue(self.tokenize, self.vocab.special("pad"))
+                session.speller, session.heard = Speller(self.snap), HeardQueue(self.tokenize, self.vocab.special("pad"))
                 session.spelled = []
             if self.model.hearing is not None:
                 session.hearing, session.held = HearingStream(self.model.hearing), np.zeros((k, 0), np.int64)

@@ -42,12 +42,13 @@ def char_ids(text: str) -> list[int]:
 class Speller:
     """Best-path CTC decoding frame by frame (collapse repeats, drop blanks): `push(labels)` -> [(frame, word)]
     for each word complete in them (the frame where its following space is spelled); `finish()` -> the last
-    word's, at the frame count."""
+    word's, at the frame count. `snap(word) -> word` rewrites each word as it completes."""
 
-    def __init__(self) -> None:
+    def __init__(self, snap=None) -> None:
         self.frames = 0          # frames pushed so far
         self._last = 0           # the previous frame's label (repeats collapse)
         self._word: list[str] = []
+        self._snap = snap or (lambda word: word)     # each word as it completes (voice.speechlm.lexicon.WordSnapper)
 
     def push(self, labels) -> list[tuple[int, str]]:
         done = []
@@ -56,7 +57,7 @@ class Speller:
                 char = CHARS[label - 1]
                 if char == " ":
                     if self._word:
-                        done.append((self.frames, "".join(self._word)))
+                        done.append((self.frames, self._snap("".join(self._word))))
                     self._word = []
                 else:
                     self._word.append(char)
@@ -66,7 +67,7 @@ class Speller:
 
     def finish(self) -> list[tuple[int, str]]:
         word, self._word = "".join(self._word), []
-        return [(self.frames, word)] if word else []
+        return [(self.frames, self._snap(word))] if word else []
 
 
 def ctc_greedy(ids: list[int]) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.speechlm.lexicon import SNAP_DISTANCE
+
 
 @dataclass
 class Utterance:
@@ -260,12 +262,23 @@ def _eval(args: argparse.Namespace) -> int:
     rates = error_rates(items, hyps)
     rates["split"] = args.split
     rates["examples"] = [{"ref": u.text, "heard": h} for u, h in list(zip(items, hyps))[:5]]
+    if args.snap is not None:       # each word snapped to the train split's words, as a heard-text LM reads it
+        from voice.speechlm.lexicon import WordSnapper, training_words
+
+        snap = WordSnapper(training_words(Path(args.corpus)), args.snap)
+        rates["snapped"] = error_rates(items, [" ".join(snap(w) for w in h.split()) for h in hyps])
+        rates["snapped"]["distance"] = args.snap
     if args.json:
         print(json.dumps(rates, indent=1))
         return 0
     print(f"hearing encoder on the {args.split} split (n={rates['n']}): CER {rates['cer']:.1%}, WER {rates['wer']:.1%}")
     for v, r in rates["per_voice"].items():
         print(f"  {v:<28} n={r['n']:<4} CER {r['cer']:.1%}  WER {r['wer']:.1%}")
+    if "snapped" in rates:
+        r = rates["snapped"]
+        print(f"snapped to the train split's words (distance at most {args.snap}): CER {r['cer']:.1%}, WER {r['wer']:.1%}")
+        for v, rv in r["per_voice"].items():
+            print(f"  {v:<28} n={rv['n']:<4} CER {rv['cer']:.1%}  WER {rv['wer']:.1%}")
     for e in rates["examples"]:
         print(f"  {e['ref']!r} -> {e['heard']!r}")
     return 0
@@ -305,5 +318,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--split", default="test", choices=["test", "validation", "train"])
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--snap", type=float, nargs="?", const=SNAP_DISTANCE, default=None,
+                   help="also score the words snapped to the train split's words (at most this distance; "
+                        "voice.speechlm.lexicon)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)

@@ -54,7 +54,8 @@ class SpeechLMConfig(PretrainedConfig):
                  max_position_embeddings: int = 2048, rope_theta: float = 10000.0, rms_norm_eps: float = 1e-5,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  text_token_ids: list[int] | None = None, hearing: dict | None = None,
-                 hearing_input: str = "features", heard_text: bool = False, **kwargs) -> None:
+                 hearing_input: str = "features", heard_text: bool = False, heard_words: list[str] | None = None,
+                 heard_snap: float = 0.5, **kwargs) -> None:
         if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
             raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
         self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
@@ -75,6 +76,10 @@ class SpeechLMConfig(PretrainedConfig):
         # the hearing encoder's greedy spelling of the user's words goes in the user block's text stream as it is
         # heard (voice.speechlm.heard); needs a hearing encoder (of codes, or an ear encoder)
         self.heard_text = heard_text
+        # the words its training questions use, the most frequent first: a heard word that is none of them is snapped
+        # to the nearest within heard_snap (voice.speechlm.lexicon); None: read as spelled
+        self.heard_words = list(heard_words) if heard_words else None
+        self.heard_snap = heard_snap
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
