@@ -413,7 +413,8 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
     typed = evaluate_text_answers(gen, dialogues, text, text_limit) if text_limit else []
     speaking = evaluate_speaking(gen, codec, whisper, dialogues, text, speak_limit) if speak_limit else []
-    out = {"split": split, "sampling": asdict(sampling), "snap_heard": gen.snap is not None, **report(results, hearing, speed_rows, typed, speaking)}
+    out = {"split": split, "sampling": asdict(sampling), "snap_heard": gen.snap is not None,
+           **report(results, hearing, speed_rows, typed, speaking)}
     if real_speech is not None:
         out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)
     if worst_dir and results:
