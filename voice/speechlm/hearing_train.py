@@ -245,6 +245,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_rates(title: str, rates: dict) -> None:
+    print(f"{title}: CER {rates['cer']:.1%}, WER {rates['wer']:.1%}")
+    for v, r in rates["per_voice"].items():
+        print(f"  {v:<28} n={r['n']:<4} CER {r['cer']:.1%}  WER {r['wer']:.1%}")
+
+
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -271,14 +277,9 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rates, indent=1))
         return 0
-    print(f"hearing encoder on the {args.split} split (n={rates['n']}): CER {rates['cer']:.1%}, WER {rates['wer']:.1%}")
-    for v, r in rates["per_voice"].items():
-        print(f"  {v:<28} n={r['n']:<4} CER {r['cer']:.1%}  WER {r['wer']:.1%}")
+    _print_rates(f"hearing encoder on the {args.split} split (n={rates['n']})", rates)
     if "snapped" in rates:
-        r = rates["snapped"]
-        print(f"snapped to the train split's words (distance at most {args.snap}): CER {r['cer']:.1%}, WER {r['wer']:.1%}")
-        for v, rv in r["per_voice"].items():
-            print(f"  {v:<28} n={rv['n']:<4} CER {rv['cer']:.1%}  WER {rv['wer']:.1%}")
+        _print_rates(f"snapped to the train split's words (distance at most {args.snap})", rates["snapped"])
     for e in rates["examples"]:
         print(f"  {e['ref']!r} -> {e['heard']!r}")
     return 0

@@ -16,6 +16,7 @@ Measured on the ear encoder `earm10c` (docs/speechlm.md, "Heard text"): test spl
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 SNAP_DISTANCE = 0.5
@@ -42,18 +43,19 @@ class WordSnapper:
         self.words = list(words)
         self.known = set(words)
         self.max_distance = max_distance
-        self._cache: dict[str, str] = {}
+        self._nearest = lru_cache(maxsize=4096)(self._nearest_known)    # bounded: a long session spells many words
 
     def __call__(self, word: str) -> str:
         if word in self.known or any(c.isdigit() for c in word):
             return word
-        if word not in self._cache:
-            from rapidfuzz import process
-            from rapidfuzz.distance import Levenshtein
+        return self._nearest(word)
 
-            best, distance, _ = process.extractOne(word, self.words, scorer=Levenshtein.normalized_distance)
-            self._cache[word] = best if distance <= self.max_distance else word
-        return self._cache[word]
+    def _nearest_known(self, word: str) -> str:
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
+        best, distance, _ = process.extractOne(word, self.words, scorer=Levenshtein.normalized_distance)
+        return best if distance <= self.max_distance else word
 
 
 def write_words(folder: Path, words: list[str], max_distance: float = SNAP_DISTANCE) -> None:

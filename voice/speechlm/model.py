@@ -17,6 +17,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel, PretrainedConfig, PreTrainedModel
 
 from voice.speechlm.format import Layout
+from voice.speechlm.lexicon import SNAP_DISTANCE
 from voice.speechlm.vocab import Vocab
 
 
@@ -55,7 +56,7 @@ class SpeechLMConfig(PretrainedConfig):
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  text_token_ids: list[int] | None = None, hearing: dict | None = None,
                  hearing_input: str = "features", heard_text: bool = False, heard_words: list[str] | None = None,
-                 heard_snap: float = 0.5, **kwargs) -> None:
+                 heard_snap: float = SNAP_DISTANCE, **kwargs) -> None:
         if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
             raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
         self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
