@@ -154,6 +154,7 @@ async function connect({ auto = false } = {}) {
     audio = await setUpAudio(stream);
     const { ws, ready } = await openSocket($("pipeline").value);
     session = { ...audio, ws, stream, audioTurn: 0, cutTurn: 0, muted: false, captureOrigin: null, serverRate: ready.sample_rate };
+    stats.ready = ready;
     session.playback.port.postMessage({ type: "format", sampleRate: ready.sample_rate });
     turns.startSession();
     wireSession(session);
@@ -249,7 +250,13 @@ function onEvent(s, ev) {
   const turn = ev.turn !== undefined ? turns.get(ev.turn) : null;
   switch (ev.type) {
     case "speech_started": turn.speechStart = ev.t; turns.render(turn); break;
-    case "speech_stopped": turn.speechEnd = ev.t; turn.waiting = true; turns.render(turn); break;
+    case "speech_stopped":
+      turn.speechEnd = ev.t;
+      turn.endReason = ev.reason;
+      turn.stoppedCtx = s.ctx.currentTime;   // when the end of the turn was heard of, on the audio clock
+      turn.waiting = true;
+      turns.render(turn);
+      break;
     case "transcript": turn.userText = ev.text; turns.render(turn); break;
     case "assistant_text": turn.assistantText = (turn.assistantText || "") + ev.text; turns.render(turn); break;
     case "audio_start": s.audioTurn = ev.turn; turn.audio = true; turns.render(turn); break;
@@ -296,7 +303,14 @@ function onPlaybackMessage(s, m) {
     if (turn.speechEnd === undefined || s.captureOrigin === null || turn.latencyMs !== undefined) return;
     // Both times are on the AudioContext clock: capture origin + stream time vs. the playout time.
     const endCtx = s.captureOrigin + turn.speechEnd;
-    turn.latencyMs = Math.round((m.ctxTime + (s.ctx.outputLatency || 0) - endCtx) * 1000);
+    const outputS = s.ctx.outputLatency || 0;
+    turn.latencyMs = Math.round((m.ctxTime + outputS - endCtx) * 1000);
+    // where it went: until the end of turn was decided (part of arrived), until the sound reached the
+    // page, waiting in the jitter buffer, the output device
+    turn.latencyParts = { decidedMs: Math.round((turn.stoppedCtx - endCtx) * 1000),
+      arrivedMs: Math.round((m.arrivedCtxTime - endCtx) * 1000),
+      bufferedMs: Math.round((m.ctxTime - m.arrivedCtxTime) * 1000), outputMs: Math.round(outputS * 1000),
+      baseMs: Math.round((s.ctx.baseLatency || 0) * 1000) };
     stats.latenciesMs.push(turn.latencyMs);
     turns.render(turn);
     renderLatencies();

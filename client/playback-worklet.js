@@ -3,7 +3,8 @@
 //               {type: "audio", pcm: Int16Array, turn}   answer audio, appended
 //               {type: "end", turn}                        no more audio for now: play even below the start threshold
 //               {type: "clear"}                            drop everything buffered, at once (interrupt)
-// Messages out: {type: "first_audio", turn, ctxTime}   when a turn's first non-silent sample is played
+// Messages out: {type: "first_audio", turn, ctxTime, arrivedCtxTime}   when a turn's first non-silent
+//                                                       sample is played (and when it had arrived)
 //               {type: "cleared", flushed}              after a clear: the samples it dropped (context rate)
 //               {type: "stats", ...counters}            about 10 times a second, and right after a clear
 // Policy: start once `startMs` is buffered (or the turn has ended), drop the oldest audio when
@@ -26,7 +27,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.lastOut = 0;       // last sample output, for the fade after a clear
     this.tailFade = 0;
     this.ended = false;
-    this.marks = [];        // [{turn, at}]: absolute index of a turn's first audible sample
+    this.marks = [];        // [{turn, at, arrived}]: absolute index of a turn's first audible sample, its arrival time
     this.seenTurns = new Set();
     this.resampler = null;
     this.sourceRate = sampleRate;
@@ -58,7 +59,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       const i = samples.findIndex((v) => Math.abs(v) > SILENCE);
       if (i >= 0) {
         this.seenTurns.add(turn);
-        this.marks.push({ turn, at: this.write + i });
+        this.marks.push({ turn, at: this.write + i, arrived: currentTime });
       }
     }
     const overflow = this.write - this.read + samples.length - this.ring.length;
@@ -111,7 +112,8 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     while (this.marks.length && this.marks[0].at < this.read + take) {
       const m = this.marks.shift();
       if (m.at >= this.read) {
-        this.port.postMessage({ type: "first_audio", turn: m.turn, ctxTime: currentTime + (m.at - this.read) / sampleRate });
+        this.port.postMessage({ type: "first_audio", turn: m.turn, ctxTime: currentTime + (m.at - this.read) / sampleRate,
+          arrivedCtxTime: m.arrived });
       }
     }
     this.read += take;

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import FIXED_RULES, SPEECH_DIR
@@ -136,3 +137,52 @@ def test_the_bench_reads_the_sets_where_the_data_commands_write_them():
     for command, folder in (("build", sets.CORPUS_DIR), ("turns", sets.TURNS_DIR), ("barge", sets.BARGE_DIR)):
         args = parser.parse_args(["data", command])
         assert root / args.out == folder, (command, args.out, folder)
+
+
+def test_played_at_counts_the_silence_a_player_must_play_first():
+    from types import SimpleNamespace as Chunk
+
+    from voice.bench.runner import played_at
+
+    rate = 1000
+    silence, sound = np.zeros(200, np.float32), np.r_[np.zeros(50), np.ones(10)].astype(np.float32)
+    # both chunks at once: the player plays 200 ms of silence and 50 more before the sound
+    assert played_at([Chunk(t_s=1.0, pcm=silence), Chunk(t_s=1.0, pcm=sound)], rate, 0.01) == pytest.approx(1.25)
+    # the sound arrives late: played on arrival, 50 ms into its chunk
+    assert played_at([Chunk(t_s=1.0, pcm=silence), Chunk(t_s=2.0, pcm=sound)], rate, 0.01) == pytest.approx(2.05)
+    assert played_at([Chunk(t_s=1.0, pcm=silence)], rate, 0.01) is None
+
+
+def test_browser_clips_are_matched_to_the_pages_turns_on_the_input_timeline(tmp_path):
+    from voice.bench.browser import LEAD_S, fake_microphone, match_turns, records_for
+    from voice.bench.reference import find_speech
+    from voice.bench.sets import TurnItem
+
+    rate = 16000
+    clip = np.r_[np.zeros(rate // 2), 0.3 * np.sin(np.arange(rate) / 5.0), np.zeros(rate // 2)].astype(np.float32)
+    items = [TurnItem(f"c{i}", f"c{i}.wav", clip, rate, find_speech(clip, rate)) for i in range(3)]
+    spans = fake_microphone(items, tmp_path / "mic.wav", gap_s=2.0)
+    assert spans[0].speech_start_s == pytest.approx(LEAD_S + 0.5, abs=0.01)
+    assert spans[1].speech_start_s == pytest.approx(spans[0].next_start_s + LEAD_S + 0.5, abs=0.01)
+    assert (tmp_path / "mic.wav").stat().st_size > 2 * 48000 * spans[-1].next_start_s * 0.99
+    offset = -0.7          # the page's input timeline started 0.7 s into the file
+    turn = lambda s, e, ms: {"speechStart": s + offset, "speechEnd": e + offset, "latencyMs": ms}  # noqa: E731
+    turns = [turn(spans[0].speech_start_s + 0.02, spans[0].speech_end_s + 0.01, 300),
+             # the second clip was split by the VAD: its last turn is the one measured
+             turn(spans[1].speech_start_s, spans[1].speech_start_s + 0.4, 250),
+             turn(spans[1].speech_start_s + 0.6, spans[1].speech_end_s, 320)]
+    matched = match_turns(turns, spans)
+    assert [len(m) for m in matched] == [1, 2, 0]
+    recs = records_for("echo", "echo", items, matched, {"turn_detection": "model"}, session_underruns=2)
+    assert [r.get("v2v_ms") for r in recs] == [300.0, 320.0, None]
+    assert {r["turn_detection"] for r in recs} == {"model"} and {r["browser_session_underruns"] for r in recs} == {2}
+    assert recs[1]["vad_turns"] == 2 and recs[2]["error"] and recs[0]["variant"] == "echo in the browser"
+
+
+def test_bench_browser_refuses_what_the_page_cannot_do(tmp_path):
+    speech = _speech_subset(tmp_path, SHORT_CLIPS)
+    common = ["bench", "--set", "shared-speech", "--speech-dir", str(speech), "--out", str(tmp_path), "--browser"]
+    assert main([*common, "--pipelines", "echo", "--option", "end_silence_ms=300"]) == 2
+    assert main([*common, "--variant", "short=echo:end_silence_ms=300"]) == 2
+    assert main([*common, "--pipelines", "echo", "--barge-in"]) == 2
+    assert main([*common, "--pipelines", "echo", "--chromium", str(tmp_path / "no-such-chromium")]) == 2

@@ -73,3 +73,21 @@ def test_plot_survives_no_v2v_at_all(tmp_path):
     path = tmp_path / "none.png"
     plot(summarize(records), records, path)
     assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_browser_vs_bench_compares_the_same_clips():
+    from voice.bench.report import BROWSER_GAP_LIMIT_MS, summarize
+
+    bench = [{"variant": "echo", "pipeline": "echo", "item": f"c{i}", "v2v_ms": 200.0 + i} for i in range(4)]
+    bench.append({"variant": "echo", "pipeline": "echo", "item": "c0", "v2v_ms": 210.0})     # c0 twice: its median
+    page = [{"variant": "echo in the browser", "pipeline": "echo", "client": "browser", "item": f"c{i}",
+             "v2v_ms": 250.0 + i} for i in range(3)]
+    page.append({"variant": "echo in the browser", "pipeline": "echo", "client": "browser", "item": "c3",
+                 "error": "no answer played in the browser for this clip"})
+    s = summarize(bench + page)
+    g = s["echo in the browser"]["browser_vs_bench_ms"]
+    assert g["n"] == 3 and g["gap_per_clip"]["min"] == 45.0 and g["gap_per_clip"]["p50"] == 50.0   # c0: 250 - 205
+    assert g["limit_ms"] == BROWSER_GAP_LIMIT_MS and g["met"] and g["session_underruns"] == 0
+    assert "browser_vs_bench_ms" not in s["echo"]
+    slow = [{**r, "v2v_ms": r["v2v_ms"] + 100} if "v2v_ms" in r else r for r in page]
+    assert not summarize(bench + slow)["echo in the browser"]["browser_vs_bench_ms"]["met"]

@@ -192,3 +192,31 @@ def test_denied_microphone_is_reported(fake_mic):
         assert "denied" in await page.inner_text("#error")
 
     asyncio.run(_with_page("echo", chromium_args(fake_mic, grant_microphone=False), body))
+
+
+def test_bench_browser_times_the_page_on_the_bench_clips(tmp_path):
+    """`voice bench --browser`: the same clips through the page; its chart's v2v beside the bench's, and its parts."""
+    _skip_without_browser()
+    import json
+
+    from voice.cli import main
+
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    for name in ("tf_speech_commands_yes.wav", "ps_goforward.wav"):
+        shutil.copy(SPEECH / name, speech / name)
+    out = tmp_path / "reports"
+    assert main(["bench", "--pipelines", "echo", "--set", "shared-speech", "--speech-dir", str(speech), "--out", str(out),
+                 "--browser", "--browser-gap-s", "2", "--chromium", CHROMIUM, "--no-warmup",
+                 "--screenshot", str(tmp_path / "page.png")]) == 0
+    report = json.loads(next(out.glob("*.json")).read_text())
+    page = [t for t in report["turns"] if t["variant"] == "echo in the browser"]
+    assert [t["file"] for t in page] == ["ps_goforward.wav", "tf_speech_commands_yes.wav"]
+    for t in page:
+        assert 0 < t["v2v_ms"] < 3000, t
+        parts = t["browser_arrived_ms"] + t["browser_buffered_ms"] + t["browser_output_ms"]
+        assert abs(parts - t["v2v_ms"]) <= 3, t           # rounding only
+    g = report["summary"]["echo in the browser"]["browser_vs_bench_ms"]
+    assert g["n"] == 2 and isinstance(g["met"], bool)
+    assert (tmp_path / "page.png").read_bytes()[:4] == b"\x89PNG"
+    assert "The page's own v2v against the bench's" in next(out.glob("*.md")).read_text()

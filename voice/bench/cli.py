@@ -42,6 +42,14 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--speech-dir", default=None, help="folder of recordings for --set shared-speech")
     p.add_argument("--corpus-dir", default=None, help="corpus folder for --set corpus-test")
     p.add_argument("--turns-dir", default=None, help="paused-turn set for --set paused-turns (default data/turns/v2)")
+    p.add_argument("--browser", action="store_true",
+                   help="also play the same clips through the served page in headless Chromium, one session per "
+                        "variant, and report the page's own voice-to-voice beside the bench's (variants without options)")
+    p.add_argument("--browser-gap-s", type=float, default=4.0,
+                   help="with --browser: silence after each clip, beyond the clip's own length, for the answer")
+    p.add_argument("--chromium", default=None, help="with --browser: the Chromium executable (default: chromium on PATH)")
+    p.add_argument("--screenshot", default=None, metavar="PNG",
+                   help="with --browser: save the page at the end of the last variant's session (docs/client.png)")
     p.add_argument("--write-reference", metavar="JSON", default=None,
                    help="only (re)compute the reference speech boundaries of --speech-dir into JSON "
                         "(applying the review file given by --review) and exit")
@@ -73,12 +81,63 @@ def run(args: argparse.Namespace) -> int:
                               turns_dir=Path(args.turns_dir) if args.turns_dir else sets.TURNS_DIR)
         if args.turns < 0:
             raise ValueError("--turns must be >= 0")
+        if args.browser:
+            _check_browser(args, variants, options)
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
     if args.set_name == "shared-speech":
         log.info("set shared-speech has no expected answers: answer correctness is not checked")
     return bench(args, variants, options, items)
+
+
+def _check_browser(args: argparse.Namespace, variants: tuple, options: dict) -> None:
+    """--browser needs Playwright and Chromium, and variants the page can open (it sends no hello options)."""
+    from voice.bench.browser import find_chromium
+
+    if options or any(v.options for v in variants):
+        raise ValueError("--browser: the page sends no hello options, so its variants can have none "
+                         "(use --pipelines, and the server's defaults)")
+    if args.barge_in:
+        raise ValueError("--browser does not play interruptions: run it without --barge-in")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("--browser needs Playwright (pip install playwright; its browser download is not needed)") from exc
+    args.chromium = find_chromium(args.chromium)
+
+
+def _run_browser(args: argparse.Namespace, url: str, variants: tuple, items: list, out_dir: Path, partial: Path,
+                 done: dict, bar) -> list[dict]:
+    """The same clips through the served page, one Chromium session per variant (already done ones reused)."""
+    import json
+
+    from voice.bench.browser import BROWSER_SUFFIX, run_browser
+
+    records = []
+    for i, v in enumerate(variants):
+        kept = [done.get((v.name + BROWSER_SUFFIX, k)) for k in range(len(items))]
+        if all(kept):
+            records += kept
+            bar.update(len(items))
+            continue
+        seen = [0]
+
+        def progress(n: int) -> None:
+            step = min(n, len(items)) - seen[0]
+            if step > 0:
+                bar.update(step)
+                seen[0] += step
+
+        last = i == len(variants) - 1
+        recs = run_browser(url, v.name, v.pipeline, items, out_dir, args.browser_gap_s, args.chromium, progress,
+                           Path(args.screenshot) if args.screenshot and last else None)
+        bar.update(len(items) - seen[0])
+        with open(partial, "a", encoding="utf-8") as f:
+            for rec in recs:
+                f.write(json.dumps(rec) + "\n")
+        records += recs
+    return records
 
 
 def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list) -> int:
@@ -109,7 +168,7 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
         partial.unlink()
     if done:
         log.info("resuming: %d finished turns reused from %s", len(done), partial)
-    total = len(Schedule.make(names, len(items), args.turns).keys)
+    total = len(Schedule.make(names, len(items), args.turns).keys) + (len(names) * len(items) if args.browser else 0)
     load_start = machine()["loadavg"]
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bar = tqdm(total=total, desc=f"bench {name}", unit="turn")
@@ -118,18 +177,21 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
         bar.update(1)
         bar.set_postfix_str(f"{rec['variant']} v2v {rec.get('v2v_ms')} ms")
 
-    async def go(url: str) -> list[dict]:
-        return await run_all(url, items, cfg, partial, done, on_turn)
+    def go(url: str) -> list[dict]:
+        records = asyncio.run(run_all(url, items, cfg, partial, done, on_turn))
+        if args.browser:
+            records += _run_browser(args, url, variants, items, out_dir, partial, done, bar)
+        return records
 
     try:
         if args.url:
-            server_desc, records = args.url, asyncio.run(go(args.url))
+            server_desc, records = args.url, go(args.url)
         else:
             with ServerThread(variants[0].pipeline, args.torch_threads) as srv:
                 server_desc = (f"in-process VoiceServer at {srv.url} (own thread and event loop, torch threads "
                                f"{args.torch_threads or 'default'})")
-                records = asyncio.run(go(srv.url))
-    except (OSError, ConnectionError, KeyError) as exc:
+                records = go(srv.url)
+    except (OSError, ConnectionError, KeyError, RuntimeError) as exc:
         bar.close()
         log.error("bench failed: %s (finished turns are kept in %s; rerun with --resume)", exc, partial)
         return 1
@@ -144,7 +206,8 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
             "server": server_desc, "n_items": len(items),
             "config": {"set": args.set_name, "pipelines": list(names), "options": options,
                        "variants": {v.name: {"pipeline": v.pipeline, "options": v.options} for v in variants},
-                       "run": run_cfg}}
+                       "run": run_cfg,
+                       "browser": {"gap_s": args.browser_gap_s, "chromium": args.chromium} if args.browser else None}}
     stem = time.strftime("%Y%m%d-%H%M%S") + f"_{name}"
     paths = write_reports(out_dir, stem, meta, records)
     partial.unlink(missing_ok=True)

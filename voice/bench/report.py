@@ -11,14 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.bench.browser import BROWSER_SUFFIX
 from voice.bench.variants import Variant, format_options
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_TARGET_MS = 50.0   # Foundation issue: echo v2v minus end-of-turn silence, p95 over the carried recordings (voice/assets/speech)
 FALSE_INTERRUPTION_LIMIT = 0.05   # issue 14: noises, backchannels and echo that stop the answer
 PREMATURE_LIMIT = 0.03   # issue 14: answers that start while the user only pauses, share of paused turns
-METRICS = ("v2v_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms", "vad_end_error_ms",
-           "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms")
+BROWSER_GAP_LIMIT_MS = 80.0   # issue 13: the browser's own v2v above the bench's, same pipeline and clips
+METRICS = ("v2v_ms", "v2v_played_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms",
+           "vad_end_error_ms", "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms",
+           "browser_decided_ms", "browser_arrived_ms", "browser_buffered_ms", "browser_output_ms")
 
 
 def machine() -> dict:
@@ -117,12 +120,38 @@ def summarize(records: list[dict], config: dict | None = None) -> dict:
         if paused:
             s["premature_end"] = {"n": len(paused), "rate": round(sum(paused) / len(paused), 4),
                                   "limit": PREMATURE_LIMIT, "met": sum(paused) / len(paused) <= PREMATURE_LIMIT}
+        if recs[0].get("client") == "browser":
+            s["browser_vs_bench_ms"] = browser_vs_bench(recs, by_name.get(name.removesuffix(BROWSER_SUFFIX), []))
         if s["pipeline"] == "echo" and "v2v_minus_end_silence_ms" in s:
             p95 = s["v2v_minus_end_silence_ms"]["p95"]
             s["target"] = {"what": "p95 of v2v minus end_silence_ms", "limit_ms": ECHO_TARGET_MS,
                            "p95_ms": p95, "met": p95 <= ECHO_TARGET_MS}
         out[name] = s
     return out
+
+
+def browser_vs_bench(browser: list[dict], bench: list[dict]) -> dict | None:
+    """The page's v2v against the bench's on the same clips: both distributions, and the gap clip by clip."""
+    own: dict[str, list[float]] = defaultdict(list)
+    stamp: dict[str, list[float]] = defaultdict(list)
+    for r in bench:
+        if r.get("v2v_ms") is not None:
+            own[r["item"]].append(r["v2v_ms"])
+            if r.get("vad_end_error_ms") is not None:
+                stamp[r["item"]].append(r["v2v_ms"] - r["vad_end_error_ms"])
+    pairs = [(r["v2v_ms"], float(np.median(own[r["item"]]))) for r in browser
+             if r.get("v2v_ms") is not None and own.get(r["item"])]
+    if not pairs:
+        return None
+    # the page times from the VAD's stamp: the bench's v2v from the same stamp isolates what the page adds
+    same_end = [r["v2v_ms"] - float(np.median(stamp[r["item"]])) for r in browser
+                if r.get("v2v_ms") is not None and stamp.get(r["item"])]
+    page, ref = stats([a for a, _ in pairs]), stats([b for _, b in pairs])
+    above = {"p50": round(page["p50"] - ref["p50"], 1), "p95": round(page["p95"] - ref["p95"], 1)}
+    underruns = max((r.get("browser_session_underruns") or 0 for r in browser), default=0)
+    return {"n": len(pairs), "browser": page, "bench": ref, "above": above, "gap_per_clip": stats([a - b for a, b in pairs]),
+            "limit_ms": BROWSER_GAP_LIMIT_MS, "met": max(above.values()) <= BROWSER_GAP_LIMIT_MS,
+            "session_underruns": underruns, "gap_per_clip_from_the_stamp": stats(same_end)}
 
 
 def write_reports(out_dir: Path, stem: str, meta: dict, records: list[dict]) -> dict[str, Path]:
@@ -182,6 +211,16 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
             pe = s["premature_end"]
             lines += [f"**Premature end of turn (the VAD ended the turn during a pause inside it): {pe['rate']:.1%} of "
                       f"{pe['n']} paused turns (target <= {pe['limit']:.0%}: {'met' if pe['met'] else 'NOT met'}).**", ""]
+        if s.get("browser_vs_bench_ms"):
+            g = s["browser_vs_bench_ms"]
+            lines += [f"**The page's own v2v against the bench's on the same {g['n']} clips: p50 {g['browser']['p50']:.0f} "
+                      f"vs {g['bench']['p50']:.0f} ms ({g['above']['p50']:+.0f}), p95 {g['browser']['p95']:.0f} vs "
+                      f"{g['bench']['p95']:.0f} ms ({g['above']['p95']:+.0f}); per clip p50 {g['gap_per_clip']['p50']:+.0f}"
+                      f" ms (target: at most +{g['limit_ms']:.0f}: {'met' if g['met'] else 'NOT met'}).** The page "
+                      "times from the VAD's stamped end of speech to the sound leaving its output device "
+                      f"(arrived + buffered + output below); the bench's v2v counted from that stamp too, the page "
+                      f"adds p50 {g['gap_per_clip_from_the_stamp'].get('p50', 0):.0f} ms per clip. Playback underruns in "
+                      f"the page's session: {g['session_underruns']}.", ""]
         if "target" in s:
             t = s["target"]
             lines += [f"**Echo floor: v2v minus end_silence_ms = {t['p95_ms']:.0f} ms at p95 "

@@ -20,6 +20,7 @@ from voice.protocol import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
                             AskedOptions, Hello, ProtocolError, parse_hello, parse_text)
 from voice.runtime.pipeline import Pipeline
 from voice.runtime.tracer import Tracer
+from voice.server.answer_onset import AnswerOnset
 from voice.server.limits import SessionLimits, TokenBucket
 from voice.stages.vad import VadConfig, VadStage, load_barge_in_detector, load_turn_detector
 
@@ -62,6 +63,7 @@ class Session:
         self._last_audio_sent_s = 0.0         # seconds of that turn's audio sent
         self._last_audio_cut_s: float | None = None   # seconds of it played when an interrupt cleared it
         self._first_audio_sent: set[int] = set()
+        self._onsets: dict[int, AnswerOnset] = {}   # per answer: its leading silence, held until the first sound
         self._tasks: list[asyncio.Task] = []
         self._pending_head: list[dict] = []   # VAD events to send once the current push returns
         # speculative starts: a turn's output held until the VAD confirms its end (None: an interrupt
@@ -330,16 +332,11 @@ class Session:
         if isinstance(frame, AssistantAudio):
             if frame.turn_id <= self._cancelled_upto or len(frame.pcm) == 0:
                 return
-            if frame.turn_id not in self._first_audio_sent:
-                self._first_audio_sent.add(frame.turn_id)
-                self.tracer.record("ws_out", frame)
-                await self._send_event({"type": "audio_start", "turn": frame.turn_id, "sample_rate": self.output_rate_hz})
-            if frame.turn_id != self._last_audio_turn:
-                self._last_audio_turn, self._last_audio_sent_s, self._last_audio_cut_s = frame.turn_id, 0.0, None
             pcm = frame.pcm if frame.sample_rate_hz == self.output_rate_hz else _resample(frame, self.output_rate_hz)
-            await self._send(float_to_pcm16(pcm))
-            self._playback_end_s = max(self._playback_end_s, now_s()) + len(pcm) / self.output_rate_hz
-            self._last_audio_sent_s += len(pcm) / self.output_rate_hz
+            onset = self._onsets.setdefault(frame.turn_id, AnswerOnset(self.output_rate_hz))
+            pcm, skipped_s = onset.push(pcm)
+            if pcm is not None:
+                await self._send_answer_audio(frame, pcm, skipped_s)
         elif isinstance(frame, AssistantText):
             if frame.turn_id > self._cancelled_upto:
                 await self._send_event({"type": "assistant_text", "turn": frame.turn_id, "text": frame.text, "final": frame.final})
@@ -347,12 +344,30 @@ class Session:
             await self._send_event({"type": "transcript", "turn": frame.turn_id, "text": frame.text, "final": frame.final})
         elif isinstance(frame, TurnEnd):
             if frame.turn_id > self._cancelled_upto:
+                silent = self._onsets.pop(frame.turn_id, None)
+                held = silent.flush() if silent is not None else None
+                if held is not None:          # an answer that never sounded goes out as it came
+                    silence = AssistantAudio(turn_id=frame.turn_id, pcm=held, sample_rate_hz=self.output_rate_hz)
+                    await self._send_answer_audio(silence, held, 0.0)
                 self._answering.discard(frame.turn_id)
                 await self._send_event(self._turn_end_event(frame.turn_id, frame.interrupted))
         elif isinstance(frame, Metric):
             await self._send_event({"type": "metric", "turn": frame.turn_id, "name": frame.name, "value": frame.value})
         elif isinstance(frame, ErrorFrame) and frame.code != "stage_failed":   # that one ends the session
             await self._send_event({"type": "error", "code": frame.code, "message": frame.message})
+
+    async def _send_answer_audio(self, frame: AssistantAudio, pcm: np.ndarray, skipped_s: float) -> None:
+        """Send answer audio of `frame.turn_id` (`skipped_s` of its leading silence dropped before it)."""
+        if frame.turn_id not in self._first_audio_sent:
+            self._first_audio_sent.add(frame.turn_id)
+            self.tracer.record("ws_out", frame)
+            await self._send_event({"type": "audio_start", "turn": frame.turn_id, "sample_rate": self.output_rate_hz})
+        if frame.turn_id != self._last_audio_turn:
+            self._last_audio_turn, self._last_audio_sent_s, self._last_audio_cut_s = frame.turn_id, 0.0, None
+        await self._send(float_to_pcm16(pcm))
+        self._playback_end_s = max(self._playback_end_s, now_s()) + len(pcm) / self.output_rate_hz
+        # the dropped silence counts as played (it took no time): answer_played_s stays on the answer's timeline
+        self._last_audio_sent_s += skipped_s + len(pcm) / self.output_rate_hz
 
     def on_head_frame(self, frame: Frame) -> None:
         """Called by the pipeline for every frame the VAD head emits."""
@@ -384,6 +399,7 @@ class Session:
         self.tracer.forget(turn)
         self.tracer.forget(0)
         self._first_audio_sent.discard(turn)
+        self._onsets.pop(turn, None)
         return event
 
     def _endpointing_of(self, stopped: SpeechStopped | TurnConfirmed) -> float | None:
