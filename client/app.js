@@ -102,7 +102,7 @@ async function setUpAudio(stream) {
   });
   const playback = new AudioWorkletNode(ctx, "playback", {
     numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1],
-    processorOptions: { startMs: 60, maxMs: 30000, fadeMs: 5 },
+    processorOptions: { startMs: 20, maxStartMs: 240, maxMs: 30000, fadeMs: 5 },
   });
   ctx.createMediaStreamSource(stream).connect(capture);
   playback.connect(ctx.destination);
@@ -288,6 +288,7 @@ function onPlaybackMessage(s, m) {
     stats.droppedSamples = m.dropped;
     stats.flushedSamples = m.flushed;
     stats.playing = m.playing;
+    stats.jitterStartMs = m.startMs;
     $("buffer").textContent = `playback buffer ${Math.round(m.buffered / s.ctx.sampleRate * 1000)} ms, underruns ${m.underruns}`;
     updateState(s);
   } else if (m.type === "cleared") {

@@ -8,7 +8,9 @@
 //               {type: "cleared", flushed}              after a clear: the samples it dropped (context rate)
 //               {type: "stats", ...counters}            about 10 times a second, and right after a clear
 // Policy: start once `startMs` is buffered (or the turn has ended), drop the oldest audio when
-// `maxMs` is exceeded, fade in on start, fade out on underrun and on clear.
+// `maxMs` is exceeded, fade in on start, fade out on underrun and on clear. The start threshold
+// adapts: it begins small (a local server streams faster than real time, and a first frame that
+// plays at once is heard at once) and doubles after each underrun, up to `maxStartMs`.
 import { StreamResampler } from "./resampler.js";
 
 const SILENCE = 0.01;   // |sample| above this counts as audible (about -40 dBFS)
@@ -17,7 +19,8 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const opts = (options && options.processorOptions) || {};
-    this.startSamples = Math.round(sampleRate * (opts.startMs || 60) / 1000);
+    this.startSamples = Math.round(sampleRate * (opts.startMs || 20) / 1000);
+    this.maxStartSamples = Math.max(this.startSamples, Math.round(sampleRate * (opts.maxStartMs || 240) / 1000));
     this.ring = new Float32Array(Math.round(sampleRate * (opts.maxMs || 30000) / 1000));
     this.fadeSamples = Math.max(1, Math.round(sampleRate * (opts.fadeMs || 5) / 1000));
     this.read = 0;          // absolute sample counters; ring index = counter % ring.length
@@ -120,7 +123,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.stats.played += take;
     if (take < n) {
       this.playing = false;
-      if (!this.ended) this.stats.underruns += 1;
+      if (!this.ended) {
+        this.stats.underruns += 1;
+        this.startSamples = Math.min(this.maxStartSamples, this.startSamples * 2);   // wait for more next time
+      }
     }
   }
 
@@ -133,7 +139,8 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   postStats() {
     this.sinceStats = 0;
     this.stats.buffered = this.write - this.read;
-    this.port.postMessage({ type: "stats", ctxTime: currentTime, playing: this.playing, ...this.stats });
+    this.port.postMessage({ type: "stats", ctxTime: currentTime, playing: this.playing,
+      startMs: Math.round(this.startSamples / sampleRate * 1000), ...this.stats });
   }
 }
 

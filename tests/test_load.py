@@ -24,7 +24,7 @@ def test_four_sessions_for_twenty_seconds(speech_dir):
     assert report["server_exit_status"] == 0 and not report["interrupted"]
     assert level["turns"] >= 8 and level["missed_turns"] == 0 and not level["errors"] and not level["session_failures"]
     # echo with the end-of-turn model (the load test's server runs the defaults): a 200 ms pause at the
-    # least, or the 1.5 s fallback, + a VAD window + the pre-roll's quiet start; a loaded server adds to it
+    # least, or the 1.5 s fallback, + a VAD window; a loaded server adds to it
     assert 150 <= level["v2v_ms"]["p50"] <= 1600 and level["v2v_ms"]["p95"] <= 2200
     assert level["rss_growth_after_warmup_pct"] <= 5.0
     assert level["tasks_before_after"][0] == level["tasks_before_after"][1]
