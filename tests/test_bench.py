@@ -142,7 +142,9 @@ def test_the_bench_reads_the_sets_where_the_data_commands_write_them():
 def test_played_at_counts_the_silence_a_player_must_play_first():
     from types import SimpleNamespace as Chunk
 
-    from voice.bench.runner import played_at
+    from voice.bench.runner import first_sound
+
+    played_at = lambda chunks, rate, threshold: first_sound(chunks, rate, threshold)[1]  # noqa: E731
 
     rate = 1000
     silence, sound = np.zeros(200, np.float32), np.r_[np.zeros(50), np.ones(10)].astype(np.float32)

@@ -15,6 +15,7 @@ import pytest
 from conftest import FIXED_RULES
 from voice import pipelines
 from voice.audio import read_wav, write_wav
+from voice.bench.browser import chromium_args
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,18 +27,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # run leaves the checkout clean; otherwise it goes to a temporary folder.
 SCREENSHOT = ROOT / "docs" / "client.png" if os.environ.get("VOICE_UPDATE_SCREENSHOT") else \
     Path(tempfile.gettempdir()) / "voice-client.png"
-
-
-def chromium_args(fake_wav: Path | None, grant_microphone: bool = True) -> list[str]:
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream"]
-    if grant_microphone:
-        args.append("--use-fake-ui-for-media-stream")
-    else:
-        args.append("--deny-permission-prompts")
-    if fake_wav is not None:
-        args.append(f"--use-file-for-fake-audio-capture={fake_wav}")
-    return args
 
 
 @pytest.fixture(scope="module")

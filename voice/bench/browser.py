@@ -30,9 +30,6 @@ from voice.bench.sets import TurnItem
 
 LEAD_S = 1.0                 # silence before each clip
 FILE_RATE_HZ = 48000         # the fake microphone's file (Chromium's usual context rate)
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream",
-                  "--use-fake-ui-for-media-stream")
 BROWSER_SUFFIX = " in the browser"
 
 
@@ -44,6 +41,16 @@ class ClipSpan:
     speech_end_s: float
     clip_end_s: float        # the clip's last sample
     next_start_s: float      # where the next clip's lead silence starts
+
+
+def chromium_args(fake_wav: Path | None, grant_microphone: bool = True) -> list[str]:
+    """Headless Chromium's flags for the page: a fake microphone (playing `fake_wav`), granted or denied."""
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream" if grant_microphone else "--deny-permission-prompts"]
+    if fake_wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={fake_wav}")
+    return args
 
 
 def find_chromium(path: str | None = None) -> str:
@@ -134,7 +141,7 @@ async def _browse(page_url: str, wav: Path, n_turns_until_s: float, chromium: st
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium,
-                                          args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}"])
+                                          args=chromium_args(wav))
         try:
             page = await browser.new_page(viewport={"width": 1100, "height": 640})
             errors: list[str] = []

@@ -161,18 +161,19 @@ async def _wait_answer(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec:
     return turn
 
 
-def played_at(chunks: list, rate_hz: int, threshold: float) -> float | None:
-    """When a gapless player would play the first sample above `threshold`: it starts each chunk on
-    its arrival or when the previous one has played, whichever is later (no jitter buffer, no output
-    device). Unlike the arrival time, it counts silence that comes before the sound."""
+def first_sound(chunks: list, rate_hz: int, threshold: float) -> tuple[float, float] | tuple[None, None]:
+    """(arrival, playout) of the first sample above `threshold`: the arrival time of the chunk holding
+    it, and when a gapless player would play it (it starts each chunk on its arrival or when the
+    previous one has played, whichever is later; no jitter buffer, no output device). Unlike the
+    arrival, the playout counts silence that comes before the sound. (None, None) without a sound."""
     clock = None
     for chunk in chunks:
         start = chunk.t_s if clock is None else max(clock, chunk.t_s)
         i = first_non_silent_index(chunk.pcm, threshold)
         if i is not None:
-            return start + i / rate_hz
+            return chunk.t_s, start + i / rate_hz
         clock = start + len(chunk.pcm) / rate_hz
-    return None
+    return None, None
 
 
 def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, turn: int | None,
@@ -181,10 +182,9 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
     end_silence_ms = rec["end_silence_ms"]
     answer = [a for a in client.log.audio if a.turn_id == turn]
     clear_t = rec.get("_clear_t", float("inf"))
-    t_sound = next((a.t_s for a in answer if a.t_s < clear_t and
-                    first_non_silent_index(a.pcm, cfg.silence_threshold) is not None), None)
+    t_sound, t_played = first_sound([a for a in answer if a.t_s < clear_t], client.output_rate_hz,
+                                    cfg.silence_threshold)
     rec["v2v_ms"] = _ms(t_sound - true_end) if t_sound is not None else None
-    t_played = played_at([a for a in answer if a.t_s < clear_t], client.output_rate_hz, cfg.silence_threshold)
     rec["v2v_played_ms"] = _ms(t_played - true_end) if t_played is not None else None
     silence_mode = rec.get("turn_detection") == "silence"
     rec["v2v_minus_end_silence_ms"] = (round(rec["v2v_ms"] - end_silence_ms, 1)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from voice.audio import first_non_silent_index
+
 SOUND_THRESHOLD = 0.01   # |sample| above this (about -40 dBFS) is sound, as the clients and the bench count it
 KEEP_S = 0.005           # kept before the first sound: the clients' 5 ms fade-in plays over it, not over the sound
 MAX_HOLD_S = 1.0         # leading silence held at most this long, then sent as it is
@@ -36,8 +38,8 @@ class AnswerOnset:
         """(audio to send now or None while it is all silence so far, seconds of silence dropped)."""
         if self.passing:
             return pcm, 0.0
-        loud = np.flatnonzero(np.abs(pcm) > self.threshold)
-        if len(loud) == 0 and self._held_samples + len(pcm) <= self.max_hold:
+        loud = first_non_silent_index(pcm, self.threshold)
+        if loud is None and self._held_samples + len(pcm) <= self.max_hold:
             self._held.append(pcm)
             self._held_samples += len(pcm)
             return None, 0.0
@@ -45,9 +47,9 @@ class AnswerOnset:
         audio = np.concatenate([*self._held, pcm]) if self._held else pcm
         self._held, held = [], self._held_samples
         self._held_samples = 0
-        if len(loud) == 0:            # held too long: no trimming for this answer
+        if loud is None:              # held too long: no trimming for this answer
             return audio, 0.0
-        start = max(0, held + int(loud[0]) - self.keep)
+        start = max(0, held + loud - self.keep)
         return audio[start:], start / self.sample_rate_hz
 
     def flush(self) -> np.ndarray | None:

@@ -333,7 +333,9 @@ class Session:
             if frame.turn_id <= self._cancelled_upto or len(frame.pcm) == 0:
                 return
             pcm = frame.pcm if frame.sample_rate_hz == self.output_rate_hz else _resample(frame, self.output_rate_hz)
-            onset = self._onsets.setdefault(frame.turn_id, AnswerOnset(self.output_rate_hz))
+            onset = self._onsets.get(frame.turn_id)
+            if onset is None:
+                onset = self._onsets[frame.turn_id] = AnswerOnset(self.output_rate_hz)
             pcm, skipped_s = onset.push(pcm)
             if pcm is not None:
                 await self._send_answer_audio(frame, pcm, skipped_s)
