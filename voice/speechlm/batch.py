@@ -110,9 +110,10 @@ def loss_from_hidden(model, hidden: torch.Tensor, batch: Batch, text_weight: flo
     else:
         al, audio_loss = None, model.heads(hidden[:, :1], text=False)[1].sum() * 0
     with torch.no_grad():
-        text_acc = float((tl.argmax(-1) == ty).float().mean()) if tl is not None else float("nan")
+        # (max's indices: argmax is 2 to 5 times slower on a CPU, in bfloat16 the most)
+        text_acc = float((tl.float().max(-1).indices == ty).float().mean()) if tl is not None else float("nan")
         if al is not None:
-            hits = (al.argmax(-1) == ay) & m
+            hits = (al.float().max(-1).indices == ay) & m
             audio_acc = float(hits.sum() / m.sum())
             audio_acc_first = float(hits[:, 0].sum() / m[:, 0].sum().clamp(min=1))
         else:

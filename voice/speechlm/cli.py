@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
                       max_steps_per_example=args.max_steps_per_example, max_minutes=args.minutes,
                       data_workers=args.data_workers, hearing_weight=args.hearing_weight,
                       typed_batch_size=args.typed_batch, schedule=args.schedule, typed_only=args.typed_only or None,
-                      bf16=False if args.fp32 else None)
+                      bf16=False if args.fp32 else None, length_buckets=args.length_buckets)
     out = Path(args.out or f"runs/lm/{args.preset}")
     codec = load_codec(args.codec)
     codec_id = cache_id(codec)
@@ -375,14 +375,15 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--mix", default="", help='task mix as JSON, e.g. {"s2s": 0.5, "t2t": 0.1, "s2t": 0.3, "t2s": 0.1}')
     for name, kind in (("steps", int), ("batch-size", int), ("lr", float), ("threads", int), ("eval-every", int),
                        ("save-every", int), ("max-steps-per-example", int), ("data-workers", int),
-                       ("hearing-weight", float)):
+                       ("hearing-weight", float), ("length-buckets", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
     p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
     p.add_argument("--schedule", choices=("steps", "time"), default=None,
                    help="time: the learning rate decays over --minutes of wall time instead of --steps "
                         "(for a machine whose speed is not known in advance)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
-    p.add_argument("--fp32", action="store_true", help="on a GPU, float32 products (TF32) instead of bfloat16 autocast")
+    p.add_argument("--fp32", action="store_true", help="float32 products (TF32 on a GPU) instead of bfloat16 autocast "
+                   "(on a GPU, or on a CPU with bfloat16 matrix units: Intel AMX)")
     p.set_defaults(func=_train)
 
     evaluate = command_group(subparsers, registered, "eval", "evaluate a model")
