@@ -168,7 +168,7 @@ class _Batches(torch.utils.data.IterableDataset):
             if self.buckets > 1:
                 drawn.sort(key=len)
             groups = [drawn[i:i + self.batch_size] for i in range(0, len(drawn), self.batch_size)]
-            for i in (self.stream.rng.permutation(len(groups)) if len(groups) > 1 else [0]):
+            for i in self.stream.rng.permutation(len(groups)):     # (one group draws nothing)
                 yield collate(groups[i], self.stream.vocab)
 
 
