@@ -205,7 +205,7 @@ class _MixedPrecision:
         cuda = str(device).startswith("cuda")
         self.autocast = (torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16)
                          if bf16 and (cuda or cpu_bf16_matmul()) else None)
-        if cuda and self.autocast is not None:
+        if cuda:        # float32 products (--fp32, and what autocast leaves in float32) in TF32
             torch.backends.cuda.matmul.allow_tf32 = True
         self.config = model.backbone.config if self.autocast is not None and not cuda else None
         self.attention = None
