@@ -66,7 +66,9 @@ def _answer(frames, k: int, max_frames: int) -> str:
     assert kinds[-2:] == ["AssistantText", "TurnEnd"] and frames[-2].final, kinds
     stopped = kinds.index("SpeechStopped")
     codes = [f for f in frames if isinstance(f, Codes) and f.role == "assistant"]
-    assert codes and codes[0].codes.shape[1] == 1 and all(c.codes.shape[1] <= 2 for c in codes[1:])
+    # the first chunk: the decoder's lookahead plus one frame (the compact codec's: 2), then steps of 2
+    assert codes and codes[0].codes.shape[1] == min(2, sum(c.codes.shape[1] for c in codes))
+    assert all(c.codes.shape[1] <= 2 for c in codes[1:])
     assert all(c.codes.shape[0] == k and c.codes.min() >= 0 and c.codes.max() < 1024 for c in codes)
     assert 0 < sum(c.codes.shape[1] for c in codes) <= max_frames
     assert all(kinds.index(type(c).__name__) > stopped for c in codes)
@@ -78,6 +80,7 @@ def _answer(frames, k: int, max_frames: int) -> str:
 def test_stage_answers_a_turn_and_keeps_the_context_for_a_follow_up(e2e_env):
     encode, lm, decode = _stages({"max_answer_s": 0.5})
     service, k = lm.service, lm.k
+    assert lm.hear_frames == 25             # a model without the Whisper ear: pieces of 0.5 s
     first, rate = read_wav(SPEECH_DIR / "sb_example2_culprit.wav")
     out = run(_through([encode, lm], _turn_frames(first, rate, turn=1)))
     assert not [f for f in out if isinstance(f, Codes) and f.role == "user"]      # the user's codes stay inside
@@ -96,13 +99,34 @@ def test_stage_answers_a_turn_and_keeps_the_context_for_a_follow_up(e2e_env):
     assert len(service.generator.free) == service.max_sessions
 
 
+def test_the_answers_first_chunk_is_the_fewest_frames_that_decode_to_audio(e2e_env):
+    """The decoder lags by its lookahead (the compact codec's: one frame): a first chunk of one frame would
+    decode to nothing and playback would wait for the next chunk. The first chunk is lookahead + 1 frames,
+    it decodes to one frame of audio, and the chunks after it hold every frame in order."""
+    from voice.e2e.speechlm_stage import _Chunks
+
+    encode, lm, decode = _stages()
+    codec = lm.service.codec
+    assert codec.decoder_delay_samples == codec.hop_length and lm.first_chunk == 2
+    first = _Chunks(lm.k, 2, lm.first_chunk)
+    frames = np.arange(lm.k * 7).reshape(lm.k, 7)
+    got = first.add(frames[:, :1]) + first.add(frames[:, 1:2]) + first.add(frames[:, 2:5]) + first.add(frames[:, 5:])
+    got += first.flush()
+    assert [c.shape[1] for c in got] == [2, 2, 2, 1]
+    assert np.array_equal(np.concatenate(got, 1), frames)
+    codes = np.random.default_rng(0).integers(0, 1024, (lm.k, 2))
+    out = run(_through([decode], [Codes(turn_id=1, codes=codes, frame_rate_hz=50.0, role="assistant")]))
+    audio = [f for f in out if isinstance(f, AssistantAudio)]
+    assert len(audio) == 1 and len(audio[0].pcm) == codec.hop_length
+
+
 def test_a_model_that_hears_through_the_ear_gets_the_turns_audio_with_its_codes(tmp_path, monkeypatch):
     """The stage hands the generator each turn's 16 kHz audio (resampled when the client sends another
     rate) beside its codes; every frame goes into the context by the answer; the next turn starts clean."""
     from voice.speechlm.generate import SpeechGenerator
     from voice.speechlm.whisper_ear import FEATURE_DIM
 
-    _save_tiny_speechlm(tmp_path, hearing={"kind": "ear", "dim": FEATURE_DIM, "chunk": 25, "context": 50})
+    _save_tiny_speechlm(tmp_path, hearing={"kind": "ear", "dim": FEATURE_DIM, "chunk": 10, "context": 50})
     monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
     fed = []
     real = SpeechGenerator.feed_user_speech
@@ -113,7 +137,7 @@ def test_a_model_that_hears_through_the_ear_gets_the_turns_audio_with_its_codes(
 
     monkeypatch.setattr(SpeechGenerator, "feed_user_speech", spy)
     encode, lm, _ = _stages({"max_answer_s": 0.3})
-    assert lm.reads_ear
+    assert lm.reads_ear and lm.hear_frames == 10     # by default the user's frames go in pieces of the ear's chunk
     audio, rate = read_wav(SPEECH_DIR / "ds_LDC93S1.wav")
     assert rate == 16000
     out = run(_through([encode, lm], _turn_frames(audio, rate, turn=1)))

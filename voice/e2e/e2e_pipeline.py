@@ -5,7 +5,8 @@ checkout, or the folder named by the environment variable VOICE_SPEECHLM. VOICE_
 (default 8) is how many conversations the shared generator holds at once. Hello options:
 `step_frames` (codec frames per encode step and per decoded chunk, default 2 = 40 ms) and
 `max_answer_s` (an answer's audio is cut there; 0.1 to 15 s, default 15), `hear_frames` (the user's
-frames go to the speech LM in pieces of this many, 1 to 50, default 25 = 0.5 s) and `now` (a fixed
+frames go to the speech LM in pieces of this many, 1 to 50; default: the ear's chunk for a model that
+hears through the Whisper ear, 0.2 s for the shipped one, else 25 = 0.5 s) and `now` (a fixed
 clock for the context sentence, ISO 8601, as the cascade's; the bench's corpus set sends each
 dialogue's). See docs/e2e.md.
 """
@@ -31,7 +32,6 @@ DEFAULT_SESSIONS = 8
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = "models/speechlm"          # relative to the checkout
 MAX_ANSWER_S = 15.0
-HEAR_FRAMES = 25                            # user frames given to the speech LM per call (SpeechLMStage)
 
 
 def speechlm_folder() -> tuple[Path, str]:
@@ -76,8 +76,10 @@ def _max_answer_s(options: dict) -> float:
     return float(value)
 
 
-def _hear_frames(options: dict) -> int:
-    value = options.get("hear_frames", HEAR_FRAMES)
+def _hear_frames(options: dict) -> int | None:
+    if "hear_frames" not in options:
+        return None                         # the stage's default for its model
+    value = options["hear_frames"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= 50:
         raise ValueError(f"hear_frames must be a whole number of frames in 1..50, got {value!r}")
     return int(value)

@@ -31,6 +31,8 @@ from voice.speechlm.whisper_ear import FRAME_SAMPLES, SAMPLE_RATE_HZ
 
 log = logging.getLogger(__name__)
 
+HEAR_FRAMES = 25          # user frames per call to the model when it does not hear through the Whisper ear
+
 
 class SessionsFull(RuntimeError):
     """Every slot of the shared generator holds a conversation."""
@@ -181,18 +183,21 @@ class _TextDeltas:
 
 
 class _Chunks:
-    """Answer frames grouped `size` at a time for the decoder; the very first frame goes out alone (playback starts sooner)."""
+    """Answer frames grouped `size` at a time for the decoder. The first group is `first` frames, as soon as
+    they exist: the decoder's lookahead plus one, the fewest whose decoding gives audio (playback starts sooner)."""
 
-    def __init__(self, k: int, size: int) -> None:
-        self.size, self.first, self.buf = size, True, np.zeros((k, 0), np.int64)
+    def __init__(self, k: int, size: int, first: int = 1) -> None:
+        self.size, self.first, self.buf = size, max(1, first), np.zeros((k, 0), np.int64)
 
     def add(self, frames: np.ndarray) -> list[np.ndarray]:
         self.buf = np.concatenate([self.buf, frames], axis=1)
-        n = self.buf.shape[1] if self.first else self.buf.shape[1] // self.size * self.size
-        if n == 0:
-            return []
-        self.first = False
-        out = [self.buf[:, i: min(n, i + self.size)] for i in range(0, n, self.size)]
+        out = []
+        if self.first:
+            if self.buf.shape[1] < self.first:
+                return []
+            out, self.buf, self.first = [self.buf[:, : self.first]], self.buf[:, self.first:], 0
+        n = self.buf.shape[1] // self.size * self.size
+        out += [self.buf[:, i: i + self.size] for i in range(0, n, self.size)]
         self.buf = self.buf[:, n:]
         return out
 
@@ -233,17 +238,23 @@ class SpeechLMStage(Stage):
     name = "speechlm"
 
     def __init__(self, service: SpeechLMService, step_frames: int = 2, max_answer_s: float = 15.0,
-                 clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int = 25) -> None:
+                 clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int | None = None) -> None:
         """`hear_frames`: the user's frames are given to the model in pieces of this many (and the rest at
         the end of the turn). Every call to the shared worker thread costs a model pass for one session;
         with the codec's 2-frame steps, 4 sessions speaking at once kept it busy 83% of the time, and
-        the answers queued behind their hearing (loadtest, docs/e2e.md)."""
+        the answers queued behind their hearing (loadtest, docs/e2e.md). Default: a model that hears
+        through the Whisper ear, its ear's chunk (each piece brings about one chunk for the ear to encode,
+        and the turn's end leaves at most one); another, 25 (0.5 s)."""
         super().__init__()
         self.service, self.step_frames, self.clock = service, step_frames, clock
-        self.hear_frames = max(1, int(hear_frames))
         gen = service.generator
+        if hear_frames is None:
+            hear_frames = gen.cfg.ear_config.chunk if gen.cfg.reads_ear else HEAR_FRAMES
+        self.hear_frames = max(1, int(hear_frames))
         self.k = gen.vocab.num_codebooks
-        self.frame_rate_hz = service.codec.frame_rate_hz
+        codec = service.codec
+        self.frame_rate_hz = codec.frame_rate_hz
+        self.first_chunk = 1 + codec.decoder_delay_samples // codec.hop_length   # the first frame's audio needs the next
         self.max_frames = max(1, min(gen.sampling.max_frames, round(max_answer_s * self.frame_rate_hz),
                                      service.max_len // 2))
         # context steps an answer may take: its frames (codebook delays and text lead included) or its words
@@ -437,7 +448,7 @@ class SpeechLMStage(Stage):
             yield AssistantText(turn_id=turn, final=True)
             yield TurnEnd(turn_id=turn)
             return
-        text, chunks, made = _TextDeltas(self.service.text), _Chunks(self.k, self.step_frames), 0
+        text, chunks, made = _TextDeltas(self.service.text), _Chunks(self.k, self.step_frames, self.first_chunk), 0
         self._spoken = (turn, 0)
         answering = False
         try:
