@@ -89,6 +89,7 @@ def test_bench_barge_in_times_the_clear(tmp_path):
     turn = _report(out)["turns"][0]
     assert turn["barge_in_item"] == "ps_tidigits_dhd_2934z"
     assert 400 <= turn["barge_in_clear_ms"] < 1500, turn
+    assert turn["barge_in_audio_after_clear_ms"] == 0.0, turn      # nothing of the cancelled echo after the clear
     assert turn["v2v_ms"] is not None
 
 

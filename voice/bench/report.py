@@ -21,6 +21,7 @@ PREMATURE_LIMIT = 0.03   # issue 14: answers that start while the user only paus
 BROWSER_GAP_LIMIT_MS = 80.0   # issue 13: the browser's own v2v above the bench's, same pipeline and clips
 METRICS = ("v2v_ms", "v2v_played_ms", "v2v_minus_end_silence_ms", "first_audio_ms", "speech_stopped_ms",
            "vad_end_error_ms", "vad_start_error_ms", "endpointing_ms", "barge_in_clear_ms", "barge_in_last_audio_ms",
+           "barge_in_audio_after_clear_ms",
            "browser_decided_ms", "browser_arrived_ms", "browser_buffered_ms", "browser_output_ms")
 
 

@@ -219,6 +219,9 @@ def _measure(client: VoiceClient, cfg: RunConfig, rec: dict, true_end: float, tu
                                    for e in client.log.of_type("speech_stopped"))
 
 
+AFTER_CLEAR_S = 0.5     # how long a barge-in turn listens after the `clear` for audio of the cancelled answer
+
+
 async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: dict, turn: int | None) -> None:
     """While the answer to `turn` plays, the user speaks `item`: time the `clear` and the last answer sample."""
     rec["barge_in_item"] = item.item_id
@@ -232,6 +235,8 @@ async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: di
     wait_s = cfg.turn_timeout_s if item.barge_kind == "interrupt" else 1.0
     try:
         await client.wait_for(_clears(turn), wait_s, include_past=True)
+        if item.barge_kind == "interrupt":
+            await asyncio.sleep(AFTER_CLEAR_S)   # still listening: no audio of the cancelled answer may follow
     except asyncio.TimeoutError:
         if item.barge_kind == "interrupt":
             rec["barge_in_error"] = "no clear event"
@@ -248,6 +253,9 @@ async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: di
     before = [a.t_s for a in client.log.audio if a.turn_id == turn and a.t_s <= t_clear]
     # a client plays until `clear`; audio that arrived earlier was buffered, so both are reported
     rec["barge_in_last_audio_ms"] = _ms(max(before) - true_start) if before else None
+    # issue 13: nothing of the cancelled answer reaches the client after its `clear`
+    rec["barge_in_audio_after_clear_ms"] = _ms(sum(len(a.pcm) for a in client.log.audio
+                                                   if a.turn_id == turn and a.t_s > t_clear) / client.output_rate_hz)
     rec["barge_in_started_after_answer_ms"] = _ms(true_start - t_audio_start) if t_audio_start else None
 
 
