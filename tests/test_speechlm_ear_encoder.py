@@ -136,3 +136,34 @@ def test_a_corpus_without_the_ear_cache_is_refused(tmp_path) -> None:
 
     with pytest.raises(SystemExit, match="voice data ear"):
         ear_utterances(tmp_path, "train")
+
+
+def test_speed_perturbation_plays_faster_and_higher_with_a_factor_fixed_per_utterance() -> None:
+    from voice.speechlm.ear_cache import SPEED_RANGE, speed_factor, speed_perturb
+
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    fast = speed_perturb(tone, 1.1, rate)
+    assert abs(len(fast) - rate / 1.1) <= 1                             # 10% shorter
+    peak = np.argmax(np.abs(np.fft.rfft(fast))) * rate / len(fast)
+    assert abs(peak - 220) < 2                                          # and 10% higher
+    assert speed_perturb(tone, 1.0, rate) is tone
+    factors = [speed_factor(f"u{i}", 1) for i in range(200)]
+    assert all(SPEED_RANGE[0] <= f <= SPEED_RANGE[1] for f in factors) and len(set(factors)) > 10
+    assert speed_factor("u1", 1) == speed_factor("u1", 1) != speed_factor("u1", 2)
+
+
+def test_a_model_made_from_another_keeps_its_own_ear_encoder() -> None:
+    """`voice train lm --init OLD --hearing-encoder NEW`: the brain and projections come from OLD, the
+    frozen encoder stays NEW's although OLD holds one of the same shape."""
+    from voice.speechlm.cli import take_weights
+
+    old, new = ear_encoder_lm(seed=0), ear_encoder_lm(seed=1)
+    mine = {k: v.clone() for k, v in new.ear_encoder.state_dict().items()}
+    theirs = old.ear_encoder.state_dict()
+    assert any(not torch.equal(v, theirs[k]) for k, v in mine.items())     # the two encoders differ
+    taken, fresh = take_weights(new, old)
+    assert taken > 0 and fresh == []
+    assert all(torch.equal(v, mine[k]) for k, v in new.ear_encoder.state_dict().items())
+    assert torch.equal(new.ear_encoder_proj.weight, old.ear_encoder_proj.weight)

@@ -263,6 +263,41 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
               "--steps", "1"])
 
 
+
+def test_speed_variants_of_the_ear_cache_are_train_split_copies_that_an_ear_encoder_trains_on(corpus: Path, tmp_path: Path,
+                                                                                               capsys) -> None:
+    from voice.codec.tokenize import _read_index
+    from voice.data.manifest import read_manifest
+    from voice.speechlm.ear_cache import ear_id, speed_factor, variant_id
+    from voice.speechlm.hearing_train import ear_utterances
+    from voice.speechlm.whisper_ear import EarConfig
+
+    ear = ["data", "ear", "--corpus", str(corpus), "--chunk", "10", "--context", "20"]
+    assert main([*ear, "--speed-variants", "1"]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    name = ear_id(EarConfig(10, 20))
+    train = [r for r in read_manifest(corpus) if r["split"] == "train" and r["role"] == "user"]
+    assert done["speed_variants"] == [{"ear_id": variant_id(name, 1), "utterances": len(train), "encoded_now": len(train)}]
+    plain, fast = _read_index(corpus / "ear" / name), _read_index(corpus / "ear" / variant_id(name, 1))
+    assert set(fast) == {r["id"] for r in train}                     # never a validation or test turn
+    for r in train:                                                   # the copy is as much shorter as it plays faster
+        assert abs(fast[r["id"]]["frames"] - plain[r["id"]]["frames"] / speed_factor(r["id"], 1)) <= 2
+    assert main([*ear, "--speed-variants", "1"]) == 0                 # resumes: nothing left to do
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["speed_variants"][0]["encoded_now"] == 0
+    args = ["train", "hearing", "--ear", "--corpus", str(corpus), "--steps", "1", "--hidden", "16", "--gru-layers", "1",
+            "--ear-chunk", "10", "--ear-context", "20"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--out", str(tmp_path / "speed"), "--ear-speed-variants", "1"]) == 0
+    said = capsys.readouterr().out
+    assert f"[hearing] {len(train)} train" in said and f"[hearing] {2 * len(train)} train" in said
+    assert {u.voice.split("~")[-1] for u in ear_utterances(corpus, "train", name, 1)} >= {"speed1"}
+    with pytest.raises(ValueError, match="only the train split"):
+        ear_utterances(corpus, "validation", name, 1)
+    with pytest.raises(SystemExit, match="--speed-variants 2"):      # a copy that was never cached
+        ear_utterances(corpus, "train", name, 2)
+    with pytest.raises(SystemExit, match="train with --ear"):
+        main(["train", "hearing", "--corpus", str(corpus), "--out", str(tmp_path / "codes"), "--ear-speed-variants", "1"])
+
 def test_a_word_aligned_model_trains_on_aligned_words_and_says_answers(corpus: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "aligned"
     args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--steps", "4",

@@ -222,9 +222,14 @@ def _saved_model(folder, codec_id: str):
     return model
 
 
+FROZEN_ENCODERS = ("ear_encoder.", "hearing.")    # state-dict prefixes of the frozen hearing encoders
+
+
 def take_weights(model, source) -> tuple[int, list[str]]:
-    """Copy into `model` every tensor of `source` with the same name and shape; returns (how many, the names
-    of the model's tensors that stay new). Both must have the same text ids."""
+    """Copy into `model` every tensor of `source` with the same name and shape, except the frozen hearing
+    encoder's (the model was made with the one given to --hearing-encoder: an encoder of the same shape in
+    `source` must not overwrite it); returns (how many, the names of the model's tensors that stay new).
+    Both must have the same text ids."""
     import torch
 
     if list(source.config.text_token_ids or []) != list(model.config.text_token_ids or []):
@@ -233,6 +238,8 @@ def take_weights(model, source) -> tuple[int, list[str]]:
     taken, new = 0, []
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
+            if name.startswith(FROZEN_ENCODERS):
+                continue
             if name in theirs and theirs[name].shape == tensor.shape:
                 tensor.copy_(theirs[name])
                 taken += 1

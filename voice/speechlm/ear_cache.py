@@ -3,11 +3,18 @@
 `<corpus>/ear/<ear id>/<shard>/<utterance id>.npy` holds float16 [frames, 384] (one row per 20 ms,
 computed chunk by chunk exactly as `EarStream` does while a user speaks), with an `index.jsonl`.
 Resumable: utterances already cached are skipped, and the index is written even when interrupted.
+
+`--speed-variants N` also caches N speed-perturbed copies of every train-split turn (Kaldi's speed
+perturbation: the audio played 0.85-1.15x as fast, so its tempo, pitch and formants move together,
+a factor drawn per utterance and variant from a fixed seed), each in its own folder
+`<ear id>~speed<v>`. An ear encoder trained on them hears 13 training voices as many more
+(`voice train hearing --ear --ear-speed-variants N`). Validation and test turns are never perturbed.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,32 @@ def ear_id(config: EarConfig) -> str:
     return f"whisper-tiny.en-int8-c{config.chunk}x{config.context}"
 
 
+SPEED_RANGE = (0.85, 1.15)
+
+
+def variant_id(ear: str, variant: int) -> str:
+    """The folder of speed variant `variant` (1, 2, ...) of the cache `ear` (an `ear_id`)."""
+    return f"{ear}~speed{variant}"
+
+
+def speed_factor(utterance_id: str, variant: int) -> float:
+    """How much faster variant `variant` of an utterance plays: uniform in SPEED_RANGE, rounded to 0.01,
+    the same on every machine (seeded by the utterance id and the variant)."""
+    rng = np.random.default_rng(zlib.crc32(f"{utterance_id}/{variant}".encode()))
+    return round(float(rng.uniform(*SPEED_RANGE)), 2)
+
+
+def speed_perturb(audio: np.ndarray, factor: float, rate: int = 16000) -> np.ndarray:
+    """`audio` played `factor` times as fast at the same sample rate (resampled from rate * factor to rate)."""
+    import torch
+    import torchaudio.functional as AF
+
+    if factor == 1.0:
+        return audio
+    wave = torch.from_numpy(np.ascontiguousarray(audio, np.float32))
+    return AF.resample(wave, int(round(rate * factor)), rate).numpy()
+
+
 def load_ear_index(corpus: Path, config: EarConfig) -> dict:
     return _read_index(Path(corpus) / "ear" / ear_id(config))
 
@@ -30,25 +63,43 @@ def load_features(corpus: Path, row: dict) -> np.ndarray:
 
 
 def cache_ear_features(corpus: Path, config: EarConfig = EarConfig(), splits: tuple[str, ...] = ("train", "validation", "test"),
-                       roles: tuple[str, ...] = ("user",), threads: int = 2, limit: int | None = None) -> dict:
-    """Encode every utterance of `splits` and `roles` once; later calls only add what is missing."""
+                       roles: tuple[str, ...] = ("user",), threads: int = 2, limit: int | None = None,
+                       speed_variants: int = 0) -> dict:
+    """Encode every utterance of `splits` and `roles` once (and `speed_variants` perturbed copies of the
+    train split's); later calls only add what is missing."""
+    from voice.data.manifest import read_manifest
+    from voice.speechlm.whisper_ear import WhisperEar
+
+    corpus = Path(corpus)
+    records = [r for r in read_manifest(corpus) if r["split"] in splits and r["role"] in roles][:limit]
+    ear = WhisperEar(threads=threads, config=config)
+    name = ear_id(config)
+    index, encoded = _cache(corpus, name, records, ear, config, lambda audio, record: audio)
+    result = {"ear_id": name, "folder": str(corpus / "ear" / name), "utterances": len(index), "encoded_now": encoded}
+    train = [r for r in records if r["split"] == "train"]
+    for v in range(1, speed_variants + 1):
+        index, encoded = _cache(corpus, variant_id(name, v), train, ear, config,
+                                lambda audio, record, v=v: speed_perturb(audio, speed_factor(record["id"], v)))
+        result.setdefault("speed_variants", []).append({"ear_id": variant_id(name, v), "utterances": len(index),
+                                                         "encoded_now": encoded})
+    return result
+
+
+def _cache(corpus: Path, name: str, records: list[dict], ear, config: EarConfig, transform) -> tuple[dict, int]:
+    """Encode `transform(audio, record)` of every record not yet in the cache `name`; -> (its index, how many now)."""
     import soundfile as sf
     from tqdm import tqdm
 
-    from voice.data.manifest import read_manifest
-    from voice.speechlm.whisper_ear import SAMPLE_RATE_HZ, WhisperEar
+    from voice.speechlm.whisper_ear import SAMPLE_RATE_HZ
 
-    corpus = Path(corpus)
-    folder = corpus / "ear" / ear_id(config)
+    folder = corpus / "ear" / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ear.json").write_text(json.dumps({"model": "whisper tiny.en (CTranslate2, int8)", "chunk": config.chunk,
-                                                 "context": config.context}, indent=1))
+                                                 "context": config.context, "name": name}, indent=1))
     index = _read_index(folder)
-    records = [r for r in read_manifest(corpus) if r["split"] in splits and r["role"] in roles][:limit]
-    ear = WhisperEar(threads=threads, config=config)
     encoded = 0
     try:
-        for record in tqdm(records, desc=f"ear {ear_id(config)}"):
+        for record in tqdm(records, desc=f"ear {name}"):
             if record["id"] in index and (corpus / index[record["id"]]["path"]).exists():
                 continue
             audio, rate = sf.read(str(corpus / record["wav"]), dtype="float32")
@@ -56,8 +107,8 @@ def cache_ear_features(corpus: Path, config: EarConfig = EarConfig(), splits: tu
                 raise ValueError(f"{record['wav']}: {rate} Hz, the ear reads {SAMPLE_RATE_HZ} Hz")
             if audio.ndim > 1:
                 audio = audio.mean(1)
-            feats = ear.encode_turn(audio)
-            relative = f"ear/{ear_id(config)}/{Path(record['wav']).parent.name}/{record['id']}.npy"
+            feats = ear.encode_turn(transform(audio, record))
+            relative = f"ear/{name}/{Path(record['wav']).parent.name}/{record['id']}.npy"
             (corpus / relative).parent.mkdir(parents=True, exist_ok=True)
             np.save(corpus / relative, feats.astype(np.float16))
             index[record["id"]] = {"id": record["id"], "path": relative, "frames": int(len(feats))}
@@ -66,13 +117,14 @@ def cache_ear_features(corpus: Path, config: EarConfig = EarConfig(), splits: tu
         tmp = folder / "index.jsonl.tmp"
         tmp.write_text("".join(json.dumps(row) + "\n" for row in index.values()))
         tmp.replace(folder / "index.jsonl")
-    return {"ear_id": ear_id(config), "folder": str(folder), "utterances": len(index), "encoded_now": encoded}
+    return index, encoded
 
 
 def _run(args) -> int:
     config = EarConfig(chunk=args.chunk, context=args.context)
     roles = ("user", "assistant") if args.roles == "both" else (args.roles,)
-    result = cache_ear_features(Path(args.corpus), config, tuple(args.splits.split(",")), roles, args.threads, args.limit)
+    result = cache_ear_features(Path(args.corpus), config, tuple(args.splits.split(",")), roles, args.threads, args.limit,
+                                args.speed_variants)
     print(json.dumps(result))
     return 0
 
@@ -89,4 +141,6 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--context", type=int, default=EarConfig.context, help="frames of earlier audio each chunk's window sees")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="at most this many utterances (a first look)")
+    p.add_argument("--speed-variants", type=int, default=0,
+                   help="also cache this many speed-perturbed copies (0.85-1.15x) of every train-split turn")
     p.set_defaults(func=_run)

@@ -42,20 +42,29 @@ def user_utterances(corpus: Path, codec_id: str, split: str, num_codebooks: int,
     return out
 
 
-def ear_utterances(corpus: Path, split: str, ear: str = "") -> list[Utterance]:
+def ear_utterances(corpus: Path, split: str, ear: str = "", speed_variants: int = 0) -> list[Utterance]:
     """Every user turn of `split` as the Whisper ear's cached features ([D, T] in `codes`), for an ear encoder;
-    `ear` names the cache (an `ear_id`; default: the default EarConfig's)."""
+    `ear` names the cache (an `ear_id`; default: the default EarConfig's). With `speed_variants` (train
+    split only), also each turn's cached speed-perturbed copies (voice `<voice>~speed<v>`)."""
     from voice.codec.tokenize import _read_index
     from voice.data.manifest import read_manifest
-    from voice.speechlm.ear_cache import ear_id, load_features
+    from voice.speechlm.ear_cache import ear_id, load_features, variant_id
     from voice.speechlm.whisper_ear import EarConfig
 
+    if speed_variants and split != "train":
+        raise ValueError("speed variants are training data: only the train split has them")
     ear = ear or ear_id(EarConfig())
-    index = _read_index(Path(corpus) / "ear" / ear)
-    if not index:
-        raise SystemExit(f"no Whisper-ear cache ({ear}) in {corpus}: run `voice data ear --corpus {corpus}`")
-    return [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], r["voice"])
-            for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user" and r["id"] in index]
+    records = [r for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user"]
+    out = []
+    for v in range(speed_variants + 1):
+        name = variant_id(ear, v) if v else ear
+        index = _read_index(Path(corpus) / "ear" / name)
+        if not index:
+            flags = f" --speed-variants {speed_variants}" if v else ""
+            raise SystemExit(f"no Whisper-ear cache ({name}) in {corpus}: run `voice data ear --corpus {corpus}{flags}`")
+        out += [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], f"{r['voice']}~speed{v}" if v else r["voice"])
+                for r in records if r["id"] in index]
+    return out
 
 
 def batches(items: list[Utterance], max_frames: int, rng: np.random.Generator) -> list[list[Utterance]]:
@@ -173,7 +182,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.user_variants:
             raise SystemExit("--ear reads the Whisper ear's cache, which has no voice variants (their audio is not kept)")
         ear = ear_id(EarConfig(chunk=args.ear_chunk, context=args.ear_context))
-        train_set, val_set = ear_utterances(corpus, "train", ear), ear_utterances(corpus, "validation", ear)
+        train_set = ear_utterances(corpus, "train", ear, args.ear_speed_variants)
+        val_set = ear_utterances(corpus, "validation", ear)
         config = HearingConfig(num_codebooks=0, hidden=args.hidden, gru_layers=args.gru_layers,
                                codec_id=ear, input_dim=FEATURE_DIM)
         model = HearingEncoder(config)
@@ -188,6 +198,8 @@ def _train(args: argparse.Namespace) -> int:
         model = HearingEncoder(config, codec.codebook_vectors())
     if not train_set:
         raise SystemExit(f"no train-split user turns in {corpus}")
+    if args.ear_speed_variants and not args.ear:
+        raise SystemExit("--ear-speed-variants are copies of the Whisper ear's rows: train with --ear")
     ear_mask = None
     if args.ear_mask:
         if not args.ear:
@@ -300,6 +312,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--ear", action="store_true",
                    help="an ear encoder: read the Whisper ear's features (`voice data ear`'s cache), not the codes")
     p.add_argument("--ear-mask", action="store_true", help="with --ear: time and channel masks on the ear's rows in training")
+    p.add_argument("--ear-speed-variants", type=int, default=0,
+                   help="with --ear: also train on this many speed-perturbed copies of each turn "
+                        "(`voice data ear --speed-variants N`)")
     p.add_argument("--ear-chunk", type=int, default=25, help="with --ear: the ear cache's chunk (frames)")
     p.add_argument("--ear-context", type=int, default=50, help="with --ear: the ear cache's context (frames)")
     p.add_argument("--steps", type=int, default=4000)
