@@ -54,17 +54,16 @@ def ear_utterances(corpus: Path, split: str, ear: str = "", speed_variants: int 
     if speed_variants and split != "train":
         raise ValueError("speed variants are training data: only the train split has them")
     ear = ear or ear_id(EarConfig())
-    records = [r for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user"]
-    out = []
+    indexes = []
     for v in range(speed_variants + 1):
         name = variant_id(ear, v) if v else ear
-        index = _read_index(Path(corpus) / "ear" / name)
-        if not index:
+        indexes.append(_read_index(Path(corpus) / "ear" / name))
+        if not indexes[-1]:
             flags = f" --speed-variants {speed_variants}" if v else ""
             raise SystemExit(f"no Whisper-ear cache ({name}) in {corpus}: run `voice data ear --corpus {corpus}{flags}`")
-        out += [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], f"{r['voice']}~speed{v}" if v else r["voice"])
-                for r in records if r["id"] in index]
-    return out
+    records = [r for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user"]
+    return [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], f"{r['voice']}~speed{v}" if v else r["voice"])
+            for v, index in enumerate(indexes) for r in records if r["id"] in index]
 
 
 def batches(items: list[Utterance], max_frames: int, rng: np.random.Generator) -> list[list[Utterance]]:
