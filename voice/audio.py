@@ -55,6 +55,18 @@ def write_wav(path: str | Path, pcm: np.ndarray, sample_rate_hz: int) -> None:
     sf.write(str(path), np.clip(pcm, -1, 1), sample_rate_hz, subtype="PCM_16")
 
 
+def speed_perturb(audio: np.ndarray, factor: float, rate_hz: int = 16000) -> np.ndarray:
+    """`audio` played `factor` times as fast (and higher) at the same sample rate: resampled from
+    rate_hz * factor to rate_hz (Kaldi's speed perturbation; training data only)."""
+    import torch
+    import torchaudio.functional as AF
+
+    if factor == 1.0:
+        return audio
+    wave = torch.from_numpy(np.ascontiguousarray(audio, np.float32))
+    return AF.resample(wave, int(round(rate_hz * factor)), rate_hz).numpy()
+
+
 def resample(pcm: np.ndarray, in_rate_hz: int, out_rate_hz: int) -> np.ndarray:
     """Whole-signal resampling with the same filter as the streaming resampler."""
     r = StreamingResampler(in_rate_hz, out_rate_hz)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.audio import speed_perturb  # noqa: F401  (the copies' perturbation; tests reach it here)
 from voice.codec.tokenize import _read_index     # the ear's index.jsonl has the token cache's format
 from voice.speechlm.whisper_ear import EarConfig
 
@@ -41,17 +42,6 @@ def speed_factor(utterance_id: str, variant: int) -> float:
     the same on every machine (seeded by the utterance id and the variant)."""
     rng = np.random.default_rng(zlib.crc32(f"{utterance_id}/{variant}".encode()))
     return round(float(rng.uniform(*SPEED_RANGE)), 2)
-
-
-def speed_perturb(audio: np.ndarray, factor: float, rate: int = 16000) -> np.ndarray:
-    """`audio` played `factor` times as fast at the same sample rate (resampled from rate * factor to rate)."""
-    import torch
-    import torchaudio.functional as AF
-
-    if factor == 1.0:
-        return audio
-    wave = torch.from_numpy(np.ascontiguousarray(audio, np.float32))
-    return AF.resample(wave, int(round(rate * factor)), rate).numpy()
 
 
 def load_ear_index(corpus: Path, config: EarConfig) -> dict:

@@ -174,6 +174,8 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus = Path(args.corpus)
+    if args.ear_speed_variants and not args.ear:
+        raise SystemExit("--ear-speed-variants are copies of the Whisper ear's rows: train with --ear")
     if args.ear:                                     # an ear encoder: the Whisper ear's cached features
         from voice.speechlm.ear_cache import ear_id
         from voice.speechlm.whisper_ear import FEATURE_DIM, EarConfig
@@ -197,8 +199,6 @@ def _train(args: argparse.Namespace) -> int:
         model = HearingEncoder(config, codec.codebook_vectors())
     if not train_set:
         raise SystemExit(f"no train-split user turns in {corpus}")
-    if args.ear_speed_variants and not args.ear:
-        raise SystemExit("--ear-speed-variants are copies of the Whisper ear's rows: train with --ear")
     ear_mask = None
     if args.ear_mask:
         if not args.ear:

@@ -186,12 +186,10 @@ def _telephone(audio: np.ndarray) -> np.ndarray:
 
 
 def _resample_by(audio: np.ndarray, factor: float) -> np.ndarray:
-    """Played `factor` times faster (and higher): a cheap change of voice and tempo."""
-    import torch
-    import torchaudio
+    """Played `factor` times faster (and higher): a cheap change of voice and tempo (the rate in 100 Hz steps)."""
+    from voice.audio import speed_perturb
 
-    rate = int(round(SAMPLE_RATE_HZ * factor / 100)) * 100
-    return torchaudio.functional.resample(torch.from_numpy(audio)[None], rate, SAMPLE_RATE_HZ)[0].numpy()
+    return speed_perturb(audio, int(round(SAMPLE_RATE_HZ * factor / 100)) * 100 / SAMPLE_RATE_HZ, SAMPLE_RATE_HZ)
 
 
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
