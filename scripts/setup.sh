@@ -27,7 +27,7 @@ pip_() {
 
 # 1. Debian packages: PortAudio for sounddevice, offline TTS voices, Chromium for browser tests,
 #    cmake and a compiler for the llama.cpp backend.
-apt_pkgs=(libportaudio2 libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox chromium
+apt_pkgs=(libportaudio2 libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox chromium
           cmake g++)
 missing=()
 for p in "${apt_pkgs[@]}"; do

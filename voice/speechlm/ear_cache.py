@@ -9,6 +9,11 @@ perturbation: the audio played 0.85-1.15x as fast, so its tempo, pitch and forma
 a factor drawn per utterance and variant from a fixed seed), each in its own folder
 `<ear id>~speed<v>`. An ear encoder trained on them hears 13 training voices as many more
 (`voice train hearing --ear --ear-speed-variants N`). Validation and test turns are never perturbed.
+
+`--extra-voices NAME,...` also caches every train-split user turn re-spoken in each named voice of
+`voice.data.voices.EXTRA_VOICES` (voices never in the corpus, none near a test voice), with the turn's
+own speaking rate and pitch and the corpus's seeded augmentation, each in `<ear id>~voice-<name>`
+(`voice train hearing --ear --ear-extra-voices NAME,...`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,36 @@ def speed_factor(utterance_id: str, variant: int) -> float:
     return round(float(rng.uniform(*SPEED_RANGE)), 2)
 
 
+def extra_voice_id(ear: str, voice: str) -> str:
+    """The folder of the train turns re-spoken in extra voice `voice` (an EXTRA_VOICES name) of the cache `ear`."""
+    return f"{ear}~voice-{voice.replace(':', '-')}"
+
+
+def extra_voices(names: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Validated EXTRA_VOICES names from a comma-separated string or a list ("all": every one of them)."""
+    from voice.data.voices import EXTRA_VOICES
+
+    if isinstance(names, str):
+        names = list(EXTRA_VOICES) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXTRA_VOICES]
+    if unknown:
+        raise ValueError(f"not an extra voice: {', '.join(unknown)}; extra voices: {', '.join(EXTRA_VOICES)}")
+    return list(names)
+
+
+def respoken(record: dict, voice: str, synth) -> np.ndarray:
+    """A user turn's text said in extra voice `voice` at the turn's own rate and pitch, then augmented as the
+    corpus augments user turns (seeded by the turn and the voice): float32 at 16 kHz."""
+    from voice.data.augment import AugmentConfig, augment
+    from voice.data.voices import get_voice
+    from voice.speechlm.whisper_ear import SAMPLE_RATE_HZ
+
+    audio = synth.synthesize(record["text"], get_voice(voice), SAMPLE_RATE_HZ, record.get("speed", 1.0),
+                             record.get("pitch_semitones", 0.0))
+    audio, _ = augment(audio, SAMPLE_RATE_HZ, zlib.crc32(f"{record['id']}/{voice}".encode()), AugmentConfig())
+    return audio.astype(np.float32) / 32768.0
+
+
 def load_ear_index(corpus: Path, config: EarConfig) -> dict:
     return _read_index(Path(corpus) / "ear" / ear_id(config))
 
@@ -54,9 +89,10 @@ def load_features(corpus: Path, row: dict) -> np.ndarray:
 
 def cache_ear_features(corpus: Path, config: EarConfig = EarConfig(), splits: tuple[str, ...] = ("train", "validation", "test"),
                        roles: tuple[str, ...] = ("user",), threads: int = 2, limit: int | None = None,
-                       speed_variants: int = 0) -> dict:
+                       speed_variants: int = 0, voices: list[str] | tuple[str, ...] = ()) -> dict:
     """Encode every utterance of `splits` and `roles` once (and `speed_variants` perturbed copies of the
-    train split's); later calls only add what is missing."""
+    train split's, and the train split's re-spoken in each extra voice of `voices`); later calls only add
+    what is missing."""
     from voice.data.manifest import read_manifest
     from voice.speechlm.whisper_ear import WhisperEar
 
@@ -72,11 +108,25 @@ def cache_ear_features(corpus: Path, config: EarConfig = EarConfig(), splits: tu
                                 lambda audio, record, v=v: speed_perturb(audio, speed_factor(record["id"], v)))
         result.setdefault("speed_variants", []).append({"ear_id": variant_id(name, v), "utterances": len(index),
                                                          "encoded_now": encoded})
+    if voices:
+        from voice.data.voices import Synthesizer
+
+        synth = Synthesizer()
+        try:
+            for voice in extra_voices(voices):
+                index, encoded = _cache(corpus, extra_voice_id(name, voice), train, ear, config,
+                                        lambda audio, record, voice=voice: respoken(record, voice, synth), read=False)
+                result.setdefault("extra_voices", []).append({"ear_id": extra_voice_id(name, voice),
+                                                              "utterances": len(index), "encoded_now": encoded})
+        finally:
+            synth.close()
     return result
 
 
-def _cache(corpus: Path, name: str, records: list[dict], ear, config: EarConfig, transform) -> tuple[dict, int]:
-    """Encode `transform(audio, record)` of every record not yet in the cache `name`; -> (its index, how many now)."""
+def _cache(corpus: Path, name: str, records: list[dict], ear, config: EarConfig, transform,
+           read: bool = True) -> tuple[dict, int]:
+    """Encode `transform(audio, record)` of every record not yet in the cache `name` (audio None unless `read`);
+    -> (its index, how many now)."""
     import soundfile as sf
     from tqdm import tqdm
 
@@ -92,11 +142,13 @@ def _cache(corpus: Path, name: str, records: list[dict], ear, config: EarConfig,
         for record in tqdm(records, desc=f"ear {name}"):
             if record["id"] in index and (corpus / index[record["id"]]["path"]).exists():
                 continue
-            audio, rate = sf.read(str(corpus / record["wav"]), dtype="float32")
-            if rate != SAMPLE_RATE_HZ:
-                raise ValueError(f"{record['wav']}: {rate} Hz, the ear reads {SAMPLE_RATE_HZ} Hz")
-            if audio.ndim > 1:
-                audio = audio.mean(1)
+            audio = None
+            if read:
+                audio, rate = sf.read(str(corpus / record["wav"]), dtype="float32")
+                if rate != SAMPLE_RATE_HZ:
+                    raise ValueError(f"{record['wav']}: {rate} Hz, the ear reads {SAMPLE_RATE_HZ} Hz")
+                if audio.ndim > 1:
+                    audio = audio.mean(1)
             feats = ear.encode_turn(transform(audio, record))
             relative = f"ear/{name}/{Path(record['wav']).parent.name}/{record['id']}.npy"
             (corpus / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -113,8 +165,12 @@ def _cache(corpus: Path, name: str, records: list[dict], ear, config: EarConfig,
 def _run(args) -> int:
     config = EarConfig(chunk=args.chunk, context=args.context)
     roles = ("user", "assistant") if args.roles == "both" else (args.roles,)
+    try:
+        voices = extra_voices(args.extra_voices)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     result = cache_ear_features(Path(args.corpus), config, tuple(args.splits.split(",")), roles, args.threads, args.limit,
-                                args.speed_variants)
+                                args.speed_variants, voices)
     print(json.dumps(result))
     return 0
 
@@ -133,4 +189,7 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many utterances (a first look)")
     p.add_argument("--speed-variants", type=int, default=0,
                    help="also cache this many speed-perturbed copies (0.85-1.15x) of every train-split turn")
+    p.add_argument("--extra-voices", default="",
+                   help="also cache every train-split turn re-spoken in these voices (comma-separated names of "
+                        "voice.data.voices.EXTRA_VOICES, or 'all')")
     p.set_defaults(func=_run)

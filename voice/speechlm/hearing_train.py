@@ -42,28 +42,31 @@ def user_utterances(corpus: Path, codec_id: str, split: str, num_codebooks: int,
     return out
 
 
-def ear_utterances(corpus: Path, split: str, ear: str = "", speed_variants: int = 0) -> list[Utterance]:
+def ear_utterances(corpus: Path, split: str, ear: str = "", speed_variants: int = 0,
+                   voices: list[str] | tuple[str, ...] = ()) -> list[Utterance]:
     """Every user turn of `split` as the Whisper ear's cached features ([D, T] in `codes`), for an ear encoder;
     `ear` names the cache (an `ear_id`; default: the default EarConfig's). With `speed_variants` (train
-    split only), also each turn's cached speed-perturbed copies (voice `<voice>~speed<v>`)."""
+    split only), also each turn's cached speed-perturbed copies (voice `<voice>~speed<v>`); with `voices`
+    (extra voices, train split only), each turn re-spoken in them (voice `<extra voice>`)."""
     from voice.codec.tokenize import _read_index
     from voice.data.manifest import read_manifest
-    from voice.speechlm.ear_cache import ear_id, load_features, variant_id
+    from voice.speechlm.ear_cache import ear_id, extra_voice_id, load_features, variant_id
     from voice.speechlm.whisper_ear import EarConfig
 
-    if speed_variants and split != "train":
-        raise ValueError("speed variants are training data: only the train split has them")
+    if (speed_variants or voices) and split != "train":
+        raise ValueError("speed variants and extra voices are training data: only the train split has them")
     ear = ear or ear_id(EarConfig())
+    caches = [(ear, None, "")] + [(variant_id(ear, v), lambda r, v=v: f"{r['voice']}~speed{v}", f" --speed-variants {v}")
+                                  for v in range(1, speed_variants + 1)]
+    caches += [(extra_voice_id(ear, name), lambda r, name=name: name, f" --extra-voices {name}") for name in voices]
     indexes = []
-    for v in range(speed_variants + 1):
-        name = variant_id(ear, v) if v else ear
+    for name, _, flags in caches:
         indexes.append(_read_index(Path(corpus) / "ear" / name))
         if not indexes[-1]:
-            flags = f" --speed-variants {speed_variants}" if v else ""
             raise SystemExit(f"no Whisper-ear cache ({name}) in {corpus}: run `voice data ear --corpus {corpus}{flags}`")
     records = [r for r in read_manifest(corpus) if r["split"] == split and r["role"] == "user"]
-    return [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], f"{r['voice']}~speed{v}" if v else r["voice"])
-            for v, index in enumerate(indexes) for r in records if r["id"] in index]
+    return [Utterance(load_features(corpus, index[r["id"]]).T.copy(), r["text"], voice_of(r) if voice_of else r["voice"])
+            for (_, voice_of, _), index in zip(caches, indexes) for r in records if r["id"] in index]
 
 
 def batches(items: list[Utterance], max_frames: int, rng: np.random.Generator) -> list[list[Utterance]]:
@@ -174,16 +177,20 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     corpus = Path(args.corpus)
-    if args.ear_speed_variants and not args.ear:
-        raise SystemExit("--ear-speed-variants are copies of the Whisper ear's rows: train with --ear")
+    if (args.ear_speed_variants or args.ear_extra_voices) and not args.ear:
+        raise SystemExit("--ear-speed-variants and --ear-extra-voices are the Whisper ear's rows: train with --ear")
     if args.ear:                                     # an ear encoder: the Whisper ear's cached features
-        from voice.speechlm.ear_cache import ear_id
+        from voice.speechlm.ear_cache import ear_id, extra_voices
         from voice.speechlm.whisper_ear import FEATURE_DIM, EarConfig
 
         if args.user_variants:
             raise SystemExit("--ear reads the Whisper ear's cache, which has no voice variants (their audio is not kept)")
         ear = ear_id(EarConfig(chunk=args.ear_chunk, context=args.ear_context))
-        train_set = ear_utterances(corpus, "train", ear, args.ear_speed_variants)
+        try:
+            voices = extra_voices(args.ear_extra_voices)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from exc
+        train_set = ear_utterances(corpus, "train", ear, args.ear_speed_variants, voices)
         val_set = ear_utterances(corpus, "validation", ear)
         config = HearingConfig(num_codebooks=0, hidden=args.hidden, gru_layers=args.gru_layers,
                                codec_id=ear, input_dim=FEATURE_DIM)
@@ -314,6 +321,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--ear-speed-variants", type=int, default=0,
                    help="with --ear: also train on this many speed-perturbed copies of each turn "
                         "(`voice data ear --speed-variants N`)")
+    p.add_argument("--ear-extra-voices", default="",
+                   help="with --ear: also train on the turns re-spoken in these extra voices (comma-separated, or "
+                        "'all'; `voice data ear --extra-voices ...`)")
     p.add_argument("--ear-chunk", type=int, default=25, help="with --ear: the ear cache's chunk (frames)")
     p.add_argument("--ear-context", type=int, default=50, help="with --ear: the ear cache's context (frames)")
     p.add_argument("--steps", type=int, default=4000)
