@@ -276,7 +276,7 @@ def _eval(args: argparse.Namespace) -> int:
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
                    args.split, args.text_limit, args.speak_limit, args.speed_threads, sampling_from_args(args),
-                   snap_heard=not args.no_snap)
+                   snap_heard=not args.no_snap, snap_by=args.snap_by)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -417,5 +417,8 @@ def register(subparsers, registered: dict) -> None:
     add_sampling_args(p)
     p.add_argument("--no-snap", action="store_true",
                    help="read the heard words as spelled, not snapped to the model's training words")
+    p.add_argument("--snap-by", choices=["spelling", "ctc"], default=None,
+                   help="how heard words are snapped: the nearest by letters, or the likeliest under the encoder's CTC "
+                        "posteriors (default: the model's heard_snap_by)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_eval)

@@ -363,10 +363,11 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
              worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
              split: str = "test", text_limit: int = 0, speak_limit: int = 0, speed_threads: int = 1,
-             sampling: Sampling | None = None, snap_heard: bool = True) -> dict:
+             sampling: Sampling | None = None, snap_heard: bool = True, snap_by: str | None = None) -> dict:
     """`speed_threads`: torch's threads while the speed is timed, as `voice serve` runs the model (1; the rest of
     the evaluation uses `threads`). `sampling`: how words and codes are chosen (default greedy). `snap_heard`: heard
-    words snapped to the model's training words, as the server reads them (voice.speechlm.lexicon)."""
+    words snapped to the model's training words, as the server reads them (voice.speechlm.lexicon); `snap_by`: how
+    ("spelling" or "ctc"; default: the model's own)."""
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -389,7 +390,8 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     dialogues = load_dialogues(corpus, model.config.codec_id, (split,), k, ear=model.config.ear_config,
                                word_timings=model.config.text_align == "words")
     sampling = sampling or Sampling()
-    gen = SpeechGenerator(model, max_sessions=4, sampling=sampling, tokenize=text.encode, snap_heard=snap_heard)
+    gen = SpeechGenerator(model, max_sessions=4, sampling=sampling, tokenize=text.encode, snap_heard=snap_heard,
+                          snap_by=snap_by)
 
     def turn_pcm(dialogue):     # a timed turn's audio for a model that reads the ear: its codes decoded
         if not model.config.reads_ear:
@@ -414,6 +416,7 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     typed = evaluate_text_answers(gen, dialogues, text, text_limit) if text_limit else []
     speaking = evaluate_speaking(gen, codec, whisper, dialogues, text, speak_limit) if speak_limit else []
     out = {"split": split, "sampling": asdict(sampling), "snap_heard": gen.snap is not None,
+           "snap_by": gen.snap.by if gen.snap is not None else None,
            **report(results, hearing, speed_rows, typed, speaking)}
     if real_speech is not None:
         out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)

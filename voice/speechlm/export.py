@@ -67,9 +67,9 @@ def _words(args) -> int:
     from voice.speechlm.lexicon import training_words, write_words
 
     words = training_words(Path(args.corpus))
-    write_words(Path(args.checkpoint), words, args.distance)
+    write_words(Path(args.checkpoint), words, args.distance, args.by)
     print(f"{args.checkpoint}: snaps heard words to the {len(words)} words of {args.corpus}'s train split "
-          f"(distance at most {args.distance})")
+          f"(by {args.by}; distance at most {args.distance})")
     return 0
 
 
@@ -88,4 +88,6 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--corpus", default="data/corpus/v2")
     p.add_argument("--distance", type=float, default=SNAP_DISTANCE,
                    help="snap a word to the nearest known one when at most this share of its letters differ")
+    p.add_argument("--by", choices=["spelling", "ctc"], default="spelling",
+                   help="choose the known word nearest by letters, or likeliest under the encoder's CTC posteriors")
     p.set_defaults(func=_words)

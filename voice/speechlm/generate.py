@@ -104,16 +104,18 @@ class SpeechGenerator:
 
     def __init__(self, model: SpeechLM, max_sessions: int = 4, sampling: Sampling = Sampling(),
                  max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None, tokenize=None,
-                 snap_heard: bool = True) -> None:
+                 snap_heard: bool = True, snap_by: str | None = None) -> None:
         """`tokenize(str) -> ids` (the model's `TextIds.encode`): needed by a model that reads heard text. `snap_heard`:
         a model that reads heard text and knows its training words (`heard_words`) reads each heard word snapped to
-        the nearest of them (voice.speechlm.lexicon); False: as spelled."""
+        the nearest of them (voice.speechlm.lexicon); False: as spelled. `snap_by`: "spelling" or "ctc" (default: the
+        model's `heard_snap_by`)."""
         if model.config.heard_text and tokenize is None:
             raise ValueError("this speech LM reads its encoder's spelling as text: give the generator its tokenizer")
         self.tokenize = tokenize
         self.snap = None
         if model.config.heard_text and model.config.heard_words and snap_heard:
-            self.snap = WordSnapper(model.config.heard_words, model.config.heard_snap)
+            self.snap = WordSnapper(model.config.heard_words, model.config.heard_snap,
+                                    snap_by or getattr(model.config, "heard_snap_by", "spelling"))
         self.model = model.eval()
         self._ear = ear                 # the Whisper ear (made when first needed), for a model that reads it
         self.cfg = model.config
@@ -224,7 +226,9 @@ class SpeechGenerator:
         if session.heard is None:
             return [pad] * n
         first = session.speller.frames
-        done = session.speller.push(self.model.speller.ctc_logits(enc[:n]).argmax(-1).tolist())
+        logits = self.model.speller.ctc_logits(enc[:n])
+        done = session.speller.push(logits.argmax(-1).tolist(),
+                                    logits.float().log_softmax(-1) if self.snap is not None and self.snap.by == "ctc" else None)
         session.spelled += [word for _, word in done]
         return session.heard.frames(done, first, n)
 

@@ -42,23 +42,32 @@ def char_ids(text: str) -> list[int]:
 class Speller:
     """Best-path CTC decoding frame by frame (collapse repeats, drop blanks): `push(labels)` -> [(frame, word)]
     for each word complete in them (the frame where its following space is spelled); `finish()` -> the last
-    word's, at the frame count. `snap(word) -> word` rewrites each word as it completes."""
+    word's, at the frame count. `snap(word) -> word` rewrites each word as it completes; a snapper that chooses
+    by the CTC's posteriors (`snap.by == "ctc"`, voice.speechlm.lexicon) also gets the log-posteriors of the
+    word's frames (`push(labels, logprobs)`, [frames, labels]: from the frame of the space before it, if any)."""
 
     def __init__(self, snap=None) -> None:
         self.frames = 0          # frames pushed so far
         self._last = 0           # the previous frame's label (repeats collapse)
         self._word: list[str] = []
         self._snap = snap or (lambda word: word)     # each word as it completes (voice.speechlm.lexicon.WordSnapper)
+        self._scored = getattr(snap, "by", "") == "ctc"
+        self._rows: list = []    # the current word's frames' log-posteriors (a snapper by the CTC's posteriors)
+        self._lead = False       # those frames begin with the space before the word
 
-    def push(self, labels) -> list[tuple[int, str]]:
+    def push(self, labels, logprobs=None) -> list[tuple[int, str]]:
         done = []
-        for label in (int(x) for x in labels):
+        rows = logprobs if self._scored and logprobs is not None else None
+        for i, label in enumerate(int(x) for x in labels):
+            if rows is not None:
+                self._rows.append(rows[i])
             if label != self._last and label != 0:
                 char = CHARS[label - 1]
                 if char == " ":
                     if self._word:
-                        done.append((self.frames, self._snap("".join(self._word))))
+                        done.append((self.frames, self._snapped(self._rows[:-1])))
                     self._word = []
+                    self._rows, self._lead = self._rows[-1:], True
                 else:
                     self._word.append(char)
             self._last = label
@@ -66,8 +75,17 @@ class Speller:
         return done
 
     def finish(self) -> list[tuple[int, str]]:
-        word, self._word = "".join(self._word), []
-        return [(self.frames, self._snap(word))] if word else []
+        word = self._snapped(self._rows) if self._word else None
+        self._word, self._rows = [], []
+        return [(self.frames, word)] if word else []
+
+    def _snapped(self, rows: list) -> str:
+        word = "".join(self._word)
+        if not self._scored or not rows:
+            return self._snap(word)
+        import torch
+
+        return self._snap(word, torch.stack([torch.as_tensor(r) for r in rows]), self._lead)
 
 
 def ctc_greedy(ids: list[int]) -> str:

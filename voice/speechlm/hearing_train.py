@@ -121,10 +121,11 @@ def ctc_loss(model, codes, lengths, labels, time_mask: int = 0, rng: np.random.G
     return F.ctc_loss(logp, targets, lengths, torch.tensor([len(x) for x in labels]), zero_infinity=True)
 
 
-def transcribe(model, items: list[Utterance], max_frames: int = 20000) -> list[str]:
+def transcribe(model, items: list[Utterance], max_frames: int = 20000, snap=None) -> list[str]:
+    """Each utterance's greedy CTC spelling; with `snap` (a WordSnapper), its words snapped as the generator does."""
     import torch
 
-    from voice.speechlm.hearing import ctc_greedy
+    from voice.speechlm.hearing import Speller
 
     out = [""] * len(items)
     order = sorted(range(len(items)), key=lambda i: items[i].codes.shape[1])
@@ -137,9 +138,12 @@ def transcribe(model, items: list[Utterance], max_frames: int = 20000) -> list[s
                 j += 1
             chunk = [items[x] for x in order[i:j]]
             codes, lengths, _ = collate(chunk, k)
-            best = model.ctc_logits(model(codes, lengths)).argmax(-1)
+            logits = model.ctc_logits(model(codes, lengths))
+            best, logprobs = logits.argmax(-1), logits.log_softmax(-1)
             for row, x in enumerate(order[i:j]):
-                out[x] = ctc_greedy(best[row, : int(lengths[row])].tolist())
+                speller, n = Speller(snap), int(lengths[row])
+                words = speller.push(best[row, :n].tolist(), logprobs[row, :n]) + speller.finish()
+                out[x] = " ".join(word for _, word in words)
             i = j
     return out
 
@@ -289,15 +293,16 @@ def _eval(args: argparse.Namespace) -> int:
     if args.snap is not None:       # each word snapped to the train split's words, as a heard-text LM reads it
         from voice.speechlm.lexicon import WordSnapper, training_words
 
-        snap = WordSnapper(training_words(Path(args.corpus)), args.snap)
-        rates["snapped"] = error_rates(items, [" ".join(snap(w) for w in h.split()) for h in hyps])
-        rates["snapped"]["distance"] = args.snap
+        snap = WordSnapper(training_words(Path(args.corpus)), args.snap, args.snap_by)
+        rates["snapped"] = error_rates(items, transcribe(model, items, snap=snap))
+        rates["snapped"]["distance"], rates["snapped"]["by"] = args.snap, args.snap_by
     if args.json:
         print(json.dumps(rates, indent=1))
         return 0
     _print_rates(f"hearing encoder on the {args.split} split (n={rates['n']})", rates)
     if "snapped" in rates:
-        _print_rates(f"snapped to the train split's words (distance at most {args.snap})", rates["snapped"])
+        _print_rates(f"snapped to the train split's words (by {args.snap_by}; distance at most {args.snap})",
+                     rates["snapped"])
     for e in rates["examples"]:
         print(f"  {e['ref']!r} -> {e['heard']!r}")
     return 0
@@ -346,5 +351,7 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--snap", type=float, nargs="?", const=SNAP_DISTANCE, default=None,
                    help="also score the words snapped to the train split's words (at most this distance; "
                         "voice.speechlm.lexicon)")
+    p.add_argument("--snap-by", choices=["spelling", "ctc"], default="spelling",
+                   help="with --snap: the nearest known word by letters, or the likeliest under the CTC's posteriors")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)

@@ -56,7 +56,7 @@ class SpeechLMConfig(PretrainedConfig):
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  text_token_ids: list[int] | None = None, hearing: dict | None = None,
                  hearing_input: str = "features", heard_text: bool = False, heard_words: list[str] | None = None,
-                 heard_snap: float = SNAP_DISTANCE, **kwargs) -> None:
+                 heard_snap: float = SNAP_DISTANCE, heard_snap_by: str = "spelling", **kwargs) -> None:
         if text_token_ids is not None and len(text_token_ids) != text_vocab_size:
             raise ValueError(f"text_vocab_size {text_vocab_size} != {len(text_token_ids)} kept tokenizer ids")
         self.text_vocab_size = text_vocab_size          # the model's text ids (SmolLM2's whole tokenizer: 49152)
@@ -81,6 +81,7 @@ class SpeechLMConfig(PretrainedConfig):
         # to the nearest within heard_snap (voice.speechlm.lexicon); None: read as spelled
         self.heard_words = list(heard_words) if heard_words else None
         self.heard_snap = heard_snap
+        self.heard_snap_by = heard_snap_by              # "spelling": the nearest by letters; "ctc": by the CTC's posteriors
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.num_hidden_layers = num_hidden_layers
