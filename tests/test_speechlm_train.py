@@ -252,7 +252,7 @@ def test_the_whisper_ear_is_cached_resumably_feeds_training_and_evaluation(corpu
                  "--ear-chunk", "10", "--ear-context", "20", "--hearing-encoder", str(tmp_path / "earenc" / "hearing.pt"),
                  "--steps", "1", "--heard-text", "--ear-mask"]) == 0
     config = json.loads((tmp_path / "withenc" / "checkpoint" / "config.json").read_text())
-    assert config["hearing"]["encoder"]["input_dim"] == 384 and config["heard_text"] is True
+    assert config["hearing"]["encoder"]["input_dim"] == 384 and config["heard_text"] is True and config["heard_snap_by"] == "ctc"
     for encoder, said in (("x.pt", "no such file"), (str(tmp_path / "codes.pt"), "an encoder of codes without it")):
         with pytest.raises(SystemExit, match=said):      # the ear takes an ear encoder (voice train hearing --ear) only
             main(["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(tmp_path / "both"), "--ear",

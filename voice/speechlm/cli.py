@@ -125,6 +125,7 @@ def _train(args: argparse.Namespace) -> int:
             from voice.speechlm.lexicon import training_words
 
             model.config.heard_words = training_words(Path(args.corpus))
+            model.config.heard_snap_by = "ctc"     # by the encoder's posteriors (chosen on the validation split)
         if remake:
             taken, new = take_weights(model, _saved_model(args.init, codec_id))
             print(f"[lm] a new model from {args.init}: {taken} of its weights taken, {len(new)} new ({', '.join(new[:6])}"
