@@ -139,10 +139,13 @@ def transcribe(model, items: list[Utterance], max_frames: int = 20000, snap=None
             chunk = [items[x] for x in order[i:j]]
             codes, lengths, _ = collate(chunk, k)
             logits = model.ctc_logits(model(codes, lengths))
-            best, logprobs = logits.argmax(-1), logits.log_softmax(-1)
+            best = logits.argmax(-1)
+            scored = getattr(snap, "by", "") == "ctc"                  # only a snapper by the posteriors reads them
+            logprobs = logits.log_softmax(-1) if scored else None
             for row, x in enumerate(order[i:j]):
                 speller, n = Speller(snap), int(lengths[row])
-                words = speller.push(best[row, :n].tolist(), logprobs[row, :n]) + speller.finish()
+                rows = logprobs[row, :n] if scored else None
+                words = speller.push(best[row, :n].tolist(), rows) + speller.finish()
                 out[x] = " ".join(word for _, word in words)
             i = j
     return out

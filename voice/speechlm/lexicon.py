@@ -109,9 +109,9 @@ class WordSnapper:
 
     @staticmethod
     def _encode(word: str, lead_space: bool) -> list[int]:
-        from voice.speechlm.hearing import CHARS
+        from voice.speechlm.hearing import CHARS, char_ids
 
-        return [CHARS.index(c) + 1 for c in (" " if lead_space else "") + word if c in CHARS]
+        return ([CHARS.index(" ") + 1] if lead_space else []) + char_ids(word)
 
     def _nearest_known(self, word: str) -> str:
         from rapidfuzz import process
