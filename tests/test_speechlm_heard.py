@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from voice.speechlm.heard import HeardQueue, Speller, heard_steps, spell_turn, spoil
+from voice.speechlm.heard import HeardQueue, Speller, heard_steps, spell_turn, spoil, spoil_and_snap
 from voice.speechlm.hearing import CHARS
 
 SPACE, A, B = CHARS.index(" ") + 1, CHARS.index("a") + 1, CHARS.index("b") + 1
@@ -52,6 +52,23 @@ def test_spoiling_keeps_the_frames_and_is_reproducible() -> None:
     noisy = [spoil(heard, 0.3, np.random.default_rng(s)) for s in range(200)]
     changed = np.mean([sum(x != y for x, y in zip("".join(w for _, w in n), "twelveplusseventeen")) > 0 for n in noisy])
     assert changed > 0.9
+
+
+def test_spoiled_words_are_snapped_as_the_generator_snaps_them() -> None:
+    from voice.speechlm.lexicon import WordSnapper
+
+    heard = [(3, "whats"), (9, "twelve"), (12, "plus"), (20, "7")]
+    snap = WordSnapper(["whats", "twelve", "plus", "minus"])
+    assert spoil_and_snap(heard, 0.0, np.random.default_rng(0), snap) == heard
+    assert spoil_and_snap([(1, "plas"), (2, "qqqqq")], 0.0, np.random.default_rng(0), snap) == [(1, "plus"), (2, "qqqqq")]
+    for seed in range(50):
+        rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+        spoiled, snapped = spoil(heard, 0.3, rng_a), spoil_and_snap(heard, 0.3, rng_b, snap)
+        assert [f for f, _ in snapped] == [f for f, _ in spoiled]            # the same mistakes, then snapped
+        assert snapped == [(f, snap(w)) for f, w in spoiled]
+    many = [w for seed in range(200) for _, w in spoil_and_snap(heard[:3], 0.3, np.random.default_rng(seed), snap)]
+    assert np.mean([w in snap.known for w in many]) > np.mean([w in snap.known for seed in range(200)
+                                                                for _, w in spoil(heard[:3], 0.3, np.random.default_rng(seed))])
 
 
 def _spelling_head(encoder, x: torch.Tensor) -> None:
@@ -121,7 +138,7 @@ def test_the_generator_writes_the_heard_text_as_training_lays_it_out(kind, chunk
     pad = v.special("pad")
     assert any(t != pad for t in steps.text[start:start + frames]) and len(steps) > start + frames   # words, a tail
     # the generator, chunk by chunk
-    gen = SpeechGenerator(model, max_sessions=1, tokenize=tokenize)
+    gen = SpeechGenerator(model, max_sessions=1, tokenize=tokenize, think=False)   # the speech slot alone
     fed: list[int] = []
     embed = gen._embed      # every step is embedded once, in the order it is fed
     gen._embed = lambda text, audio, user=None: (fed.extend(text), embed(text, audio, user))[1]
@@ -185,3 +202,14 @@ def test_typed_dialogues_can_be_written_as_the_encoder_spells() -> None:
                           for t in read_steps(stream.sample()[1], cfg.vocab, cfg.layout, detokenize).turns if t.role == "user"]
     assert any(ch in "".join(users[0.0]) for ch in "?.,")                                  # typed: punctuation
     assert all(text == text.lower() and not any(ch in text for ch in "?.,") for text in users[1.0])   # spelled
+    from voice.speechlm.lexicon import WordSnapper
+
+    known = sorted({w for text in users[1.0] for w in text.split()})
+    share_known = {}
+    for snap in (None, WordSnapper(known)):                         # misspelled, then snapped: known words again
+        stream = TypedDialogueStream(cfg.vocab, cfg.layout, tokenize, max_steps=4096, seed=3, spelled=1.0, noise=0.3,
+                                     snap=snap)
+        words = [w for _ in range(20) for t in read_steps(stream.sample()[1], cfg.vocab, cfg.layout, detokenize).turns
+                 if t.role == "user" for w in t.text.split()]
+        share_known[snap is not None] = np.mean([w in known or any(c.isdigit() for c in w) for w in words])
+    assert share_known[True] > share_known[False] + 0.2, share_known

@@ -80,7 +80,8 @@ class SpeechLmLlm(LlmBackend):
     def __init__(self, model, text_ids) -> None:
         from voice.speechlm.generate import SpeechGenerator
 
-        self.generator = SpeechGenerator(model, max_sessions=1, tokenize=getattr(text_ids, "encode", None))
+        self.generator = SpeechGenerator(model, max_sessions=1, tokenize=getattr(text_ids, "encode", None),
+                                         think=False)     # it answers in text already: no second slot
         self.text = text_ids
         self.max_len = self.generator.decoder.max_len
         self._end = [self.generator.vocab.special("end_of_text")]

@@ -158,9 +158,7 @@ class _TurnMark:
     """Where a user turn started in the context: a retract rolls the context back to it."""
 
     session: Any                 # the generator session then (None: there was none)
-    length: int = 0              # steps in its cache
-    pending_text: int | None = None
-    answer: Any = None           # the last answer's record (for a later barge-in's cut)
+    context: Any = None          # where its context stood (`SpeechGenerator.mark`)
     user_open: bool = False
 
 
@@ -311,8 +309,7 @@ class SpeechLMStage(Stage):
 
     def _mark(self, conv: _Conversation) -> None:
         gs = conv.session
-        conv.mark = _TurnMark(None) if gs is None else _TurnMark(
-            gs, self.service.generator.decoder.lengths[gs.slot], gs.pending_text, gs.answer, gs.user_open)
+        conv.mark = _TurnMark(None) if gs is None else _TurnMark(gs, self.service.generator.mark(gs), gs.user_open)
 
     def _rewind(self, conv: _Conversation) -> None:
         """Back to the context's mark: what the retracted turn and its answer added is forgotten."""
@@ -322,9 +319,7 @@ class SpeechLMStage(Stage):
         if mark is None or mark.session is not gs or mark.user_open:   # no mark, a fresh context, a block open
             self._drop(conv)
             return
-        self.service.generator.decoder.truncate(gs.slot, mark.length)
-        gs.pending_text, gs.answer, gs.user_open = mark.pending_text, mark.answer, False
-        gs.clear_user()
+        self.service.generator.rewind(gs, mark.context)
 
     def _drop(self, conv: _Conversation) -> None:
         if conv.session is not None:

@@ -151,8 +151,10 @@ def _train(args: argparse.Namespace) -> int:
         from voice.speechlm.data import EarMask
 
         ear_mask = EarMask()
+    heard_snap = training_snapper(model.config, args)
     stream = ExampleStream(train_set, vocab, layout, text.encode, mix, cfg.max_steps_per_example, seed=cfg.seed + rank,
-                           ear_mask=ear_mask, heard_noise=args.heard_noise if model.config.heard_text else 0.0)
+                           ear_mask=ear_mask, heard_noise=args.heard_noise if model.config.heard_text else 0.0,
+                           heard_snap=heard_snap)
     if cfg.typed_only:      # the brain is validated on typed dialogues of the validation phrasings
         if not cfg.typed_batch_size:
             raise SystemExit("--typed-only learns from typed dialogues: give --typed-batch N")
@@ -168,7 +170,8 @@ def _train(args: argparse.Namespace) -> int:
           f"{' and a hearing encoder' if model.hearing is not None else ''}"
           f"{' and the Whisper ear' if model.config.reads_ear else ''}"
           f"{' (masked in training)' if ear_mask else ''}"
-          f"{f' and reads its spelling (noise up to {args.heard_noise:.2f})' if model.config.heard_text else ''}; "
+          f"{f' and reads its spelling (noise up to {args.heard_noise:.2f})' if model.config.heard_text else ''}"
+          f"{' snapped to its words' if heard_snap is not None else ''}; "
           f"{with_variants} dialogues with voice variants"
           f"{f'; {cfg.typed_batch_size} new typed dialogues per step' if cfg.typed_batch_size else ''}"
           f"{' and nothing else (the brain alone)' if cfg.typed_only else ''}; out {out}", flush=True)
@@ -179,14 +182,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_snapper(config, args: argparse.Namespace):
+    """With --snap-noise: the model's heard words as a spelling snapper for the training text (None without)."""
+    if not args.snap_noise:
+        return None
+    if not (config.heard_text and config.heard_words):
+        raise SystemExit("--snap-noise snaps heard text to the model's heard words: a --heard-text model has them")
+    from voice.speechlm.lexicon import WordSnapper
+
+    return WordSnapper(config.heard_words, config.heard_snap)
+
+
 def typed_stream_for(cfg, model, text, args: argparse.Namespace, seed: int, split: str = "train"):
     """New typed dialogues of `split`'s phrasings, written as the model reads them: spelled in part for a
-    model that reads heard text, and for the brain alone (it may go into one)."""
+    model that reads heard text (snapped with --snap-noise), and for the brain alone (it may go into one)."""
     from voice.speechlm.typed import TypedDialogueStream
 
+    spelled = {"spelled": args.typed_spelled, "noise": args.heard_noise, "snap": training_snapper(model.config, args)}
     return TypedDialogueStream(model.config.vocab, model.config.layout, text.encode, cfg.max_steps_per_example, seed=seed,
-                               split=split, **({"spelled": args.typed_spelled, "noise": args.heard_noise}
-                                               if model.config.heard_text or cfg.typed_only else {}))
+                               split=split, **(spelled if model.config.heard_text or cfg.typed_only else {}))
 
 
 def _ear_or_codes_encoder(path: str | None, ear):
@@ -277,7 +291,7 @@ def _eval(args: argparse.Namespace) -> int:
                    args.speed, Path(args.worst) if args.worst else None, args.threads,
                    real_speech_dir(args.real_speech) if args.real_speech is not None else None, args.real_limit,
                    args.split, args.text_limit, args.speak_limit, args.speed_threads, sampling_from_args(args),
-                   snap_heard=not args.no_snap, snap_by=args.snap_by)
+                   snap_heard=not args.no_snap, snap_by=args.snap_by, think=not args.no_think)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -375,6 +389,10 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--heard-noise", type=float, default=0.25,
                    help="with --heard-text: spelling mistakes added to the training turns' heard text, at up to this "
                         "rate per character (the encoder misspells new voices more than the training voices)")
+    p.add_argument("--snap-noise", action="store_true",
+                   help="with a --heard-text model: the training turns' heard text (and the spelled typed questions), "
+                        "after --heard-noise, snapped to the model's heard words by spelling, as the generator snaps: "
+                        "wrong but real words, as it reads new voices")
     p.add_argument("--ear-chunk", type=int, default=EarConfig.chunk, help="with --ear: frames per encoder chunk")
     p.add_argument("--ear-context", type=int, default=EarConfig.context,
                    help="with --ear: frames of earlier audio a chunk's window sees")
@@ -421,5 +439,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--snap-by", choices=["spelling", "ctc"], default=None,
                    help="how heard words are snapped: the nearest by letters, or the likeliest under the encoder's CTC "
                         "posteriors (default: the model's heard_snap_by)")
+    p.add_argument("--no-think", action="store_true",
+                   help="a model that reads heard text answers in its speech block's own words, not in the words it "
+                        "thinks in text first (docs/speechlm.md, \"Thinking in text\")")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_eval)

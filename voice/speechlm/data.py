@@ -173,11 +173,12 @@ class ExampleStream:
     """Endless random examples of the task mix, laid out in steps (cut at `max_steps`); with
     `ear_mask`, the user's Whisper-ear rows are masked afresh in every example; with `heard_noise`, the
     heard text of the user's turns (`Turn.heard`) gets spelling mistakes at up to that rate per character
-    (a rate drawn per example), as new voices make the encoder misspell more than the training voices."""
+    (a rate drawn per example), as new voices make the encoder misspell more than the training voices; with
+    `heard_snap` (a `voice.speechlm.lexicon.WordSnapper`) those words are then snapped as the generator snaps."""
 
     def __init__(self, dialogues: list[Dialogue], vocab: Vocab, layout: Layout, tokenize,
                  mix: dict[str, float] | None = None, max_steps: int = 1024, seed: int = 0,
-                 ear_mask: EarMask | None = None, heard_noise: float = 0.0) -> None:
+                 ear_mask: EarMask | None = None, heard_noise: float = 0.0, heard_snap=None) -> None:
         if not dialogues:
             raise ValueError("no dialogues to train on")
         self.dialogues, self.vocab, self.layout, self.tokenize = dialogues, vocab, layout, tokenize
@@ -189,6 +190,7 @@ class ExampleStream:
         self.rng = np.random.default_rng(seed)
         self.ear_mask = ear_mask
         self.heard_noise = heard_noise
+        self.heard_snap = heard_snap
 
     def sample(self) -> tuple[str, Steps]:
         task = self.tasks[int(self.rng.choice(len(self.tasks), p=self.p))]
@@ -196,12 +198,12 @@ class ExampleStream:
         example = examples_of(dialogue, task, self.rng)
         if self.ear_mask is not None and task in ("s2s", "s2t"):
             example = replace(example, turns=with_masked_ear(example.turns, self.ear_mask, self.rng))
-        if self.heard_noise > 0 and task in ("s2s", "s2t"):
-            from voice.speechlm.heard import spoil
+        if (self.heard_noise > 0 or self.heard_snap is not None) and task in ("s2s", "s2t"):
+            from voice.speechlm.heard import spoil_and_snap
 
             rate = float(self.rng.uniform(0, self.heard_noise))
-            example = replace(example, turns=[replace(t, heard=spoil(t.heard, rate, self.rng)) if t.heard is not None
-                                              else t for t in example.turns])
+            example = replace(example, turns=[replace(t, heard=spoil_and_snap(t.heard, rate, self.rng, self.heard_snap))
+                                              if t.heard is not None else t for t in example.turns])
         steps = layout_example(example, self.vocab, self.layout, self.tokenize)
         if len(steps) > self.max_steps:
             steps = steps.cut(self.max_steps)

@@ -40,6 +40,7 @@ class TurnResult:
     frames: int
     audio: np.ndarray | None = None
     spelled: str = ""          # what the hearing encoder spelled of the question (a model that reads heard text)
+    question: str = ""         # the question as the corpus wrote it
 
 
 def _wer(ref: str, hyp: str, measure: str = "wer") -> float:
@@ -107,7 +108,7 @@ def _history(gen, session, dialogue, upto: int, tokenize) -> None:
             w = StepWriter(gen.vocab, gen.layout, tokenize)
             w.assistant_speech(turn.text, turn.codes, turn.word_starts)
             steps = w.steps()
-            gen.feed_steps(session, steps.text.tolist(), steps.audio.tolist())
+            gen.feed_steps(session, steps.text.tolist(), steps.audio.tolist(), words=tokenize(turn.text))
 
 
 def evaluate_answers(gen, codec, whisper, dialogues, text, limit: int, keep_audio: bool = True) -> list[TurnResult]:
@@ -126,32 +127,38 @@ def evaluate_answers(gen, codec, whisper, dialogues, text, limit: int, keep_audi
         said = text.decode(words)
         audio, heard = _heard(codec, whisper, codes)
         intent, expected = dialogue.intents[i], dialogue.expected[i]
+        question = [t for t in dialogue.turns if t.role == "user"][i].text
         results.append(TurnResult(dialogue.dialogue_id, i, intent, expected, dialogue.voice, said, heard,
                                   check_answer(intent, expected, said), check_answer(intent, expected, heard),
-                                  _wer(said, heard), int(codes.shape[1]), audio if keep_audio else None, spelled))
+                                  _wer(said, heard), int(codes.shape[1]), audio if keep_audio else None, spelled,
+                                  question))
     return results
 
 
-def evaluate_text_answers(gen, dialogues, text, limit: int) -> list[dict]:
+def evaluate_text_answers(gen, dialogues, text, limit: int, questions: dict | None = None,
+                          desc: str = "eval lm text answers") -> list[dict]:
     """Text -> text: the same questions typed (the t2t task), after a typed reference history.
 
     The model's brain without its ears: with the spoken answers it tells "does not understand the
-    new phrasing" from "does not hear it"."""
+    new phrasing" from "does not hear it". `questions`: {(dialogue_id, turn): text} typed instead of the
+    corpus's question (the jobs are then those turns only), e.g. what the ears read of it."""
     from tqdm import tqdm
 
     from voice.data.answers import check_answer
 
     end = [gen.vocab.special("end_of_text")]
-    jobs = [(d, i) for d in dialogues for i in range(len(d.intents))][:limit]
+    jobs = [(d, i) for d in dialogues for i in range(len(d.intents))]
+    jobs = [(d, i) for d, i in jobs if (d.dialogue_id, i) in questions] if questions is not None else jobs[:limit]
     rows = []
-    for dialogue, i in tqdm(jobs, desc="eval lm text answers"):
+    for dialogue, i in tqdm(jobs, desc=desc):
         session = gen.open()
         try:
             gen.feed_text(session, "context", text.encode(dialogue.context))
             users = 0
             for turn in dialogue.turns:
                 if turn.role == "user":
-                    gen.feed_text(session, "user_text", text.encode(turn.text))
+                    asked = questions[(dialogue.dialogue_id, i)] if questions is not None and users == i else turn.text
+                    gen.feed_text(session, "user_text", text.encode(asked))
                     if users == i:
                         break
                     users += 1
@@ -162,7 +169,7 @@ def evaluate_text_answers(gen, dialogues, text, limit: int) -> list[dict]:
             gen.close(session)
         intent, expected = dialogue.intents[i], dialogue.expected[i]
         rows.append({"dialogue_id": dialogue.dialogue_id, "turn": i, "intent": intent, "expected": expected,
-                     "question": turn.text, "text": said, "ok": check_answer(intent, expected, said)})
+                     "question": asked, "text": said, "ok": check_answer(intent, expected, said)})
     return rows
 
 
@@ -307,7 +314,7 @@ def _group(results: list[TurnResult], key) -> dict:
 
 
 def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], typed: list[dict] | None = None,
-           speaking: list[dict] | None = None) -> dict:
+           speaking: list[dict] | None = None, typed_read: list[dict] | None = None) -> dict:
     out: dict = {"speed": speed}
     if speaking:
         out["speaking"] = {"n": len(speaking), "wer": round(float(np.mean([r["wer"] for r in speaking])), 3),
@@ -329,6 +336,8 @@ def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], ty
                           "speaking_wer": round(float(np.mean([r.speaking_wer for r in results])), 3),
                           "per_intent": _group(results, lambda r: r.intent),
                           "per_voice": _group(results, lambda r: r.voice)}
+    if results and all(r.spelled for r in results):
+        out["reading"] = reading_report(results, typed, typed_read)
     if hearing:
         by_voice = defaultdict(list)
         for h in hearing:
@@ -340,6 +349,34 @@ def report(results: list[TurnResult], hearing: list[dict], speed: list[dict], ty
         if all("spelled" in h for h in hearing):     # what the model read: its encoder's own spelling
             out["hearing"]["spelled_wer"] = round(float(np.mean([_wer(h["ref"], h["spelled"]) for h in hearing])), 3)
     return out
+
+
+def reading_report(results: list[TurnResult], typed: list[dict] | None = None,
+                   typed_read: list[dict] | None = None) -> dict:
+    """Answers grouped by how well the model read the question (a model that reads heard text): its snapped
+    spelling's WER against the question. For each group: how often the text stream and the audio were right, and
+    (where `typed` has the same turns) how often the same question typed was answered right, and (`typed_read`) how
+    often what the ears read of it, typed, was. Tells "answers what it reads as well as what is typed" from "reads
+    it and still answers it worse"."""
+    typed_ok = {(r["dialogue_id"], r["turn"]): r["ok"] for r in typed or []}
+    read_ok = {(r["dialogue_id"], r["turn"]): r["ok"] for r in typed_read or []}
+    groups = defaultdict(list)
+    for r in results:
+        wer = _wer(r.question, r.spelled)
+        groups["read right" if wer == 0 else "wer <= 0.2" if wer <= 0.2 else "wer > 0.2"].append(r)
+    groups["all"] = results
+
+    def summary(rows: list[TurnResult]) -> dict:
+        keys = [(r.dialogue_id, r.turn) for r in rows]
+        row = {"n": len(rows), "text": round(float(np.mean([r.text_ok for r in rows])), 3),
+               "spoken": round(float(np.mean([r.spoken_ok for r in rows])), 3)}
+        for name, ok in (("typed", typed_ok), ("read_typed", read_ok)):
+            known = [ok[k] for k in keys if k in ok]
+            if known:
+                row[name] = round(float(np.mean(known)), 3)
+        return row
+
+    return {k: summary(groups[k]) for k in ("read right", "wer <= 0.2", "wer > 0.2", "all") if groups.get(k)}
 
 
 def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n: int = 10) -> list[dict]:
@@ -363,11 +400,13 @@ def write_worst(results: list[TurnResult], folder: Path, sample_rate_hz: int, n:
 def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hearing_limit: int, speed: bool,
              worst_dir: Path | None, threads: int = 2, real_speech: Path | None = None, real_limit: int = 21,
              split: str = "test", text_limit: int = 0, speak_limit: int = 0, speed_threads: int = 1,
-             sampling: Sampling | None = None, snap_heard: bool = True, snap_by: str | None = None) -> dict:
+             sampling: Sampling | None = None, snap_heard: bool = True, snap_by: str | None = None,
+             think: bool = True) -> dict:
     """`speed_threads`: torch's threads while the speed is timed, as `voice serve` runs the model (1; the rest of
     the evaluation uses `threads`). `sampling`: how words and codes are chosen (default greedy). `snap_heard`: heard
     words snapped to the model's training words, as the server reads them (voice.speechlm.lexicon); `snap_by`: how
-    ("spelling" or "ctc"; default: the model's own)."""
+    ("spelling" or "ctc"; default: the model's own). `think`: a model that reads heard text thinks its answers in text
+    first (`SpeechGenerator`'s think mode, as the server runs it); False: its speech block writes its own words."""
     import torch
 
     from voice.codec.evaluate import load_whisper
@@ -391,7 +430,7 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
                                word_timings=model.config.text_align == "words")
     sampling = sampling or Sampling()
     gen = SpeechGenerator(model, max_sessions=4, sampling=sampling, tokenize=text.encode, snap_heard=snap_heard,
-                          snap_by=snap_by)
+                          snap_by=snap_by, think=think and bool(model.config.heard_text))
 
     def turn_pcm(dialogue):     # a timed turn's audio for a model that reads the ear: its codes decoded
         if not model.config.reads_ear:
@@ -415,9 +454,13 @@ def run_eval(checkpoint: Path, corpus: Path, codec_source: str, limit: int, hear
     hearing = evaluate_hearing(gen, dialogues, text, hearing_limit) if hearing_limit else []
     typed = evaluate_text_answers(gen, dialogues, text, text_limit) if text_limit else []
     speaking = evaluate_speaking(gen, codec, whisper, dialogues, text, speak_limit) if speak_limit else []
-    out = {"split": split, "sampling": asdict(sampling), "snap_heard": gen.snap is not None,
+    typed_read = []
+    if text_limit and results and all(r.spelled for r in results):     # what the ears read, typed to the brain
+        typed_read = evaluate_text_answers(gen, dialogues, text, 0, {(r.dialogue_id, r.turn): r.spelled for r in results},
+                                           desc="eval lm read questions typed")
+    out = {"split": split, "sampling": asdict(sampling), "snap_heard": gen.snap is not None, "think": gen.think,
            "snap_by": gen.snap.by if gen.snap is not None else None,
-           **report(results, hearing, speed_rows, typed, speaking)}
+           **report(results, hearing, speed_rows, typed, speaking, typed_read)}
     if real_speech is not None:
         out["real_speech"] = evaluate_real_speech(gen, codec, whisper, text, real_speech, real_limit)
     if worst_dir and results:

@@ -6,6 +6,15 @@ each step hands out the new text of the inner monologue and every audio frame th
 complete (all K codebooks known, so the decoder can play it), until codebook 0 says the audio ended.
 `end_answer` ends an answer early (a barge-in) and can roll the context back to the frames the user
 heard.
+
+**Thinking in text** (`think`, the default for a model that reads heard text). The same model answers a
+question it has read far better when it is typed than when it is spoken (docs/speechlm.md, "Thinking in
+text"), so each session also keeps its dialogue as text in a second cache slot, its *thought*: the context,
+each user turn as the words its ears read of it (`user_text`), each answer's words (`assistant_text`). The
+spoken answer's words are the thought's: at every answer step one batched forward pass runs the answer's
+step and the thought's, the thought writes the next word as text, and the answer block writes that word
+in its text stream where it would have written its own; the model makes only the audio. The first word
+comes in the same step as before, so the first frame is not later; a step costs one more row in the batch.
 """
 
 from __future__ import annotations
@@ -54,6 +63,31 @@ class StepOutput:
     done: bool = False                                       # the answer is over
 
 
+@dataclass
+class _Thought:
+    """A session's dialogue as text, in its own cache slot (the generator's `think` mode)."""
+
+    slot: int
+    pending: list[int] = field(default_factory=list)   # ids that go in with the thought's next forward pass
+    answer_start: int | None = None     # cache position of the last answer's <|assistant_text|> marker
+    fed_words: int = 0                  # of that answer's words, those in the cache
+    last: int | None = None             # the word just written, fed at the next step (while thinking)
+
+    @property
+    def thinking(self) -> bool:
+        return self.last is not None
+
+
+@dataclass(frozen=True)
+class ContextMark:
+    """Where a session's context stood (`SpeechGenerator.mark`): `rewind` goes back to it."""
+
+    length: int
+    pending_text: int | None
+    answer: object
+    thought: tuple | None = None        # (length, pending, answer_start, fed_words) of the thought slot
+
+
 class NoFreeSlotError(RuntimeError):
     """Every cache slot holds a session (`SpeechGenerator.open`)."""
 
@@ -69,6 +103,7 @@ class _Answer:
     codes: list[list[int]] = field(default_factory=list)   # per codebook, per frame
     frames_out: int = 0                 # frames handed out so far
     frames_kept: int | None = None      # after a rollback: the frames the context still holds
+    words: list[int] | None = None      # the words to say, given (begin_answer(words=...)): written, not sampled
     done: bool = False
 
 
@@ -88,6 +123,7 @@ class Session:
     speller: Speller | None = None            # the encoder's spelling of the turn (models that read heard text)
     heard: HeardQueue | None = None           # its words waiting for text-stream steps
     spelled: list[str] = field(default_factory=list)   # the words spelled of the last user turn (kept after it)
+    thought: _Thought | None = None           # the dialogue as text (the generator's `think` mode)
 
     def clear_user(self) -> None:
         """Forget the user turn's streams and held frames."""
@@ -104,13 +140,17 @@ class SpeechGenerator:
 
     def __init__(self, model: SpeechLM, max_sessions: int = 4, sampling: Sampling = Sampling(),
                  max_len: int | None = None, seed: int = 0, ear: WhisperEar | None = None, tokenize=None,
-                 snap_heard: bool = True, snap_by: str | None = None) -> None:
+                 snap_heard: bool = True, snap_by: str | None = None, think: bool | None = None) -> None:
         """`tokenize(str) -> ids` (the model's `TextIds.encode`): needed by a model that reads heard text. `snap_heard`:
         a model that reads heard text and knows its training words (`heard_words`) reads each heard word snapped to
         the nearest of them (voice.speechlm.lexicon); False: as spelled. `snap_by`: "spelling" or "ctc" (default: the
-        model's `heard_snap_by`)."""
+        model's `heard_snap_by`). `think`: each session thinks its answers in text (module doc; two cache slots a
+        session); default: a model that reads heard text does."""
         if model.config.heard_text and tokenize is None:
             raise ValueError("this speech LM reads its encoder's spelling as text: give the generator its tokenizer")
+        self.think = bool(model.config.heard_text) if think is None else bool(think)
+        if self.think and not model.config.heard_text:
+            raise ValueError("a generator thinks in text from the words its model reads: this model reads no heard text")
         self.tokenize = tokenize
         self.snap = None
         if model.config.heard_text and model.config.heard_words and snap_heard:
@@ -120,9 +160,9 @@ class SpeechGenerator:
         self._ear = ear                 # the Whisper ear (made when first needed), for a model that reads it
         self.cfg = model.config
         self.vocab, self.layout = self.cfg.vocab, self.cfg.layout
-        self.decoder = SlotDecoder(model, max_sessions, max_len)
+        self.decoder = SlotDecoder(model, max_sessions * (2 if self.think else 1), max_len)
         self.sampling = sampling
-        self.free = list(range(max_sessions))
+        self.free = list(range(self.decoder.slots))
         self.rng = torch.Generator().manual_seed(seed)
         none = self.vocab.audio_none
         self._none_audio = [none] * self.vocab.num_codebooks
@@ -130,6 +170,7 @@ class SpeechGenerator:
         self._text_mask = torch.full((self.vocab.text_stream_size,), float("-inf"))
         self._text_mask[: self.vocab.text_size] = 0.0
         self._text_mask[self.vocab.special("end_of_text")] = 0.0
+        self._words_mask = self._text_mask.clone()     # a text answer (the thought's) writes no pads
         self._aligned = self.layout.text_align == "words"
         if self._aligned:                   # a word-aligned answer writes pads between its words
             self._text_mask[self.vocab.special("pad")] = 0.0
@@ -147,17 +188,89 @@ class SpeechGenerator:
         return self.decoder.lengths[session.slot] + held
 
     def open(self) -> Session:
-        """A new session in a free slot, its context empty; `NoFreeSlotError` when every slot is taken."""
-        if not self.free:
+        """A new session in a free slot (two when thinking), its context empty; `NoFreeSlotError` when every slot
+        is taken."""
+        if len(self.free) < (2 if self.think else 1):
             raise NoFreeSlotError("no free session slot")
         slot = self.free.pop(0)
         self.decoder.reset(slot)
-        return Session(slot)
+        session = Session(slot)
+        if self.think:
+            session.thought = _Thought(self.free.pop(0))
+            self.decoder.reset(session.thought.slot)
+        return session
 
     def close(self, session: Session) -> None:
-        if session.slot not in self.free:
-            self.free.append(session.slot)
-            self.free.sort()
+        for slot in (session.slot, *((session.thought.slot,) if session.thought is not None else ())):
+            if slot not in self.free:
+                self.free.append(slot)
+        self.free.sort()
+
+    def mark(self, session: Session) -> ContextMark:
+        """Where the session's context stands now, between blocks (no user turn open): `rewind` comes back here."""
+        t = session.thought
+        return ContextMark(self.decoder.lengths[session.slot], session.pending_text, session.answer,
+                           None if t is None else (self.decoder.lengths[t.slot], list(t.pending), t.answer_start,
+                                                   t.fed_words))
+
+    def rewind(self, session: Session, mark: ContextMark) -> None:
+        """Back to `mark` (taken on this session): what came after it is forgotten, a user turn in progress too."""
+        self.decoder.truncate(session.slot, mark.length)
+        session.pending_text, session.answer, session.user_open = mark.pending_text, mark.answer, False
+        session.clear_user()
+        t = session.thought
+        if t is not None and mark.thought is not None:
+            length, t.pending, t.answer_start, t.fed_words = mark.thought[0], list(mark.thought[1]), *mark.thought[2:]
+            self.decoder.truncate(t.slot, length)
+            t.last = None
+
+    # -- the thought ------------------------------------------------------------------------------
+    def _think_text(self, session: Session, marker: str, ids: list[int], end: bool = False) -> None:
+        """A text block for the session's thought (fed with its next forward pass)."""
+        if session.thought is not None:
+            session.thought.pending += [self.vocab.special(marker), *ids] + ([self.vocab.special("end_of_text")] if end else [])
+
+    @torch.no_grad()
+    def _think_flush(self, session: Session) -> torch.Tensor | None:
+        """Feed the thought what waits for it; its last hidden state (None when nothing waited)."""
+        t = session.thought
+        if t is None or not t.pending:
+            return None
+        ids, t.pending = t.pending, []
+        return self.decoder.forward([t.slot], self._embed(ids, [self._none_audio] * len(ids))[None])[0, -1]
+
+    def _think_begin(self, session: Session) -> list[int]:
+        """The thought starts its answer: its first word (none when it says nothing)."""
+        t = session.thought
+        self._think_text(session, "assistant_text", [])
+        t.answer_start = self.decoder.lengths[t.slot] + len(t.pending) - 1
+        t.fed_words = 0
+        return self._think_word(session, self.model.text_head(self._think_flush(session)))
+
+    def _think_word(self, session: Session, logits: torch.Tensor) -> list[int]:
+        """The thought's next word from its text logits: [id], or [] once its answer is over."""
+        t = session.thought
+        token = self._sample(logits + self._words_mask)
+        if token == self.vocab.special("end_of_text") or t.fed_words >= self.sampling.max_text_tokens:
+            t.last, t.pending = None, [self.vocab.special("end_of_text")]
+            return []
+        t.last = token
+        return [token]
+
+    def _think_end(self, session: Session, keep_words: int | None) -> None:
+        """The answer ended (a barge-in): the thought stops and keeps its first `keep_words` words (all it wrote:
+        None); -1: its answer goes, marker and all."""
+        t = session.thought
+        if t is None or t.answer_start is None:
+            return
+        t.last = None
+        if keep_words is not None and keep_words < 0:
+            self.decoder.truncate(t.slot, t.answer_start)
+            t.pending, t.answer_start = [], None
+            return
+        keep = t.fed_words if keep_words is None else min(keep_words, t.fed_words)
+        self.decoder.truncate(t.slot, t.answer_start + 1 + keep)
+        t.fed_words, t.pending = keep, [self.vocab.special("end_of_text")]
 
     # -- prefill ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -208,6 +321,8 @@ class SpeechGenerator:
             tail = session.heard.tail(last)
             if tail:
                 steps.append(self._embed(tail, [self._none_audio] * len(tail)))
+        if session.user_open:
+            self._think_text(session, "user_text", self.tokenize(" ".join(session.spelled)) if session.spelled else [])
         session.clear_user()
         session.user_open = False
         return torch.cat(steps) if steps else None
@@ -246,6 +361,9 @@ class SpeechGenerator:
         text += [self.vocab.special(marker), *ids]
         audio += [self._none_audio] * (1 + len(ids))
         self._feed(session, text, audio, head=head)
+        if marker in ("context", "user_text", "assistant_text"):      # the dialogue's text blocks, as they are
+            self._think_text(session, marker, ids)
+            self._think_flush(session)
 
     def feed_user_speech(self, session: Session, codes: np.ndarray, pcm: np.ndarray | None = None,
                          features: np.ndarray | None = None) -> None:
@@ -263,6 +381,7 @@ class SpeechGenerator:
             raise ValueError(f"codes must be in 0..{self.vocab.codebook_size - 1}, got {codes.min()}..{codes.max()}")
         text, audio = self._flush(session)
         if not session.user_open:
+            self._think_flush(session)          # the thought takes what waits for it while the user speaks
             text.append(self.vocab.special("user_speech"))
             audio.append(self._none_audio)
             session.user_open = True
@@ -313,11 +432,14 @@ class SpeechGenerator:
         if text:
             self._feed(session, text, audio, user)
 
-    def feed_steps(self, session: Session, text: list[int], audio: list[list[int]]) -> None:
-        """Steps laid out elsewhere (a reference history by `voice.speechlm.format.StepWriter`): text [T], audio [K][T]."""
+    def feed_steps(self, session: Session, text: list[int], audio: list[list[int]], words: list[int] | None = None) -> None:
+        """Steps laid out elsewhere (a reference history by `voice.speechlm.format.StepWriter`): text [T], audio [K][T].
+        `words`: when the steps are an answer, its words (for the session's thought)."""
         head, head_text, head_audio = self._begin_block(session)
         if len(text) or head_text or head is not None:
             self._feed(session, head_text + list(text), head_audio + [list(c) for c in zip(*audio)], head=head)
+        if words is not None:
+            self._think_text(session, "assistant_text", list(words), end=True)
 
     @torch.no_grad()
     def generate_text(self, session: Session, marker: str, max_tokens: int = 64) -> list[int]:
@@ -337,14 +459,19 @@ class SpeechGenerator:
         return out
 
     # -- the answer -----------------------------------------------------------------------------
-    def begin_answer(self, session: Session) -> StepOutput:
-        """Start the assistant's spoken answer (the marker step); returns what it produced."""
+    def begin_answer(self, session: Session, words: list[int] | None = None) -> StepOutput:
+        """Start the assistant's spoken answer (the marker step); returns what it produced. `words`: the text ids the
+        answer says, written in its text stream as the model would write its own (an answer thought out elsewhere,
+        e.g. in text mode), so the model only makes the audio."""
         head, text, audio = self._begin_block(session)
+        if words is None and session.thought is not None:      # the thought writes the words, one a step
+            words = self._think_begin(session)
         text.append(self.vocab.special("assistant_speech"))
         audio.append(self._none_audio)
         start = self.length(session) + len(text) - 1 + (0 if head is None else len(head))
         hidden = self._feed(session, text, audio, head=head)[-1:]
-        session.answer = _Answer(start=start, codes=[[] for _ in range(self.vocab.num_codebooks)])
+        session.answer = _Answer(start=start, codes=[[] for _ in range(self.vocab.num_codebooks)],
+                                 words=None if words is None else list(words))
         return self._decide([session], hidden)[0]
 
     def end_answer(self, session: Session, keep_frames: int | None = None) -> int | None:
@@ -373,6 +500,7 @@ class SpeechGenerator:
         if not a.done:
             a.done = True
             session.pending_text = self.vocab.special("end_of_turn")
+            self._think_end(session, None)
         held = a.frames_kept if a.frames_kept is not None else min(len(c) for c in a.codes)
         if keep_frames is None:
             return held
@@ -380,12 +508,15 @@ class SpeechGenerator:
         if n == 0:
             self.decoder.truncate(session.slot, a.start)
             session.pending_text, session.answer = None, None
+            self._think_end(session, -1)
             return 0
         if n == held:
             return held
         # frame held - 1 is complete, so its step (and so the kept ones') is in the cache: no pending step to feed
-        self.decoder.truncate(session.slot, a.start + self.layout.text_lead + n + self.layout.max_delay + 1)
+        kept_steps = self.layout.text_lead + n + self.layout.max_delay
+        self.decoder.truncate(session.slot, a.start + kept_steps + 1)
         a.frames_kept = n
+        self._think_end(session, min(len(a.text_ids), kept_steps))    # word j sits at block step j + 1
         return n
 
     def close_user_turn(self, session: Session) -> None:
@@ -400,15 +531,23 @@ class SpeechGenerator:
         active = [s for s in sessions if s.answering]
         if not active:
             return [StepOutput(done=True) for _ in sessions]
-        text = torch.tensor([[s.answer.pending[0]] for s in active])                     # [B, 1]
-        audio = torch.tensor([[[c] for c in s.answer.pending[1]] for s in active])       # [B, K, 1]
-        hidden = self.decoder.forward([s.slot for s in active], self.model.embed(text, audio))[:, -1]
-        outs = dict(zip((id(s) for s in active), self._decide(active, hidden)))
+        thinking = [s for s in active if s.thought is not None and s.thought.thinking]
+        text = torch.tensor([[s.answer.pending[0]] for s in active] + [[s.thought.last] for s in thinking])   # [B, 1]
+        audio = torch.tensor([[[c] for c in s.answer.pending[1]] for s in active]
+                             + [[[c] for c in self._none_audio] for _ in thinking])                       # [B, K, 1]
+        hidden = self.decoder.forward([s.slot for s in active] + [s.thought.slot for s in thinking],
+                                      self.model.embed(text, audio))[:, -1]
+        if thinking:                                               # the thoughts write the next words first
+            logits = self.model.text_head(hidden[len(active):])
+            for s, row in zip(thinking, logits):
+                s.thought.fed_words += 1
+                s.answer.words += self._think_word(s, row)
+        outs = dict(zip((id(s) for s in active), self._decide(active, hidden[: len(active)])))
         return [outs.get(id(s), StepOutput(done=True)) for s in sessions]
 
     def _decide(self, sessions: list[Session], hidden: torch.Tensor) -> list[StepOutput]:
         """From the hidden state of block step s, choose each session's ids for step s + 1."""
-        need_text = [not s.answer.text_done for s in sessions]
+        need_text = [not s.answer.text_done and s.answer.words is None for s in sessions]
         audio_logits = self.model.audio_logits(hidden, max(self._codebooks_needed(s.answer) for s in sessions))
         text_logits = None
         if any(need_text):
@@ -436,7 +575,8 @@ class SpeechGenerator:
         if a.text_done:
             text_id = v.special("pad")
         else:
-            text_id = self._sample(text_logits)
+            text_id = self._sample(text_logits) if a.words is None else (
+                a.words[len(a.text_ids)] if len(a.text_ids) < len(a.words) else v.special("end_of_text"))
             if (text_id == v.special("end_of_text") or len(a.text_ids) >= cfg.max_text_tokens
                     or (a.frames_end is not None and self._aligned)):     # aligned words end with the audio at the latest
                 text_id, a.text_done, a.text_end = v.special("end_of_text"), True, nxt

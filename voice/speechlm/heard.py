@@ -108,6 +108,15 @@ def spoil(heard: list[tuple[int, str]], rate: float, rng: np.random.Generator) -
     return out
 
 
+def spoil_and_snap(heard: list[tuple[int, str]], rate: float, rng: np.random.Generator,
+                   snap=None) -> list[tuple[int, str]]:
+    """`spoil`, then each word through `snap` (a `voice.speechlm.lexicon.WordSnapper`, by spelling), as the generator
+    snaps what it hears: a model trained on it reads wrong but real words, as it does on a new voice, instead of the
+    misspellings the generator never lets through."""
+    spoiled = spoil(heard, rate, rng)
+    return [(frame, snap(word)) for frame, word in spoiled] if snap is not None else spoiled
+
+
 def attach_heard(dialogues, encoder, progress: bool = True) -> None:
     """Every user speech turn of `dialogues` (`voice.speechlm.data.Dialogue`) gets its encoder's words
     (`Turn.heard`), from its ear rows (an ear encoder, rows fitted to the frames as the LM reads them) or codes."""

@@ -44,11 +44,11 @@ class TypedDialogueStream:
     Draws through `self.rng` (a numpy generator), which data workers re-seed as they do an ExampleStream's."""
 
     def __init__(self, vocab: Vocab, layout: Layout, tokenize, max_steps: int = 512, seed: int = 0,
-                 spelled: float = 0.0, noise: float = 0.0, split: str = "train") -> None:
+                 spelled: float = 0.0, noise: float = 0.0, split: str = "train", snap=None) -> None:
         """`split`: whose phrasings (train; validation only to validate, the test split's never).
         `spelled`: the share of dialogues whose user turns are written as a hearing encoder spells them (lower
-        case, no punctuation, `noise` as in `ExampleStream`'s heard text): a model that reads heard text
-        (voice.speechlm.heard) learns to answer questions written that way."""
+        case, no punctuation, `noise` as in `ExampleStream`'s heard text, then `snap` as in its `heard_snap`): a
+        model that reads heard text (voice.speechlm.heard) learns to answer questions written that way."""
         from voice.data.dialogues import phrasings_for
 
         self.vocab, self.layout, self.tokenize, self.max_steps = vocab, layout, tokenize, max_steps
@@ -56,20 +56,21 @@ class TypedDialogueStream:
             raise ValueError(f"typed dialogues use the train or validation phrasings, not {split!r}")
         self.split, self.allowed = split, phrasings_for(split)
         self.rng = np.random.default_rng(seed)
-        self.spelled, self.noise = spelled, noise
+        self.spelled, self.noise, self.snap = spelled, noise, snap
 
     def sample(self) -> tuple[str, Steps]:
         example = typed_dialogue(random.Random(int(self.rng.integers(2 ** 62))), self.allowed, self.split)
         if self.spelled > 0 and self.rng.random() < self.spelled:
-            example.turns = [Turn(t.role, as_spelled(t.text, float(self.rng.uniform(0, self.noise)), self.rng))
+            example.turns = [Turn(t.role, as_spelled(t.text, float(self.rng.uniform(0, self.noise)), self.rng, self.snap))
                              if t.role == "user" else t for t in example.turns]
         steps = layout_example(example, self.vocab, self.layout, self.tokenize)
         return "t2t", steps.cut(self.max_steps) if len(steps) > self.max_steps else steps
 
 
-def as_spelled(text: str, rate: float, rng: np.random.Generator) -> str:
-    """`text` as the hearing encoder's CTC head writes it (`normalize_chars`), with spelling mistakes at `rate`."""
-    from voice.speechlm.heard import spoil
+def as_spelled(text: str, rate: float, rng: np.random.Generator, snap=None) -> str:
+    """`text` as the hearing encoder's CTC head writes it (`normalize_chars`), with spelling mistakes at `rate`
+    (then snapped by `snap`, `voice.speechlm.heard.spoil_and_snap`)."""
+    from voice.speechlm.heard import spoil_and_snap
     from voice.speechlm.hearing import normalize_chars
 
-    return " ".join(w for _, w in spoil([(0, w) for w in normalize_chars(text).split()], rate, rng))
+    return " ".join(w for _, w in spoil_and_snap([(0, w) for w in normalize_chars(text).split()], rate, rng, snap))
