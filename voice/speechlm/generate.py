@@ -343,7 +343,7 @@ class SpeechGenerator:
         first = session.speller.frames
         logits = self.model.speller.ctc_logits(enc[:n])
         done = session.speller.push(logits.argmax(-1).tolist(),
-                                    logits.float().log_softmax(-1) if self.snap is not None and self.snap.by == "ctc" else None)
+                                    logits.float().log_softmax(-1) if self.snap is not None and self.snap.reads_posteriors else None)
         session.spelled += [word for _, word in done]
         return session.heard.frames(done, first, n)
 

@@ -43,7 +43,7 @@ class Speller:
     """Best-path CTC decoding frame by frame (collapse repeats, drop blanks): `push(labels)` -> [(frame, word)]
     for each word complete in them (the frame where its following space is spelled); `finish()` -> the last
     word's, at the frame count. `snap(word) -> word` rewrites each word as it completes; a snapper that chooses
-    by the CTC's posteriors (`snap.by == "ctc"`, voice.speechlm.lexicon) also gets the log-posteriors of the
+    by the CTC's posteriors (`snap.reads_posteriors`, voice.speechlm.lexicon) also gets the log-posteriors of the
     word's frames (`push(labels, logprobs)`, [frames, labels]: from the frame of the space before it, if any)."""
 
     def __init__(self, snap=None) -> None:
@@ -51,7 +51,7 @@ class Speller:
         self._last = 0           # the previous frame's label (repeats collapse)
         self._word: list[str] = []
         self._snap = snap or (lambda word: word)     # each word as it completes (voice.speechlm.lexicon.WordSnapper)
-        self._scored = getattr(snap, "by", "") == "ctc"
+        self._scored = getattr(snap, "reads_posteriors", False)
         self._rows: list = []    # the current word's frames' log-posteriors (a snapper by the CTC's posteriors)
         self._lead = False       # those frames begin with the space before the word
 

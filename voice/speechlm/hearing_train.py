@@ -140,7 +140,7 @@ def transcribe(model, items: list[Utterance], max_frames: int = 20000, snap=None
             codes, lengths, _ = collate(chunk, k)
             logits = model.ctc_logits(model(codes, lengths))
             best = logits.argmax(-1)
-            scored = getattr(snap, "by", "") == "ctc"                  # only a snapper by the posteriors reads them
+            scored = getattr(snap, "reads_posteriors", False)       # only a snapper by the posteriors reads them
             logprobs = logits.log_softmax(-1) if scored else None
             for row, x in enumerate(order[i:j]):
                 speller, n = Speller(snap), int(lengths[row])

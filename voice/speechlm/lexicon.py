@@ -60,10 +60,15 @@ class WordSnapper:
         self._nearest = lru_cache(maxsize=4096)(self._nearest_known)    # bounded: a long session spells many words
         self._targets: dict[bool, tuple] = {}
 
+    @property
+    def reads_posteriors(self) -> bool:
+        """Whether it chooses by the CTC's log-posteriors (callers compute them only then)."""
+        return self.by == "ctc"
+
     def __call__(self, word: str, logprobs=None, lead_space: bool = False) -> str:
         if any(c.isdigit() for c in word):
             return word
-        if self.by == "ctc" and logprobs is not None and len(logprobs):
+        if self.reads_posteriors and logprobs is not None and len(logprobs):
             best = self._likeliest(word, logprobs, lead_space)
             if best is not None:
                 return best
