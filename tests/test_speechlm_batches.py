@@ -6,7 +6,7 @@ import torch
 
 import voice.speechlm.train as train_module
 from tests.test_speechlm import s2s_example, tiny_model, tokenize
-from voice.speechlm.batch import collate, lm_loss
+from voice.speechlm.batch import collate, lm_loss, with_noisy_answers
 from voice.speechlm.format import Layout, layout_example
 from voice.speechlm.train import _Batches, _MixedPrecision, cpu_bf16_matmul
 from voice.speechlm.typed import TypedDialogueStream
@@ -59,3 +59,28 @@ def test_mixed_precision_on_a_cpu_with_bf16_units_autocasts_the_forward_in_eager
 
 def test_cpu_bf16_matmul_reads_the_cpu_flags() -> None:
     assert isinstance(cpu_bf16_matmul(), bool)
+
+
+def test_answer_noise_changes_only_the_answer_codes_the_model_reads_never_the_targets() -> None:
+    model = tiny_model().train()
+    vocab, layout = model.config.vocab, model.config.layout
+    size = model.config.codebook_size
+    batch = collate([layout_example(s2s_example(), vocab, layout, tokenize)] * 2, vocab)
+    answer = batch.audio_target & (batch.audio < size)
+    assert answer.any() and (~answer & (batch.audio < size)).any()        # answer codes, and the user's
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(with_noisy_answers(batch, 0.0, size, g), batch.audio)
+    everything = with_noisy_answers(batch, 1.0, size, g)
+    assert torch.equal(everything[~answer], batch.audio[~answer])         # the user's codes, no-code marks and END kept
+    assert (everything[answer] != batch.audio[answer]).float().mean() > 0.8   # (a random code may be the true one)
+    assert int(everything.max()) <= int(batch.audio.max())
+    some = with_noisy_answers(batch, 0.3, size, g)
+    changed = float((some[answer] != batch.audio[answer]).float().mean())
+    assert 0.15 < changed < 0.4
+    before = [t.clone() for t in (batch.text, batch.audio)]
+    torch.manual_seed(0)
+    noisy = lm_loss(model, batch, answer_noise=0.5)
+    assert torch.equal(batch.text, before[0]) and torch.equal(batch.audio, before[1])   # the targets untouched
+    clean = lm_loss(model, batch)
+    assert abs(noisy.text_loss - clean.text_loss) > 0 or abs(noisy.audio_loss - clean.audio_loss) > 0
+    noisy.loss.backward()

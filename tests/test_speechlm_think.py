@@ -140,3 +140,16 @@ def test_given_words_are_said_as_given() -> None:
         words += out.text_ids
         out = gen.step([s])[0]
     assert words == given
+
+
+def test_a_thinking_session_says_the_words_a_speak_block_gives_instead_of_thinking_its_own() -> None:
+    model, _ = _model_and_turns()
+    gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(max_text_tokens=16, max_frames=40), tokenize=tokenize)
+    assert gen.think
+    s = gen.open()
+    gen.feed_text(s, "context", [])
+    given = tokenize("so it is")
+    gen.feed_text(s, "speak", given)
+    said, _ = _answer(gen, s)
+    assert said == given                        # the text -> speech task: the words asked for, not the thought's
+    assert s.thought.given is None              # taken once: the next answer is thought again

@@ -30,9 +30,14 @@ def _history(run: Path) -> list[dict]:
 
 def test_train_resumes_and_evaluates(corpus: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
-    args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--typed-batch", "3"]
+    args = ["train", "lm", "--corpus", str(corpus), "--preset", "tiny", "--out", str(run), "--typed-batch", "3",
+            "--answer-noise", "0.1"]
     assert main([*args, "--steps", "10"]) == 0
     assert [h["step"] for h in _history(run)] == [10]
+    import torch
+
+    recipe = torch.load(run / "checkpoint" / "trainer.pt", weights_only=False)["train_config"]
+    assert recipe["answer_noise"] == 0.1
     assert main([*args, "--steps", "20"]) == 0                    # resumes at 10, goes on to 20
     history = _history(run)
     assert [h["step"] for h in history] == [10, 20]

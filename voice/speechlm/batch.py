@@ -64,9 +64,27 @@ class LossParts:
     hearing_loss: float = float("nan")   # the auxiliary CTC loss on the user's frames (when weighted in)
 
 
-def lm_loss(model, batch: Batch, text_weight: float = 1.0, hearing_weight: float = 0.0) -> LossParts:
-    """The training loss of `model` (plain or wrapped in DDP, whose forward must see the whole loss)."""
-    return model(batch.text, batch.audio, targets=batch, text_weight=text_weight, hearing_weight=hearing_weight)
+def lm_loss(model, batch: Batch, text_weight: float = 1.0, hearing_weight: float = 0.0,
+            answer_noise: float = 0.0) -> LossParts:
+    """The training loss of `model` (plain or wrapped in DDP, whose forward must see the whole loss); with
+    `answer_noise`, the model reads the answers' codes with that share of them wrong (`with_noisy_answers`)."""
+    size = getattr(model, "module", model).config.codebook_size       # (DDP wraps the model in .module)
+    audio = with_noisy_answers(batch, answer_noise, size) if answer_noise > 0 else batch.audio
+    return model(batch.text, audio, targets=batch, text_weight=text_weight, hearing_weight=hearing_weight)
+
+
+def with_noisy_answers(batch: Batch, rate: float, codebook_size: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """The batch's codes as the model reads them, each answer code (an audio target, not the END mark) replaced by a
+    random code with probability `rate`; the targets stay the true codes. Teacher forcing shows the model only right
+    codes, while in generation it reads its own mistakes and drifts from the words (the voice says training answers
+    far better teacher-forced than free-running); codes read wrong teach it to say the next one from the words and the
+    codes around it."""
+    audio = batch.audio
+    where = batch.audio_target & (audio < codebook_size)
+    where &= torch.rand(audio.shape, generator=generator, device=audio.device) < rate
+    random_codes = torch.randint(0, codebook_size, audio.shape, generator=generator, device=audio.device)
+    return torch.where(where, random_codes, audio)
 
 
 def hearing_loss(model, hidden: torch.Tensor, spans: list[tuple[int, int, int, list[int]]]) -> torch.Tensor:

@@ -60,7 +60,8 @@ def _train(args: argparse.Namespace) -> int:
                       max_steps_per_example=args.max_steps_per_example, max_minutes=args.minutes,
                       data_workers=args.data_workers, hearing_weight=args.hearing_weight,
                       typed_batch_size=args.typed_batch, schedule=args.schedule, typed_only=args.typed_only or None,
-                      bf16=False if args.fp32 else None, length_buckets=args.length_buckets)
+                      bf16=False if args.fp32 else None, length_buckets=args.length_buckets,
+                      answer_noise=args.answer_noise)
     out = Path(args.out or f"runs/lm/{args.preset}")
     codec = load_codec(args.codec)
     codec_id = cache_id(codec)
@@ -403,6 +404,9 @@ def register(subparsers, registered: dict) -> None:
                        ("save-every", int), ("max-steps-per-example", int), ("data-workers", int),
                        ("hearing-weight", float), ("length-buckets", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
+    p.add_argument("--answer-noise", type=float, default=None,
+                   help="share of the answers' codes the model reads wrong in training, their targets kept (default 0): "
+                        "it learns to go on from its own mistakes, as it must in generation")
     p.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
     p.add_argument("--schedule", choices=("steps", "time"), default=None,
                    help="time: the learning rate decays over --minutes of wall time instead of --steps "

@@ -72,6 +72,7 @@ class _Thought:
     answer_start: int | None = None     # cache position of the last answer's <|assistant_text|> marker
     fed_words: int = 0                  # of that answer's words, those in the cache
     last: int | None = None             # the word just written, fed at the next step (while thinking)
+    given: list[int] | None = None      # words to say given by a <|speak|> block: the next answer says them
 
     @property
     def thinking(self) -> bool:
@@ -364,6 +365,8 @@ class SpeechGenerator:
         if marker in ("context", "user_text", "assistant_text"):      # the dialogue's text blocks, as they are
             self._think_text(session, marker, ids)
             self._think_flush(session)
+        elif marker == "speak" and session.thought is not None:      # the words to say are given: nothing to think
+            session.thought.given = list(ids)
 
     def feed_user_speech(self, session: Session, codes: np.ndarray, pcm: np.ndarray | None = None,
                          features: np.ndarray | None = None) -> None:
@@ -465,7 +468,8 @@ class SpeechGenerator:
         e.g. in text mode), so the model only makes the audio."""
         head, text, audio = self._begin_block(session)
         if words is None and session.thought is not None:      # the thought writes the words, one a step
-            words = self._think_begin(session)
+            given, session.thought.given = session.thought.given, None
+            words = given if given is not None else self._think_begin(session)
         text.append(self.vocab.special("assistant_speech"))
         audio.append(self._none_audio)
         start = self.length(session) + len(text) - 1 + (0 if head is None else len(head))

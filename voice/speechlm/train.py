@@ -32,6 +32,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     text_weight: float = 1.0       # text-stream loss weight (audio loss weight is 1)
     hearing_weight: float = 0.0    # weight of the auxiliary CTC loss of the user's words on their frames
+    answer_noise: float = 0.0      # share of the answers' codes the model reads wrong (batch.with_noisy_answers)
     eval_every: int = 250          # validation loss and accuracy every this many steps
     eval_examples: int = 32        # validation examples (fixed)
     save_every: int = 250          # checkpoint every this many steps (and at the end)
@@ -324,7 +325,7 @@ def train(out: Path, model: SpeechLM, tokenizer, stream, val_batches, cfg: Train
                 (cfg.typed_weight * typed_parts.loss).backward()
             typed_loss = typed_parts.text_loss
         with autocast:
-            parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight)
+            parts = lm_loss(net, batch, cfg.text_weight, cfg.hearing_weight, cfg.answer_noise)
         parts.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
