@@ -77,9 +77,9 @@ def with_noisy_answers(batch: Batch, rate: float, codebook_size: int,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """The batch's codes as the model reads them, each answer code (an audio target, not the END mark) replaced by a
     random code with probability `rate`; the targets stay the true codes. Teacher forcing shows the model only right
-    codes, while in generation it reads its own mistakes and drifts from the words (the voice says training answers
-    far better teacher-forced than free-running); codes read wrong teach it to say the next one from the words and the
-    codes around it."""
+    codes, while in generation it reads its own mistakes and drifts from the words (the shipped voice says even its
+    training answers with 61% WER); codes read wrong teach it to say the next one from the words and the codes around
+    it. Measured in docs/speechlm.md ("More answers, and answers read wrong")."""
     audio = batch.audio
     where = batch.audio_target & (audio < codebook_size)
     where &= torch.rand(audio.shape, generator=generator, device=audio.device) < rate
