@@ -330,6 +330,10 @@ def test_the_default_model_folder_is_named_in_the_error(monkeypatch):
     ({"hear_frames": 0}, "hear_frames must be a whole number of frames in 1..50"),
     ({"hear_frames": 2.5}, "hear_frames must be a whole number of frames in 1..50"),
     ({"now": "tomorrow"}, "option now must be an ISO 8601 date-time"),
+    ({"think": 2}, "think must be 0 or 1"),
+    ({"think": 0.5}, "think must be 0 or 1"),
+    ({"think": "yes"}, "think must be 0 or 1"),
+    ({"think": 1}, "this speech LM does not think in text"),     # the test's tiny model reads no heard text
 ])
 def test_bad_options_are_clear_errors(e2e_env, options, needle):
     message = hello_error("e2e", options)

@@ -129,6 +129,27 @@ def test_a_thinking_session_takes_two_slots_and_a_model_that_reads_no_words_cann
     assert SpeechGenerator(tiny_model(0), max_sessions=1).think is False
 
 
+def test_a_session_of_a_thinking_generator_may_choose_not_to_think() -> None:
+    """`open(think=False)`: one slot, no thought, the speech block writes its own words, as a generator
+    that does not think; a generator that does not think opens no session that does."""
+    model, [(user, rows), _] = _model_and_turns()
+    gen = SpeechGenerator(model, max_sessions=1, sampling=SAMPLING, tokenize=tokenize)
+    quick = gen.open(think=False)
+    assert quick.thought is None and len(gen.free) == 1
+    with pytest.raises(NoFreeSlotError):
+        gen.open()                        # a thinking session needs two slots; one is left
+    gen.close(gen.open(think=False))      # enough for another that does not think
+    own = SpeechGenerator(model, max_sessions=1, sampling=SAMPLING, tokenize=tokenize, think=False)
+    ref = own.open()
+    for g, s in ((gen, quick), (own, ref)):
+        g.feed_text(s, "context", tokenize("it is noon."))
+        g.feed_user_speech(s, user, features=rows)
+    (words, frames), (own_words, own_frames) = _answer(gen, quick), _answer(own, ref)
+    assert words == own_words and np.array_equal(np.concatenate(frames, 1), np.concatenate(own_frames, 1))
+    with pytest.raises(ValueError, match="does not think in text"):
+        own.open(think=True)
+
+
 def test_given_words_are_said_as_given() -> None:
     model = tiny_model(3)
     gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(max_frames=20))

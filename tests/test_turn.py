@@ -10,7 +10,7 @@ import pytest
 
 from voice.frames import SpeechStopped, UserAudio
 from voice.stages.vad import VadConfig, VadStage
-from voice.turn.data import trim_silence
+from voice.turn.data import TurnBuildConfig, trim_silence, with_extra_voices
 from voice.turn.model import Detector, DecisionModel, TurnConfig, fit_context
 from voice.turn.pauses import choose_pause, number_words, pause_points
 from voice.turn.train import TurnPolicy
@@ -53,6 +53,24 @@ def test_trim_silence_cuts_the_synthesizer_padding():
     trimmed = trim_silence(padded)
     assert abs(len(trimmed) - len(tone)) <= 0.05 * rate
     assert len(trim_silence(np.zeros(rate, np.float32))) == 0
+
+
+def test_extra_voices_say_each_train_question_once_more_and_leave_the_held_out_splits_alone():
+    rows = [{"id": f"d{i}", "split": split, "voice": "flite:kal", "speaker": "kal", "text": f"question {i}"}
+            for i, split in enumerate(["train", "train", "train", "validation", "test"])]
+    voices = ("espeak:en-us-nyc+m5", "festival:ked_diphone")
+    out = with_extra_voices(rows, voices)
+    assert out[:5] == rows
+    copies = out[5:]
+    assert [c["id"] for c in copies] == ["d0~x0", "d1~x1", "d2~x0"]
+    assert [c["voice"] for c in copies] == [voices[0], voices[1], voices[0]]
+    assert [c["speaker"] for c in copies] == ["espeak/en-us-nyc+m5", "ked", "espeak/en-us-nyc+m5"]
+    assert all(c["split"] == "train" and c["text"] == r["text"] for c, r in zip(copies, rows))
+    assert with_extra_voices(rows, ()) == rows
+    with pytest.raises(ValueError, match="not an extra voice"):
+        with_extra_voices(rows, ("flite:rms",))       # a test voice is never an extra one
+    assert "extra_voices" not in TurnBuildConfig(corpus="c").identity()    # older sets stay valid
+    assert TurnBuildConfig(corpus="c", extra_voices=voices).identity()["extra_voices"] == list(voices)
 
 
 def test_model_save_load_and_corrupt_file(tmp_path):

@@ -204,3 +204,25 @@ def test_barge_in_pieces_are_timed_from_the_speech_onset():
     np.testing.assert_array_equal(trim_leading_silence(speech), speech)       # nothing to trim
     silent = np.zeros(800, np.float32)
     assert trim_leading_silence(silent) is silent                             # silence stays as it is
+
+
+def test_extra_voices_say_the_train_questions_again_and_a_held_out_voices_copies_are_not_trained_on(sets, tmp_path):
+    from voice.turn.data import load_records, original_id
+    from voice.turn.train import PieceStore
+
+    out = tmp_path / "extra"
+    assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(out), "--workers", "1", "--no-progress",
+                 "--extra-voices", "festival:ked_diphone"]) == 0
+    records = load_records(out)
+    base = {r["id"]: r for r in load_records(sets["turns"])}
+    copies = [r for r in records if r["id"] not in base]
+    assert copies and {r["voice"] for r in copies} == {"festival:ked_diphone"}
+    assert len(copies) == sum(r["split"] == "train" for r in base.values())     # each train question, once more
+    for r in copies:
+        assert r["split"] == "train" and r["text"] == base[original_id(r["id"])]["text"]
+    voice = next(r["voice"] for r in records if r["split"] == "train")
+    kept = PieceStore(out, "train", exclude=frozenset({voice}))
+    held_ids = {r["id"] for r in records if r["voice"] == voice}
+    assert kept.records and not any(original_id(r["id"]) in held_ids for r in kept.records)
+    assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(tmp_path / "bad"), "--no-progress",
+                 "--extra-voices", "flite:rms"]) == 1          # a test voice is never an extra one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # Each module exposes `register(subparsers)`, adding its subcommand with `set_defaults(func=...)`.
@@ -52,7 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def single_threaded_numpy_blas() -> None:
+    """One OpenBLAS thread for numpy, unless the environment says otherwise; before numpy is imported.
+
+    numpy's matrix products here are small (the Whisper log-mel of the speech LM's ear and of the
+    cascade's ASR, 80 x 201 by 201 x frames), and OpenBLAS's own threads, one per core by default,
+    wait on each other whenever something else keeps the cores busy: with a data build on both cores
+    the speech LM's end of turn (`begin_answer`) took 71 ms with them and 28 ms without; on a quiet
+    machine the difference is a few ms (docs/e2e.md, "Threads")."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    single_threaded_numpy_blas()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO

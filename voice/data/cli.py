@@ -49,6 +49,8 @@ def register(subparsers, registered: dict) -> None:
 
     t = sub.add_parser("turns", help="the paused-turn set: corpus questions whole, cut at a pause, and finished (resumable)")
     _turn_set_arguments(t, "data/turns/v2")
+    t.add_argument("--extra-voices", default="", help="each train question also said by one of these "
+                   "voice.data.voices.EXTRA_VOICES names, in turn (comma-separated, or 'all'; default none)")
     t.set_defaults(func=_turns)
 
     g = sub.add_parser("barge", help="the barge-in set: interruptions and backchannels in the corpus's voices (resumable)")
@@ -97,14 +99,14 @@ def _turn_set_arguments(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _turn_sets(args: argparse.Namespace, build_config, build, describe) -> int:
+def _turn_sets(args: argparse.Namespace, build_config, build, describe, **settings) -> int:
     """Build a turn-taking set (`voice data turns` or `barge`) from a corpus and print its summary."""
     from pathlib import Path
 
     from voice.data.voices import VoiceError
 
     start = time.monotonic()
-    config = build_config(corpus=args.corpus, seed=args.seed, limit_per_split=max(0, args.limit))
+    config = build_config(corpus=args.corpus, seed=args.seed, limit_per_split=max(0, args.limit), **settings)
     try:
         summary = build(config, Path(args.out), workers=args.workers, progress=not args.no_progress)
     except (VoiceError, OSError, ValueError) as exc:
@@ -117,13 +119,19 @@ def _turn_sets(args: argparse.Namespace, build_config, build, describe) -> int:
 
 
 def _turns(args: argparse.Namespace) -> int:
+    from voice.data.voices import extra_voices
     from voice.turn.data import TurnBuildConfig, build_turns
 
     def describe(s: dict) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(s["kinds"].items()))
         return (f"{s['utterances']} questions, {s['paused']} paused ({kinds}), {s['openings']} openings, "
                 f"{len(s['voices'])} voices")
-    return _turn_sets(args, TurnBuildConfig, build_turns, describe)
+    try:
+        voices = tuple(extra_voices(args.extra_voices))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return _turn_sets(args, TurnBuildConfig, build_turns, describe, extra_voices=voices)
 
 
 def _barge(args: argparse.Namespace) -> int:

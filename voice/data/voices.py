@@ -79,6 +79,16 @@ def kokoro_voices() -> list[VoiceSpec]:
             for style in KokoroBackend.styles()]
 
 
+def extra_voices(names: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Validated EXTRA_VOICES names from a comma-separated string or a list ("all": every one of them)."""
+    if isinstance(names, str):
+        names = list(EXTRA_VOICES) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXTRA_VOICES]
+    if unknown:
+        raise ValueError(f"not an extra voice: {', '.join(unknown)}; extra voices: {', '.join(EXTRA_VOICES)}")
+    return list(names)
+
+
 def get_voice(name: str) -> VoiceSpec:
     """The registry entry for `name`; a clear error for unknown names."""
     if name in VOICES:

@@ -8,7 +8,8 @@ checkout, or the folder named by the environment variable VOICE_SPEECHLM. VOICE_
 frames go to the speech LM in pieces of this many, 1 to 50; default: the ear's chunk for a model that
 hears through the Whisper ear, 0.2 s for the shipped one, else 25 = 0.5 s) and `now` (a fixed
 clock for the context sentence, ISO 8601, as the cascade's; the bench's corpus set sends each
-dialogue's). See docs/e2e.md.
+dialogue's) and `think` (1: the conversation thinks its answers in text first, the default where the
+model reads heard text; 0: the model writes its words as it speaks). See docs/e2e.md.
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ def _hear_frames(options: dict) -> int | None:
     return int(value)
 
 
+def _think(options: dict) -> bool | None:
+    if "think" not in options:
+        return None                         # the generator's default for its model
+    value = options["think"]
+    if isinstance(value, str) or value not in (0, 1):      # 0, 1, 0.0, 1.0, false, true
+        raise ValueError(f"think must be 0 or 1 (or true / false), got {value!r}")
+    return bool(value)
+
+
 def build(options: dict, models: ModelCache) -> list[Stage]:
     if "model" in options:
         raise ValueError(f"the e2e pipeline's model is chosen by the server ({SPEECHLM_ENV}), not by the hello")
@@ -94,7 +104,8 @@ def build(options: dict, models: ModelCache) -> list[Stage]:
     codec = _codec({}, models)
     service = _service(models)
     return [CodecEncodeStage(codec, step_frames),
-            SpeechLMStage(service, step_frames, max_answer_s, clock, hear_frames=_hear_frames(options)),
+            SpeechLMStage(service, step_frames, max_answer_s, clock, hear_frames=_hear_frames(options),
+                          think=_think(options)),
             CodecDecodeStage(service.codec)]
 
 

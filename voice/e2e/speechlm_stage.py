@@ -236,8 +236,10 @@ class SpeechLMStage(Stage):
     name = "speechlm"
 
     def __init__(self, service: SpeechLMService, step_frames: int = 2, max_answer_s: float = 15.0,
-                 clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int | None = None) -> None:
-        """`hear_frames`: the user's frames are given to the model in pieces of this many (and the rest at
+                 clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int | None = None,
+                 think: bool | None = None) -> None:
+        """`think`: whether the conversation thinks its answers in text (the generator's `think` mode; default:
+        the generator's). `hear_frames`: the user's frames are given to the model in pieces of this many (and the rest at
         the end of the turn). Every call to the shared worker thread costs a model pass for one session;
         with the codec's 2-frame steps, 4 sessions speaking at once kept it busy 83% of the time, and
         the answers queued behind their hearing (loadtest, docs/e2e.md). Default: a model that hears
@@ -246,6 +248,9 @@ class SpeechLMStage(Stage):
         super().__init__()
         self.service, self.step_frames, self.clock = service, step_frames, clock
         gen = service.generator
+        if think and not gen.think:
+            raise ValueError("think: this speech LM does not think in text (its model reads no heard text)")
+        self.think = gen.think if think is None else bool(think)
         if hear_frames is None:
             hear_frames = gen.cfg.ear_config.chunk if gen.cfg.reads_ear else HEAR_FRAMES
         self.hear_frames = max(1, int(hear_frames))
@@ -340,7 +345,7 @@ class SpeechLMStage(Stage):
         gen = self.service.generator
         self._drop(conv)
         try:
-            conv.session = gen.open()
+            conv.session = gen.open(think=self.think)
         except NoFreeSlotError:
             raise SessionsFull(f"the speech LM holds its maximum of {self.service.max_sessions} conversations") from None
         gen.feed_text(conv.session, "context", self.service.text.encode(clock_text(self.clock())))

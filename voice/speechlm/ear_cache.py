@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.audio import speed_perturb  # noqa: F401  (the copies' perturbation; tests reach it here)
+from voice.data.voices import extra_voices
 from voice.codec.tokenize import _read_index     # the ear's index.jsonl has the token cache's format
 from voice.speechlm.whisper_ear import EarConfig
 
@@ -52,18 +53,6 @@ def speed_factor(utterance_id: str, variant: int) -> float:
 def extra_voice_id(ear: str, voice: str) -> str:
     """The folder of the train turns re-spoken in extra voice `voice` (an EXTRA_VOICES name) of the cache `ear`."""
     return f"{ear}~voice-{voice.replace(':', '-')}"
-
-
-def extra_voices(names: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Validated EXTRA_VOICES names from a comma-separated string or a list ("all": every one of them)."""
-    from voice.data.voices import EXTRA_VOICES
-
-    if isinstance(names, str):
-        names = list(EXTRA_VOICES) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in EXTRA_VOICES]
-    if unknown:
-        raise ValueError(f"not an extra voice: {', '.join(unknown)}; extra voices: {', '.join(EXTRA_VOICES)}")
-    return list(names)
 
 
 def respoken(record: dict, voice: str, synth) -> np.ndarray:

@@ -188,15 +188,19 @@ class SpeechGenerator:
         held = session.held.shape[1] if session.held is not None else 0
         return self.decoder.lengths[session.slot] + held
 
-    def open(self) -> Session:
+    def open(self, think: bool | None = None) -> Session:
         """A new session in a free slot (two when thinking), its context empty; `NoFreeSlotError` when every slot
-        is taken."""
-        if len(self.free) < (2 if self.think else 1):
+        is taken. `think`: whether this session thinks in text (default: the generator's `think`; a generator
+        that does not think has no session that does)."""
+        think = self.think if think is None else bool(think)
+        if think and not self.think:
+            raise ValueError("this generator does not think in text (think=False, or its model reads no heard text)")
+        if len(self.free) < (2 if think else 1):
             raise NoFreeSlotError("no free session slot")
         slot = self.free.pop(0)
         self.decoder.reset(slot)
         session = Session(slot)
-        if self.think:
+        if think:
             session.thought = _Thought(self.free.pop(0))
             self.decoder.reset(session.thought.slot)
         return session

@@ -187,7 +187,8 @@ def _train(args: argparse.Namespace) -> int:
     if (args.ear_speed_variants or args.ear_extra_voices) and not args.ear:
         raise SystemExit("--ear-speed-variants and --ear-extra-voices are the Whisper ear's rows: train with --ear")
     if args.ear:                                     # an ear encoder: the Whisper ear's cached features
-        from voice.speechlm.ear_cache import ear_id, extra_voices
+        from voice.data.voices import extra_voices
+        from voice.speechlm.ear_cache import ear_id
         from voice.speechlm.whisper_ear import FEATURE_DIM, EarConfig
 
         if args.user_variants:

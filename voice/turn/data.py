@@ -13,8 +13,11 @@ A sixth of the utterances also get an `opening` piece, a hesitation said before 
 not over; prefix + pause + rest: over), and the bench plays prefix + pause + rest, with the pause
 length stored here, to count answers that start while the user is only pausing.
 
-The test split keeps the corpus's held-out voices and phrasings. Shards make the build
-resumable: a finished shard is never redone.
+The test split keeps the corpus's held-out voices and phrasings. With `extra_voices`
+(`--extra-voices`), every train utterance is also said by one of those voices
+(`voice.data.voices.EXTRA_VOICES`: never in the corpus, none near a test voice), taken in turn, so
+the models hear more speakers; validation and test are unchanged. Shards make the build resumable:
+a finished shard is never redone.
 """
 
 from __future__ import annotations
@@ -47,11 +50,15 @@ class TurnBuildConfig:
     limit_per_split: int = 0          # 0: every user utterance
     opening_share: float = 1 / 6
     pause_range_s: tuple[float, float] = (0.3, 1.2)   # the bench's pauses inside turns
+    extra_voices: tuple[str, ...] = ()                 # EXTRA_VOICES names: each train utterance once more in one
 
     def identity(self) -> dict:
-        return {"corpus": str(Path(self.corpus).resolve().name), "seed": self.seed,
-                "limit_per_split": self.limit_per_split, "opening_share": round(self.opening_share, 4),
-                "pause_range_s": list(self.pause_range_s), "format_version": FORMAT_VERSION}
+        identity = {"corpus": str(Path(self.corpus).resolve().name), "seed": self.seed,
+                    "limit_per_split": self.limit_per_split, "opening_share": round(self.opening_share, 4),
+                    "pause_range_s": list(self.pause_range_s), "format_version": FORMAT_VERSION}
+        if self.extra_voices:
+            identity["extra_voices"] = list(self.extra_voices)
+        return identity
 
 
 def trim_silence(audio: np.ndarray, rate_hz: int = SAMPLE_RATE_HZ, below_peak_db: float = 45.0,
@@ -156,9 +163,33 @@ def _build_shard(task: tuple) -> list[dict]:
     return records
 
 
+def original_id(record_id: str) -> str:
+    """The id of the corpus utterance a record says (an extra voice's copy `d000012_00~x3` says `d000012_00`)."""
+    return record_id.split("~", 1)[0]
+
+
+def with_extra_voices(rows: list[dict], voices: tuple[str, ...]) -> list[dict]:
+    """`rows`, then each train row once more in the next of `voices` (EXTRA_VOICES names, in turn).
+
+    A copy keeps the row's text, speed and pitch; its id gains the voice's index (`~x3`), its speaker
+    is the extra voice's."""
+    from voice.data.voices import EXTRA_VOICES, extra_voices
+
+    voices = extra_voices(voices)
+    if not voices:
+        return rows
+    train = [r for r in rows if r["split"] == "train"]
+    copies = []
+    for i, row in enumerate(train):
+        k = i % len(voices)
+        spec = EXTRA_VOICES[voices[k]]
+        copies.append({**row, "id": f"{row['id']}~x{k}", "voice": spec.name, "speaker": spec.speaker})
+    return rows + copies
+
+
 def build_turns(config: TurnBuildConfig, out: Path, workers: int = 0, progress: bool = True) -> dict:
     """Build (or finish) the paused-turn set in `out`; returns its summary."""
-    rows = user_rows(Path(config.corpus), config.limit_per_split)
+    rows = with_extra_voices(user_rows(Path(config.corpus), config.limit_per_split), config.extra_voices)
     records = run_shards(rows, out, _build_shard, config, "paused turns", workers, progress)
     summary = summarize(records)
     atomic_write_json(out / "build_info.json", {"format": FORMAT, "config": config.identity(), "status": "done",

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.turn import decision_threshold
-from voice.turn.data import SAMPLE_RATE_HZ, load_records, read_piece
+from voice.turn.data import SAMPLE_RATE_HZ, load_records, original_id, read_piece
 from voice.turn.transcript import TEXT_WEIGHTS, TextTurnModel
 
 OVER, NOT_OVER = 1, 0
@@ -108,10 +108,13 @@ class PieceStore:
 
     def __init__(self, turns_dir: Path, split: str | tuple[str, ...], limit: int = 0, short_dir: Path | None = None,
                  voices: frozenset[str] | None = None, exclude: frozenset[str] = frozenset()) -> None:
-        """The records of `split` (or several), only those of `voices` when given and none of `exclude`."""
+        """The records of `split` (or several), only those of `voices` when given and none of `exclude`, nor
+        the extra voices' copies of an excluded voice's questions (`voice data turns --extra-voices`)."""
         splits = (split,) if isinstance(split, str) else tuple(split)
-        self.records = [r for s in splits for r in load_records(turns_dir, s)
-                        if (voices is None or r["voice"] in voices) and r["voice"] not in exclude]
+        records = [r for s in splits for r in load_records(turns_dir, s)]
+        excluded = {r["id"] for r in records if r["voice"] in exclude}
+        self.records = [r for r in records if (voices is None or r["voice"] in voices) and r["voice"] not in exclude
+                        and original_id(r["id"]) not in excluded]
         if limit:
             self.records = self.records[:limit]
         if not self.records:
