@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from voice.audio import speed_perturb  # noqa: F401  (the copies' perturbation; tests reach it here)
-from voice.data.voices import extra_voices
 from voice.codec.tokenize import _read_index     # the ear's index.jsonl has the token cache's format
+from voice.data.voices import extra_voices
 from voice.speechlm.whisper_ear import EarConfig
 
 
