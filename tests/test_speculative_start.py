@@ -89,7 +89,7 @@ def _turn_audio(frames: list[Frame]) -> np.ndarray:
 
 def test_a_likely_end_starts_the_answer_and_speech_that_goes_on_takes_it_back(speech):
     pcm, second_s = paused_turn(speech)
-    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3), SteadyDetector(0.5), pcm)
+    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3, turn_speculate_ms=0), SteadyDetector(0.5), pcm)
     out = ctx.out
     kinds = [type(f).__name__ for f in out if not isinstance(f, UserAudio)]
     assert kinds == ["SpeechStarted", "SpeechStopped", "SpeechStarted", "SpeechStopped", "TurnConfirmed"], kinds
@@ -116,7 +116,8 @@ def test_a_likely_end_starts_the_answer_and_speech_that_goes_on_takes_it_back(sp
 
 def test_a_held_answer_is_confirmed_by_the_long_silence(speech):
     pcm = np.concatenate([gap(0.5), speech, gap(2.5)])
-    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3, turn_max_silence_ms=900.0), SteadyDetector(0.5), pcm)
+    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3, turn_speculate_ms=0, turn_max_silence_ms=900.0),
+                      SteadyDetector(0.5), pcm)
     heads = [f for f in ctx.out if not isinstance(f, UserAudio)]
     assert [type(f).__name__ for f in heads] == ["SpeechStarted", "SpeechStopped", "TurnConfirmed"]
     stop, confirmed = heads[1], heads[2]
@@ -133,6 +134,49 @@ def test_no_speculation_when_off_or_not_below_the_decision_threshold(speech, con
     stops = [f for f in ctx.out if isinstance(f, (SpeechStopped, TurnConfirmed))]
     assert ctx.turns == [] and [type(f).__name__ for f in stops] == ["SpeechStopped"] and not stops[0].speculative
     assert stops[0].reason == "max_silence"
+
+
+class TimedDetector(SteadyDetector):
+    """A steady model that notes how much audio it heard at each question (the VAD hands it the recent windows)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.calls = 0
+
+    def probability(self, audio: np.ndarray) -> float:
+        self.calls += 1
+        return self.p
+
+
+def test_the_model_is_asked_early_whether_to_start_and_still_decides_at_the_pause():
+    """A sure end: asked once at turn_speculate_ms (the answer starts, held), decided at turn_pause_ms (released);
+    without the early question the end comes as one SpeechStopped at the decision."""
+    speech, rate = read_wav(SPEECH_DIR / "ps_forever_input_2.wav")     # no pause inside it
+    assert rate == RATE_HZ
+    pcm = np.concatenate([gap(0.5), speech, gap(1.0)])
+    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3), detector := TimedDetector(0.9), pcm)
+    heads = [f for f in ctx.out if not isinstance(f, UserAudio)]
+    assert [type(f).__name__ for f in heads] == ["SpeechStarted", "SpeechStopped", "TurnConfirmed"]
+    stop, confirmed = heads[1], heads[2]
+    assert stop.speculative and stop.end_probability == 0.9 and confirmed.reason == "model" and ctx.turns == []
+    assert confirmed.stream_s == stop.stream_s and detector.calls == 2
+    # the early question came at least 96 ms into the silence, the decision 200 ms into it: windows apart
+    at = {id(f): i for i, f in enumerate(ctx.out)}
+    windows_between = sum(isinstance(f, UserAudio) for f in ctx.out[at[id(stop)]:at[id(confirmed)]])
+    assert 1 <= windows_between <= round((0.200 - 0.096) / 0.032) + 1
+
+    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3, turn_speculate_ms=0), detector := TimedDetector(0.9), pcm)
+    heads = [f for f in ctx.out if not isinstance(f, UserAudio)]
+    assert [type(f).__name__ for f in heads] == ["SpeechStarted", "SpeechStopped"] and not heads[1].speculative
+    assert detector.calls == 1
+
+
+def test_the_early_question_is_asked_again_at_each_pause_and_never_ends_a_turn(speech):
+    """A pause the model rates low at the early question and at the decision: no speculation, no end there."""
+    pcm, _ = paused_turn(speech)
+    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3, turn_max_silence_ms=1500.0), TimedDetector(0.2), pcm)
+    stops = [f for f in ctx.out if isinstance(f, (SpeechStopped, TurnConfirmed))]
+    assert [f.speculative for f in stops] == [False] and stops[0].reason == "max_silence" and ctx.turns == []
 
 
 class SlowAnswerStage(Stage):
@@ -201,7 +245,7 @@ def _times(c: VoiceClient, kind: str) -> list[float]:
 
 
 MODEL_RULES = {"turn_detection": "model", "barge_in_detection": "duration", "turn_max_silence_ms": 900.0,
-               "turn_late_ms": 0.0}
+               "turn_late_ms": 0.0, "turn_speculate_ms": 0.0}   # a steady P(over) would speculate at the speech's short gaps
 
 
 def test_through_the_server_a_taken_back_answer_leaves_no_trace(monkeypatch, speech):

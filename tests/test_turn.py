@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from voice.frames import SpeechStopped, UserAudio
+from voice.frames import SpeechStopped, TurnConfirmed, UserAudio
 from voice.stages.vad import VadConfig, VadStage
 from voice.turn.data import TurnBuildConfig, trim_silence, with_extra_voices
 from voice.turn.model import Detector, DecisionModel, TurnConfig, fit_context
@@ -174,13 +175,14 @@ def _speech_then_silence(speech_s: float = 1.0, silence_s: float = 2.5, rate: in
     return np.concatenate([lead, pcm, np.zeros(int(silence_s * rate), np.float32)]), 0.5 + len(pcm) / rate
 
 
-def _stops(config: VadConfig, detector, pcm: np.ndarray) -> list[SpeechStopped]:
+def _stops(config: VadConfig, detector, pcm: np.ndarray) -> list[SpeechStopped | TurnConfirmed]:
+    """The decided ends of turns (a speculative start's `SpeechStopped` is not one: its `TurnConfirmed` is)."""
     async def go():
         vad = VadStage(16000, config, turn_detector=detector)
         out = []
         for i in range(0, len(pcm), 320):
             async for f in vad.process(UserAudio(pcm=pcm[i:i + 320], sample_rate_hz=16000, stream_s=i / 16000)):
-                if isinstance(f, SpeechStopped):
+                if isinstance(f, TurnConfirmed) or (isinstance(f, SpeechStopped) and not f.speculative):
                     out.append((f, (i + 320) / 16000))
         return out
     return asyncio.run(go())
@@ -366,3 +368,24 @@ def test_the_shipped_models_always_end_a_real_turn(condition):
     assert last.reason in ("model", "max_silence")
     assert detected_s - last.stream_s <= VadConfig().turn_max_silence_ms / 1000 + 0.032 + 0.02 + 1e-6
     assert len(stops) <= 3    # ended, and not split into many turns by the open microphone
+
+
+def test_the_offline_evaluation_replays_the_early_speculation_check():
+    """`speculate_ms`: one more check before the first decision that only starts answers, never ends a turn."""
+    from voice.turn.train import NOT_OVER, OVER, summarize
+
+    policy = TurnPolicy(threshold=0.8, speculate=0.3, speculate_ms=96.0)
+    times = policy.check_times_s(0.4)
+    assert times == [0.096, 0.2, 0.296, 0.392]
+    assert TurnPolicy(threshold=0.8, speculate_ms=96.0).check_times_s(0.05) == []   # a pause shorter than the check
+    record = {"voice": "v", "kind": "filler"}
+    rows = [(record, "full", OVER, times), (record, "prefix", NOT_OVER, times), (record, "prefix", NOT_OVER, times)]
+    probs = {0: [0.95, 0.5, 0.9, 0.9],    # over: started at 96 ms (not ended there), decided at 296
+             1: [0.95, 0.1, 0.1, 0.1],    # a pause rated over at 96 ms only: started, taken back, not premature
+             2: [0.1, 0.1, 0.1, 0.1]}
+    r = summarize(rows, probs, policy)["all"]
+    assert (r["start_p50_ms"], r["end_silence_p50_ms"]) == (96.0, 296.0)
+    assert r["premature_rate"] == 0.0 and r["taken_back_rate"] == 0.5
+    assert r["accuracy_first_check"] == round(2 / 3, 4)     # the first decision is at 200 ms: 0.5 for the finished turn
+    off = summarize(rows, probs, replace(policy, speculate=0.0))["all"]   # no speculation: the early check is not asked
+    assert (off["start_p50_ms"], off["taken_back_rate"]) == (296.0, 0.0)

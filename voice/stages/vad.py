@@ -9,7 +9,8 @@ Two ways to decide that the user's turn is over (`turn_detection` in the hello):
 - `silence`: a silence of `end_silence_ms` ends the turn.
 
 Speculative start (model mode): when the model rates a pause as a likely end (P(over) at least
-`turn_speculate_threshold`) but not yet a sure one, the VAD sends `SpeechStopped(speculative=True)`:
+`turn_speculate_threshold`) but not yet a sure one, or already at `turn_speculate_ms` (96 ms) of silence,
+where it is asked once before the first decision, the VAD sends `SpeechStopped(speculative=True)`:
 the pipeline starts its answer at once and the session holds its output. When the turn is then
 decided over (the model at a later check, or the long silence), a `TurnConfirmed` releases the
 held answer, which by then is partly or wholly made. When the user goes on instead, the VAD asks
@@ -62,6 +63,8 @@ class VadConfig:
     turn_recheck_ms: float = 96.0       # model: asked again this often while the silence lasts (0: asked once)
     turn_speculate_threshold: float = 0.3  # model: P(over) at which the answer starts, held until the turn is
                                         # decided over (0: never; at or above the decision threshold: never)
+    turn_speculate_ms: float = 96.0     # model, speculation on: the silence at which the model is asked once before
+                                        # turn_pause_ms, only whether to start the answer (0: not before turn_pause_ms)
     turn_late_ms: float = 800.0         # model: from this much silence on, turn_late_threshold decides when lower (0: never)
     turn_late_threshold: float = 0.5    # model: the decision threshold of a long silence (docs/turn-taking.md)
     turn_text: float = 0.0              # model: 1 hears the words before a pause too (when models/turn has a text
@@ -83,7 +86,7 @@ class VadConfig:
               "pre_roll_ms": 2_000.0, "barge_in_min_speech_ms": 10_000.0, "max_turn_s": 600.0,
               "threshold": 1.0, "refine_with_energy": 1.0, "turn_pause_ms": 10_000.0,
               "turn_max_silence_ms": 10_000.0, "turn_threshold": 1.0, "turn_recheck_ms": 10_000.0, "barge_in_check_ms": 10_000.0,
-              "turn_speculate_threshold": 1.0, "turn_late_ms": 10_000.0, "turn_late_threshold": 1.0,
+              "turn_speculate_threshold": 1.0, "turn_speculate_ms": 10_000.0, "turn_late_ms": 10_000.0, "turn_late_threshold": 1.0,
               "turn_text_wait_ms": 10_000.0, "turn_text": 1.0,
               "barge_in_max_speech_ms": 10_000.0, "barge_in_threshold": 1.0}
     CHOICES = {"turn_detection": TURN_MODES, "barge_in_detection": BARGE_IN_MODES}
@@ -297,6 +300,7 @@ class VadStage(Stage):
         self._next_check_s: float | None = None   # model: stream time of the next question to it
         self._next_barge_check_s: float | None = None
         self._speculating = False   # a speculative SpeechStopped was sent for this turn, not yet decided
+        self._asked_early = False   # the model was asked at turn_speculate_ms of this silence
         self._tail_text = None      # model with a text model: future of the transcript of the words before this pause
         self._text_due_s: float | None = None   # stream time of the check that is waiting for it
         self._turn_windows: list[tuple[np.ndarray, float]] = []   # the turn's audio, to send again on a retract
@@ -387,6 +391,7 @@ class VadStage(Stage):
             if is_speech:
                 self._silence_from_s = None
                 self._next_check_s = None
+                self._asked_early = False
                 self._drop_transcript()
             elif is_silence and self._silence_from_s is None:
                 self._silence_from_s = t_s
@@ -449,7 +454,7 @@ class VadStage(Stage):
         if silence_ms >= cfg.turn_max_silence_ms - 1e-6:
             return "max_silence", None
         if silence_ms < cfg.turn_pause_ms - 1e-6:
-            return None, None
+            return self._early_speculation(silence_ms)
         if self._next_check_s is not None and now_s < self._next_check_s - 1e-6:
             return None, None
         text = None
@@ -468,6 +473,20 @@ class VadStage(Stage):
         if p_end >= decision_threshold(self.turn_threshold, silence_ms, cfg.turn_late_ms, cfg.turn_late_threshold):
             return "model", round(p_end, 4)
         if self.speculates and not self._speculating and p_end >= cfg.turn_speculate_threshold:
+            return "speculate", round(p_end, 4)
+        return None, None
+
+    def _early_speculation(self, silence_ms: float) -> tuple[str | None, float | None]:
+        """Before the first decision (`turn_pause_ms`): at `turn_speculate_ms` of silence the model is asked once
+        whether to start the answer; it never ends the turn there (the audio alone: no transcript is awaited)."""
+        cfg = self.config
+        if (not self.speculates or self._speculating or self._asked_early or cfg.turn_speculate_ms <= 0
+                or silence_ms < cfg.turn_speculate_ms - 1e-6):
+            return None, None
+        self._asked_early = True
+        p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
+        log.debug("turn %d: P(over)=%.2f after %.0f ms of silence (speculation only)", self.turn_id, p_end, silence_ms)
+        if p_end >= cfg.turn_speculate_threshold:
             return "speculate", round(p_end, 4)
         return None, None
 

@@ -46,6 +46,7 @@ class TurnPolicy:
     max_silence_ms: float = 1500.0
     threshold: float = 0.5
     speculate: float = 0.0            # P(over) at which the answer starts, held until the end is decided (0: never)
+    speculate_ms: float = 0.0         # with speculate: the model is also asked at this silence, only whether to start
     late_ms: float = 0.0              # from this silence on, late_threshold decides when it is lower (0: never)
     late_threshold: float = 0.5
 
@@ -58,12 +59,22 @@ class TurnPolicy:
         """The decision threshold at a check after `t_s` seconds of silence."""
         return decision_threshold(self.threshold, t_s * 1000, self.late_ms, self.late_threshold)
 
+    def decides_at(self, t_s: float) -> bool:
+        """Whether the check after `t_s` seconds of silence may end the turn (the early one only starts answers)."""
+        return t_s >= self.pause_ms / 1000 - 1e-9
+
     def says_over(self, times: list[float], ps: list[float]) -> list[bool]:
-        return [p >= self.threshold_at(t) for t, p in zip(times, ps)]
+        return [self.decides_at(t) and p >= self.threshold_at(t) for t, p in zip(times, ps)]
 
     def starts(self, times: list[float], ps: list[float]) -> list[bool]:
         """At which checks an answer starts (speculatively, or at the decision)."""
-        return [p >= min(self.start_threshold, self.threshold_at(t)) for t, p in zip(times, ps)]
+        early = 0 < self.speculate < self.threshold       # the VAD asks early only when it speculates
+        return [p >= min(self.start_threshold, self.threshold_at(t)) if self.decides_at(t) else early and p >= self.speculate
+                for t, p in zip(times, ps)]
+
+    def first_decision(self, times: list[float]) -> int | None:
+        """The index of the first check that may end the turn."""
+        return next((i for i, t in enumerate(times) if self.decides_at(t)), None)
 
     def end_and_start_s(self, times: list[float], ps: list[float]) -> tuple[float, float]:
         """A finished turn's silence (s) at the decided end (or the fallback) and at the answer's start."""
@@ -74,6 +85,8 @@ class TurnPolicy:
         """Silences (s) at which the model is asked, up to the fallback (or `up_to_s`)."""
         last = self.max_silence_ms / 1000 if up_to_s is None else min(up_to_s, self.max_silence_ms / 1000)
         times, t = [], self.pause_ms / 1000
+        if 0 < self.speculate_ms < self.pause_ms and self.speculate_ms / 1000 < last - 1e-9:
+            times.append(round(self.speculate_ms / 1000, 4))
         while t < last - 1e-9:
             times.append(round(t, 4))
             t += self.recheck_ms / 1000
@@ -332,7 +345,8 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
         for key in keys:
             g = groups[key]
             g["n"] += 1
-            first = says_over[0] if says_over else label == OVER
+            i_first = policy.first_decision(times)
+            first = says_over[i_first] if i_first is not None else label == OVER
             g["correct_first"] += int(first == bool(label))
             if label == OVER:
                 g["over"] += 1
@@ -631,7 +645,8 @@ def _eval(args: argparse.Namespace) -> int:
         print("error: --late takes MS:THRESHOLD pairs, e.g. 600:0.5", file=sys.stderr)
         return 2
     policy = TurnPolicy(pause_ms=args.pause_ms, recheck_ms=args.recheck_ms or 1e9, max_silence_ms=args.max_silence_ms,
-                        threshold=args.threshold, speculate=speculate[0], late_ms=late[0][0], late_threshold=late[0][1])
+                        threshold=args.threshold, speculate=speculate[0], speculate_ms=args.speculate_ms,
+                        late_ms=late[0][0], late_threshold=late[0][1])
     rows, probs = check_probabilities(model, store, policy, progress=not args.json)
     if text_model is not None:
         from voice.turn.text_train import fused_probabilities, transcripts_for
@@ -724,6 +739,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--sweep", default="", help="comma-separated thresholds: one line of the whole split per threshold")
     p.add_argument("--speculate", default="0", help="speculative-start threshold(s), comma-separated: when the answer "
                    "starts, how many answers started at pauses are taken back (0: none)")
+    p.add_argument("--speculate-ms", type=float, default=0.0, help="with --speculate: the model is also asked at "
+                   "this silence, only whether to start the answer (the VAD's turn_speculate_ms; 0: not)")
     p.add_argument("--late", default="", help="MS:THRESHOLD pairs, comma-separated: from MS of silence on, the lower "
                    "THRESHOLD decides (the VAD's turn_late_ms / turn_late_threshold); several are swept")
     p.add_argument("--pipeline-ms", type=float, default=1200.0,
