@@ -118,9 +118,9 @@ def test_batched_steps_equal_single_session_steps() -> None:
         for dec in (batched, single):
             t = torch.from_numpy(p)[None]
             dec.forward([slot], model.embed(t, torch.full((1, 3, len(p)), v.audio_none)))
-    for _ in range(4):
-        t = torch.from_numpy(rng.integers(0, len(CHARS), (3, 1)))
-        a = torch.from_numpy(rng.integers(0, 17, (3, 3, 1)))
+    for n in (1, 1, 2, 1, 3, 1):      # one step per row (each attends alone), several (gathered and masked)
+        t = torch.from_numpy(rng.integers(0, len(CHARS), (3, n)))
+        a = torch.from_numpy(rng.integers(0, 17, (3, 3, n)))
         together = batched.forward([0, 2, 3], model.embed(t, a))
         apart = torch.cat([single.forward([s], model.embed(t[i:i + 1], a[i:i + 1])) for i, s in enumerate((0, 2, 3))])
         torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)

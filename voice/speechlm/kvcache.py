@@ -70,6 +70,12 @@ class SlotDecoder:
         """Forget everything after the first `length` positions of `slot` (e.g. the unplayed part of an answer)."""
         self.lengths[slot] = min(self.lengths[slot], max(0, length))
 
+    def _attend_one(self, q: torch.Tensor, layer: int, slot: int) -> torch.Tensor:
+        """Attention of one new step of `slot` (q [1, nq, 1, hd], its key already written) over the slot's cache."""
+        n = self.lengths[slot] + 1
+        return F.scaled_dot_product_attention(q, self.k[layer, slot:slot + 1, :, :n], self.v[layer, slot:slot + 1, :, :n],
+                                              enable_gqa=self.nq != self.nkv)
+
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
 
@@ -91,10 +97,14 @@ class SlotDecoder:
             raise ContextFullError(f"sequence of {end} steps exceeds the context of {self.max_len}")
         pos = starts[:, None] + torch.arange(t)[None]                                   # [B, T]
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]                       # [B, 1, T, hd]
-        keys = torch.arange(end)[None, None, None, :]                                   # [1, 1, 1, E]
-        mask = keys <= pos[:, None, :, None]                                            # [B, 1, T, E]
-        idx = torch.tensor(slots)
-        contiguous = slots == list(range(slots[0], slots[0] + b))
+        # one step per row (answer steps): each row attends to its own cache, a view, with no mask; gathering
+        # the rows' caches to the longest and masking cost 4-6x more per layer with several long contexts
+        per_row = t == 1
+        if not per_row:
+            keys = torch.arange(end)[None, None, None, :]                               # [1, 1, 1, E]
+            mask = keys <= pos[:, None, :, None]                                        # [B, 1, T, E]
+            idx = torch.tensor(slots)
+            contiguous = slots == list(range(slots[0], slots[0] + b))
         for li, layer in enumerate(self.layers):
             h = self._rms(x, layer.norm1) @ layer.qkv                                   # [B, T, (nq+2nkv) hd]
             q, k, v = h.split([self.nq * self.hd, self.nkv * self.hd, self.nkv * self.hd], -1)
@@ -105,11 +115,14 @@ class SlotDecoder:
                 s0 = self.lengths[slot]
                 self.k[li, slot, :, s0:s0 + t] = k[row]
                 self.v[li, slot, :, s0:s0 + t] = v[row]
-            if contiguous:
-                ks, vs = self.k[li, slots[0]:slots[0] + b, :, :end], self.v[li, slots[0]:slots[0] + b, :, :end]
+            if per_row:
+                att = torch.cat([self._attend_one(q[row:row + 1], li, slot) for row, slot in enumerate(slots)])
             else:
-                ks, vs = self.k[li, idx, :, :end], self.v[li, idx, :, :end]
-            att = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask, enable_gqa=self.nq != self.nkv)
+                if contiguous:
+                    ks, vs = self.k[li, slots[0]:slots[0] + b, :, :end], self.v[li, slots[0]:slots[0] + b, :, :end]
+                else:
+                    ks, vs = self.k[li, idx, :, :end], self.v[li, idx, :, :end]
+                att = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask, enable_gqa=self.nq != self.nkv)
             x = x + att.transpose(1, 2).reshape(b, t, self.nq * self.hd) @ layer.o
             gate, up = (self._rms(x, layer.norm2) @ layer.gate_up).chunk(2, -1)
             x = x + (F.silu(gate) * up) @ layer.down
