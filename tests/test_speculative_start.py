@@ -68,10 +68,10 @@ class Retracts:
         self.frames_before.append(len(self.out))
 
 
-def _vad_frames(config: VadConfig, detector, pcm: np.ndarray) -> Retracts:
+def _vad_frames(config: VadConfig, detector, pcm: np.ndarray, ctx: Retracts | None = None) -> Retracts:
     """The VAD's frames for `pcm`; without the late threshold (tests/test_turn.py has its own), so a steady
     P(over) under the decision threshold waits for the long silence."""
-    ctx = Retracts()
+    ctx = ctx or Retracts()
     vad = VadStage(RATE_HZ, dataclasses.replace(config, turn_late_ms=0.0), turn_detector=detector)
     vad.bind(ctx)
 
@@ -169,6 +169,44 @@ def test_the_model_is_asked_early_whether_to_start_and_still_decides_at_the_paus
     heads = [f for f in ctx.out if not isinstance(f, UserAudio)]
     assert [type(f).__name__ for f in heads] == ["SpeechStarted", "SpeechStopped"] and not heads[1].speculative
     assert detector.calls == 1
+
+
+def test_a_loaded_server_is_not_asked_for_an_early_start():
+    """The session says the server has no cores to spare: the model is asked at the decision only."""
+    speech, _ = read_wav(SPEECH_DIR / "ps_forever_input_2.wav")
+    pcm = np.concatenate([gap(0.5), speech, gap(1.0)])
+
+    class Loaded(Retracts):
+        def may_speculate_early(self) -> bool:
+            return False
+    ctx = _vad_frames(VadConfig(turn_speculate_threshold=0.3), detector := TimedDetector(0.9), pcm, Loaded())
+    stops = [f for f in ctx.out if isinstance(f, (SpeechStopped, TurnConfirmed))]
+    assert [type(f).__name__ for f in stops] == ["SpeechStopped"] and not stops[0].speculative and detector.calls == 1
+
+
+def test_the_cpu_monitor_sees_a_busy_core_and_an_idle_one():
+    from voice.server.limits import CpuLoadMonitor
+    import threading
+
+    async def measure(busy: bool) -> float:
+        monitor = CpuLoadMonitor(interval_s=0.05, smoothing=0.5, cores=1)
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                sum(range(1000))
+        worker = threading.Thread(target=spin) if busy else None
+        if worker:
+            worker.start()
+        task = asyncio.create_task(monitor.run())
+        await asyncio.sleep(0.6)
+        task.cancel()
+        stop.set()
+        if worker:
+            worker.join()
+        return monitor.share
+    assert asyncio.run(measure(True)) > 0.5
+    assert asyncio.run(measure(False)) < 0.3
 
 
 def test_the_early_question_is_asked_again_at_each_pause_and_never_ends_a_turn(speech):

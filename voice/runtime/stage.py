@@ -22,6 +22,10 @@ class StageContext(Protocol):
         """Take back a speculative end of `turn_id` (the user went on): cancel the answer started for it,
         drop what of it is held, and have the queued stages forget it (`Stage.retract`)."""
 
+    def may_speculate_early(self) -> bool:
+        """Whether the server can spare the work of an answer started early that may be taken back (the VAD's
+        early question, `turn_speculate_ms`): False while its cores are busy."""
+
     def answer_played_s(self, turn_id: int) -> float | None:
         """Seconds of the answer to `turn_id` the client has played (estimated by the session; after an
         interrupt, what it had played when its buffer was cleared). 0.0 when none of it was sent, None

@@ -18,7 +18,7 @@ from websockets.http11 import Request, Response
 
 from voice import __version__, pipelines
 from voice.protocol import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, PROTOCOL_VERSION, TRANSPORT_MAX_BYTES
-from voice.server.limits import LoopLagMonitor, SessionLimits
+from voice.server.limits import CpuLoadMonitor, LoopLagMonitor, SessionLimits
 from voice.server.security import SecurityConfig, cors_headers, origin_ok, ssl_context, token_ok
 from voice.server.session import Close, Session
 from voice.stages.vad import VadConfig
@@ -47,6 +47,9 @@ class ServerConfig:
     # ear and the VAD already run beside each other; on 2 cores a second thread per call made the speech LM's first
     # answer frame later, not sooner, so `voice serve` and `voice bench` ask for 1 (docs/e2e.md, "Threads").
     torch_threads: int = 0
+    # the VAD's early question (turn_speculate_ms) only while the server keeps at most this share of the cores busy
+    # (smoothed over about a second; 1: always): under load, answers started early and taken back cost the others
+    speculate_early_max_load: float = 0.5
 
 
 class StartupError(RuntimeError):
@@ -65,7 +68,9 @@ class VoiceServer:
         self._server: Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self.lag = LoopLagMonitor()
+        self.cpu = CpuLoadMonitor()
         self._lag_task: asyncio.Task | None = None
+        self._cpu_task: asyncio.Task | None = None
         defs = pipelines.available()
         self.pipeline_names = sorted(self.config.pipelines or defs)
         for name in {self.config.pipeline, *self.pipeline_names}:
@@ -106,6 +111,7 @@ class VoiceServer:
             except Exception as exc:
                 raise StartupError(f"pipeline {name!r} failed to warm up: {type(exc).__name__}: {exc}") from exc
         self._lag_task = asyncio.create_task(self.lag.run(), name="loop-lag")
+        self._cpu_task = asyncio.create_task(self.cpu.run(), name="cpu-load")
         self._server = await serve(
             self._handle, self.config.host, self.config.port, ssl=self._ssl,
             process_request=self._process_request, compression=None, server_header=None,
@@ -135,9 +141,10 @@ class VoiceServer:
             await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_grace_s)
         except asyncio.TimeoutError:
             log.warning("some connections did not close in time")
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            await asyncio.gather(self._lag_task, return_exceptions=True)
+        monitors = [t for t in (self._lag_task, self._cpu_task) if t is not None]
+        for task in monitors:
+            task.cancel()
+        await asyncio.gather(*monitors, return_exceptions=True)
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -175,8 +182,12 @@ class VoiceServer:
         return {**brief, "version": __version__, "pipelines": self.pipeline_names,
                 "default_pipeline": self.config.pipeline, "models_loaded": ["silero_vad", *self.models.loaded()],
                 "sessions": len(self.sessions), "max_sessions": self.config.max_sessions,
-                "loop_lag_ms": round(self.lag.lag_ms, 1),
+                "loop_lag_ms": round(self.lag.lag_ms, 1), "cpu_share": round(self.cpu.share, 3),
                 "uptime_s": round(time.time() - self.started_s, 1), **resource_usage()}
+
+    def _spare_cores(self) -> bool:
+        """Whether the server has cores to spare for work that may be thrown away (the VAD's early question)."""
+        return self.cpu.share <= self.config.speculate_early_max_load
 
     def _static(self, path: str) -> Response:
         """Files of the browser client only: no traversal, no symlinks out, no dot-files."""
@@ -207,7 +218,7 @@ class VoiceServer:
             await ws.close(CLOSE_TRY_AGAIN_LATER, "server_full")
             return
         session = Session(ws, self.models, self.pipeline_names, self.config.pipeline, self.config.limits,
-                          vad_defaults=self.config.vad_defaults)
+                          vad_defaults=self.config.vad_defaults, spare_cores=self._spare_cores)
         self.sessions[session.session_id] = session
         task = asyncio.current_task()
         if task is not None:

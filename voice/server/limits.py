@@ -1,7 +1,10 @@
-"""Per-session limits: sizes, durations, message rates (token buckets) and socket send timeouts."""
+"""Per-session limits: sizes, durations, message rates (token buckets) and socket send timeouts; the
+server's load monitors (event-loop lag, CPU share)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from dataclasses import dataclass
 
@@ -60,11 +63,28 @@ class LoopLagMonitor:
         self.lag_ms = 0.0
 
     async def run(self) -> None:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         while True:
             t = loop.time()
             await asyncio.sleep(self.interval_s)
             late_ms = max(0.0, loop.time() - t - self.interval_s) * 1000
             self.lag_ms += self.smoothing * (late_ms - self.lag_ms)
+
+
+class CpuLoadMonitor:
+    """The share of the machine's cores this process keeps busy, smoothed (time constant about
+    interval_s / smoothing: 1 s). The VAD asks the end-of-turn model early (`turn_speculate_ms`) only
+    while it is low: an answer started early and taken back is work thrown away, which a loaded
+    server cannot spare (docs/turn-taking.md, "Asked early")."""
+
+    def __init__(self, interval_s: float = 0.25, smoothing: float = 0.25, cores: int | None = None) -> None:
+        self.interval_s, self.smoothing = interval_s, smoothing
+        self.cores = max(1, cores or os.cpu_count() or 1)
+        self.share = 0.0
+
+    async def run(self) -> None:
+        while True:
+            t, cpu = time.monotonic(), time.process_time()
+            await asyncio.sleep(self.interval_s)
+            busy = (time.process_time() - cpu) / max(1e-3, time.monotonic() - t) / self.cores
+            self.share += self.smoothing * (min(1.0, busy) - self.share)

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
@@ -41,8 +41,10 @@ class Session:
     """Owns one connection's state. `run()` returns when the connection ends."""
 
     def __init__(self, ws, models: pipelines.ModelCache, pipeline_names: list[str], default_pipeline: str,
-                 limits: SessionLimits | None = None, vad_defaults: dict | None = None) -> None:
+                 limits: SessionLimits | None = None, vad_defaults: dict | None = None,
+                 spare_cores: Callable[[], bool] | None = None) -> None:
         self.ws = ws
+        self._spare_cores = spare_cores       # the server's: whether work that may be thrown away is affordable
         self.vad_defaults = dict(vad_defaults or {})   # the server's VAD options, under the hello's own
         self.models = models
         self.pipeline_names = pipeline_names
@@ -84,6 +86,9 @@ class Session:
     # ---- StageContext -------------------------------------------------------------------
     def assistant_active(self) -> bool:
         return bool(self._answering) or now_s() < self._playback_end_s
+
+    def may_speculate_early(self) -> bool:
+        return self._spare_cores is None or self._spare_cores()
 
     def answer_played_s(self, turn_id: int) -> float | None:
         """Seconds of the answer to `turn_id` the client has played: the audio sent minus what is still ahead

@@ -478,12 +478,16 @@ class VadStage(Stage):
 
     def _early_speculation(self, silence_ms: float) -> tuple[str | None, float | None]:
         """Before the first decision (`turn_pause_ms`): at `turn_speculate_ms` of silence the model is asked once
-        whether to start the answer; it never ends the turn there (the audio alone: no transcript is awaited)."""
+        whether to start the answer; it never ends the turn there (the audio alone: no transcript is awaited).
+        Not while the session says its server has no cores to spare (`StageContext.may_speculate_early`)."""
         cfg = self.config
         if (not self.speculates or self._speculating or self._asked_early or cfg.turn_speculate_ms <= 0
                 or silence_ms < cfg.turn_speculate_ms - 1e-6):
             return None, None
         self._asked_early = True
+        affordable = getattr(self.ctx, "may_speculate_early", None)
+        if affordable is not None and not affordable():     # a loaded server: no work that may be thrown away
+            return None, None
         p_end = self.turn_detector.probability(np.concatenate(list(self._recent)))
         log.debug("turn %d: P(over)=%.2f after %.0f ms of silence (speculation only)", self.turn_id, p_end, silence_ms)
         if p_end >= cfg.turn_speculate_threshold:
