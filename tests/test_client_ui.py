@@ -49,9 +49,14 @@ def test_roles_names_and_states_for_screen_readers_and_eyes(fake_mic):
         await page.wait_for_function("document.querySelector('#buffer').textContent.includes('playback buffer')")
         await page.click("#mute")
         await page.get_by_role("button", name="Unmute", pressed=True).wait_for()
-        # an answer to the turn before the mute may still come and play ("speaking" wins over "muted"): wait it out
-        await wait(page, "window.voiceStats.state === 'muted' && !window.voiceStats.playing && "
-                         "window.voiceStats.bufferedSamples === 0 && window.voiceStats.turns.every((t) => !t.waiting)", 20)
+        # an answer to the turn before the mute may still come and play ("speaking" wins over "muted"): wait it out;
+        # the server may not have ended that turn yet (its VAD needs up to 1.5 s of the muted silence), so quiet
+        # once is not enough: quiet again after 2 s, by when any turn in progress has ended and reached the page
+        quiet = ("window.voiceStats.state === 'muted' && !window.voiceStats.playing && "
+                 "window.voiceStats.bufferedSamples === 0 && window.voiceStats.turns.every((t) => !t.waiting)")
+        await wait(page, quiet, 20)
+        await page.wait_for_timeout(2000)
+        await wait(page, quiet, 20)
         assert await page.get_by_role("status").inner_text() == "muted"
         await page.click("#connect")                             # Disconnect
         assert await page.inner_text("#buffer") == ""
