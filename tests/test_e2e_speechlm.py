@@ -239,6 +239,41 @@ def test_a_full_context_starts_again_from_a_fresh_context_sentence(tmp_path, mon
     run(lm.close())
 
 
+def test_a_long_conversation_forgets_its_oldest_turns_and_keeps_the_last(tmp_path, monkeypatch):
+    """When the next turn and an answer would not fit, the oldest turns go (the context kept to about half the
+    room) and the conversation goes on in the same session: the last turn stays for a follow-up."""
+    _save_tiny_speechlm(tmp_path, max_len=300)
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
+    encode, lm, _ = _stages({"max_answer_s": 0.5})
+    gen = lm.service.generator
+    pcm, rate = read_wav(SPEECH_DIR / "ps_cards_004.wav")                       # 78 frames
+    splices, splice = [], gen.decoder.splice
+    gen.decoder.splice = lambda slot, start, end, x=None: (splices.append((slot, start, end)), splice(slot, start, end, x))
+    sessions, lengths, turns = [], [], []
+    for turn in (1, 2, 3, 4):
+        _answer(run(_through([encode, lm], _turn_frames(pcm, rate, turn=turn))), lm.k, 25)
+        gs = lm._conv.session
+        sessions.append(gs)
+        lengths.append(gen.decoder.lengths[gs.slot])
+        turns.append([start for start, _ in gs.turns])
+    assert all(s is sessions[0] for s in sessions)                               # never a fresh context
+    assert all(n <= 300 for n in lengths)
+    # turns 3 and 4 each made the oldest turn go: the context is the context sentence, the last turn and this one
+    assert [start for _, start, _ in splices] == [0, 0] and {end for _, _, end in splices} == {turns[1][1]}
+    assert turns[1:] == [turns[1]] * 3 and turns[1][0] == turns[0][0] and lengths[1:] == [lengths[1]] * 3
+    run(lm.close())
+    # a context longer than context_s when a turn starts goes down to half of it, though the model's would hold more
+    _save_tiny_speechlm(tmp_path, max_len=1024)
+    encode, lm, _ = _stages({"max_answer_s": 0.5, "context_s": 4})
+    gen, lengths = lm.service.generator, []
+    for turn in (1, 2, 3, 4):
+        _answer(run(_through([encode, lm], _turn_frames(pcm, rate, turn=turn))), lm.k, 25)
+        lengths.append(gen.decoder.lengths[lm._conv.session.slot])
+        assert len(lm._conv.session.turns) == min(turn, 2)
+    assert lengths[1:] == [lengths[1]] * 3 and lengths[1] > lm.context_steps == 200
+    run(lm.close())
+
+
 def test_a_model_of_fewer_codebooks_hears_and_speaks_the_first_of_them(tmp_path, monkeypatch):
     _save_tiny_speechlm(tmp_path, num_codebooks=4)       # trained on codes of the 8-codebook codec, K = 4
     monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path))
@@ -330,6 +365,8 @@ def test_the_default_model_folder_is_named_in_the_error(monkeypatch):
     ({"hear_frames": 0}, "hear_frames must be a whole number of frames in 1..50"),
     ({"hear_frames": 2.5}, "hear_frames must be a whole number of frames in 1..50"),
     ({"now": "tomorrow"}, "option now must be an ISO 8601 date-time"),
+    ({"context_s": 1}, "context_s must be a number of seconds in 2..40"),
+    ({"context_s": "16"}, "context_s must be a number of seconds in 2..40"),
     ({"think": 2}, "think must be 0 or 1"),
     ({"think": 0.5}, "think must be 0 or 1"),
     ({"think": "yes"}, "think must be 0 or 1"),

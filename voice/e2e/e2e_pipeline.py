@@ -9,7 +9,8 @@ frames go to the speech LM in pieces of this many, 1 to 50; default: the ear's c
 hears through the Whisper ear, 0.2 s for the shipped one, else 25 = 0.5 s) and `now` (a fixed
 clock for the context sentence, ISO 8601, as the cascade's; the bench's corpus set sends each
 dialogue's) and `think` (1: the conversation thinks its answers in text first, the default where the
-model reads heard text; 0: the model writes its words as it speaks). See docs/e2e.md.
+model reads heard text; 0: the model writes its words as it speaks) and `context_s` (a context longer than
+this when a user turn starts drops its oldest turns to half of it; 2 to 40 s, default 16). See docs/e2e.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from voice.cascade.config import hello_clock
 from voice.e2e.codec_stages import CodecDecodeStage, CodecEncodeStage, check_step_frames
 from voice.e2e.pipeline import _codec
-from voice.e2e.speechlm_stage import SpeechLMService, SpeechLMStage
+from voice.e2e.speechlm_stage import CONTEXT_S, SpeechLMService, SpeechLMStage
 from voice.pipelines import ModelCache, PipelineDef, register
 from voice.runtime.stage import Stage
 
@@ -86,6 +87,13 @@ def _hear_frames(options: dict) -> int | None:
     return int(value)
 
 
+def _context_s(options: dict) -> float:
+    value = options.get("context_s", CONTEXT_S)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 2 <= value <= 40:
+        raise ValueError(f"context_s must be a number of seconds in 2..40, got {value!r}")
+    return float(value)
+
+
 def _think(options: dict) -> bool | None:
     if "think" not in options:
         return None                         # the generator's default for its model
@@ -105,7 +113,7 @@ def build(options: dict, models: ModelCache) -> list[Stage]:
     service = _service(models)
     return [CodecEncodeStage(codec, step_frames),
             SpeechLMStage(service, step_frames, max_answer_s, clock, hear_frames=_hear_frames(options),
-                          think=_think(options)),
+                          think=_think(options), context_s=_context_s(options)),
             CodecDecodeStage(service.codec)]
 
 

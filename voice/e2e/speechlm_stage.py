@@ -32,6 +32,7 @@ from voice.speechlm.whisper_ear import FRAME_SAMPLES, SAMPLE_RATE_HZ
 log = logging.getLogger(__name__)
 
 HEAR_FRAMES = 25          # user frames per call to the model when it does not hear through the Whisper ear
+CONTEXT_S = 16.0          # a context longer than this when a user turn starts drops its oldest turns (seconds of steps)
 
 
 class SessionsFull(RuntimeError):
@@ -208,10 +209,11 @@ class SpeechLMStage(Stage):
     """Hears the user's `Codes` while they speak; at `SpeechStopped` answers in speech and words, then `TurnEnd`.
 
     - Context: the conversation starts at the first user turn with the context sentence
-      (`clock_text` of now) and keeps every turn after it. When a turn and a full-length answer
-      would no longer fit in the model's context, it starts again from a fresh context sentence
-      and the current turn (its last frames if the turn alone is too long): the simplest bounded
-      policy; earlier turns are forgotten.
+      (`clock_text` of now) and keeps the turns after it. When a turn starts in a context longer than
+      `context_s`, or a turn and a full-length answer would no longer fit, the oldest turns go
+      (`SpeechGenerator.forget_turns`: a fresh context sentence, then the kept turns, computed again),
+      down to about half of the bound and never the last turn; only a turn too long alone starts a fresh
+      context with its last frames (docs/e2e.md, "Context policy").
     - Barge-in: `Pipeline.interrupt` cancels this stage's task (the answer stops at the step in
       flight) and calls `reset`, which asks the session how much of the last answer the client
       played (`StageContext.answer_played_s`, in whole codec frames, at most the frames sent) and
@@ -237,10 +239,11 @@ class SpeechLMStage(Stage):
 
     def __init__(self, service: SpeechLMService, step_frames: int = 2, max_answer_s: float = 15.0,
                  clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int | None = None,
-                 think: bool | None = None) -> None:
+                 think: bool | None = None, context_s: float = CONTEXT_S) -> None:
         """`think`: whether the conversation thinks its answers in text (the generator's `think` mode; default:
         the generator's). `hear_frames`: the user's frames are given to the model in pieces of this many (and the rest at
-        the end of the turn). Every call to the shared worker thread costs a model pass for one session;
+        the end of the turn). `context_s`: when a user turn starts, a context longer than this many seconds of
+        steps drops its oldest turns to half of it (a step costs more the longer the context). Every call to the shared worker thread costs a model pass for one session;
         with the codec's 2-frame steps, 4 sessions speaking at once kept it busy 83% of the time, and
         the answers queued behind their hearing (loadtest, docs/e2e.md). Default: a model that hears
         through the Whisper ear, its ear's chunk (each piece brings about one chunk for the ear to encode,
@@ -263,6 +266,7 @@ class SpeechLMStage(Stage):
         # context steps an answer may take: its frames (codebook delays and text lead included) or its words
         self.answer_steps = max(self.max_frames + gen.layout.text_lead + gen.layout.max_delay,
                                 gen.sampling.max_text_tokens) + 3
+        self.context_steps = max(1, round(context_s * self.frame_rate_hz))
         self._conv = _Conversation()
         self.reads_ear = bool(gen.cfg.reads_ear)
         self._spoken: tuple[int, int] | None = None     # the last answer: its turn and the frames sent
@@ -360,21 +364,47 @@ class SpeechLMStage(Stage):
                     pcm = pcm[(codes.shape[1] - keep) * FRAME_SAMPLES:]
                 gen.feed_user_speech(conv.session, codes[:, -keep:], pcm=pcm)
 
+    def _fits(self, conv: _Conversation, steps: int) -> bool:
+        """Whether `steps` more and a whole answer fit in the context."""
+        return self._length(conv) + steps + self.answer_steps <= self.service.max_len
+
+    def _make_room(self, conv: _Conversation, steps: int, turn_codes: list[np.ndarray],
+                   turn_pcm: list[np.ndarray] | None, turn_starts: bool = False) -> bool:
+        """Room for `steps` more and an answer, and (`turn_starts`) a context of at most `context_steps`: the oldest
+        turns go (the context kept to half of the bound, so that this is not needed again at the next turn), or,
+        when the current turn alone is too long (or there is no session), a fresh context with the turn so far.
+        True when the turn so far went into a fresh context."""
+        from voice.cascade.conversation import clock_text
+
+        gs = conv.session
+        fits = gs is not None and self._fits(conv, steps)
+        if fits and not (turn_starts and self._length(conv) > self.context_steps):
+            return False
+        if gs is not None:
+            bound = min(self.service.max_len - self.answer_steps, self.context_steps + steps)
+            before = self._length(conv)
+            splice = self.service.generator.forget_turns(
+                gs, bound // 2 - steps, self.service.text.encode(clock_text(self.clock())))
+            if splice is not None:
+                mark = conv.mark
+                if mark is not None and mark.session is gs and mark.context is not None:
+                    conv.mark = _TurnMark(gs, splice.moved(mark.context), mark.user_open)
+                log.info("speech LM: the oldest turns left the context: %d -> %d steps", before, self._length(conv))
+            if self._fits(conv, steps):
+                return False
+        self._fresh(conv, turn_codes, turn_pcm)
+        return True
+
     def _hear(self, conv: _Conversation, codes: np.ndarray, turn_codes: list[np.ndarray],
               pcm: np.ndarray | None = None, turn_pcm: list[np.ndarray] | None = None) -> None:
         gs = conv.session
-        if gs is None:
-            self._fresh(conv, turn_codes, turn_pcm)
+        head = 1 if gs is None else (0 if gs.user_open else 1) + (gs.pending_text is not None)
+        if self._make_room(conv, head + codes.shape[1], turn_codes, turn_pcm, turn_starts=gs is not None and not gs.user_open):
             return
-        head = (0 if gs.user_open else 1) + (gs.pending_text is not None)
-        if self._length(conv) + head + codes.shape[1] + self.answer_steps > self.service.max_len:
-            self._fresh(conv, turn_codes, turn_pcm)
-            return
-        self.service.generator.feed_user_speech(gs, codes, pcm=pcm)
+        self.service.generator.feed_user_speech(conv.session, codes, pcm=pcm)
 
     def _begin(self, conv: _Conversation, turn_codes: list[np.ndarray], turn_pcm: list[np.ndarray] | None = None):
-        if conv.session is None or self._length(conv) + 2 + self.answer_steps > self.service.max_len:
-            self._fresh(conv, turn_codes, turn_pcm)     # dropped after an error, or too full for an answer
+        self._make_room(conv, 2, turn_codes, turn_pcm)     # dropped after an error, or too full for an answer
         return self.service.generator.begin_answer(conv.session)
 
     # -- frames --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ comes in the same step as before, so the first frame is not later; a step costs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -89,6 +89,38 @@ class ContextMark:
     thought: tuple | None = None        # (length, pending, answer_start, fed_words) of the thought slot
 
 
+@dataclass(frozen=True)
+class Splice:
+    """The oldest turns of a session went (`SpeechGenerator.forget_turns`): positions before `cut` became a new
+    context block of `head` steps, those after it moved up (per slot; the thought's None without a thought)."""
+
+    cut: int
+    head: int
+    thought_cut: int | None = None
+    thought_head: int | None = None
+
+    def moved(self, mark: ContextMark) -> ContextMark:
+        """`mark`, taken before the splice, where it points now; a mark inside the span that went points just after
+        the new context block, with nothing pending."""
+        if mark.length >= self.cut:
+            answer = mark.answer
+            if isinstance(answer, _Answer):
+                answer = None if answer.start < self.cut else replace(answer, start=answer.start - self.cut + self.head)
+            length, pending = mark.length - self.cut + self.head, mark.pending_text
+        else:
+            length, pending, answer = self.head, None, None
+        thought = mark.thought
+        if thought is not None and self.thought_cut is not None:
+            t_length, t_pending, t_start, fed = thought
+            if t_length >= self.thought_cut:
+                shift = self.thought_head - self.thought_cut
+                thought = (t_length + shift, t_pending, None if t_start is None or t_start < self.thought_cut
+                           else t_start + shift, fed)
+            else:
+                thought = (self.thought_head, [], None, 0)
+        return ContextMark(length, pending, answer, thought)
+
+
 class NoFreeSlotError(RuntimeError):
     """Every cache slot holds a session (`SpeechGenerator.open`)."""
 
@@ -125,6 +157,8 @@ class Session:
     heard: HeardQueue | None = None           # its words waiting for text-stream steps
     spelled: list[str] = field(default_factory=list)   # the words spelled of the last user turn (kept after it)
     thought: _Thought | None = None           # the dialogue as text (the generator's `think` mode)
+    # where each user turn starts: (position of its first marker, the thought slot's length then or None)
+    turns: list[tuple[int, int | None]] = field(default_factory=list)
 
     def clear_user(self) -> None:
         """Forget the user turn's streams and held frames."""
@@ -221,6 +255,7 @@ class SpeechGenerator:
     def rewind(self, session: Session, mark: ContextMark) -> None:
         """Back to `mark` (taken on this session): what came after it is forgotten, a user turn in progress too."""
         self.decoder.truncate(session.slot, mark.length)
+        session.turns = [t for t in session.turns if t[0] < mark.length]
         session.pending_text, session.answer, session.user_open = mark.pending_text, mark.answer, False
         session.clear_user()
         t = session.thought
@@ -228,6 +263,43 @@ class SpeechGenerator:
             length, t.pending, t.answer_start, t.fed_words = mark.thought[0], list(mark.thought[1]), *mark.thought[2:]
             self.decoder.truncate(t.slot, length)
             t.last = None
+
+    # -- the oldest turns go ----------------------------------------------------------------------
+    def _turn_starts(self, session: Session, ahead: int) -> None:
+        """A user turn's first marker goes in after `ahead` steps more (the thought has taken what waited for it)."""
+        t = session.thought
+        session.turns.append((self.decoder.lengths[session.slot] + ahead,
+                              None if t is None else self.decoder.lengths[t.slot]))
+
+    def forget_turns(self, session: Session, keep_steps: int, context: list[int]) -> Splice | None:
+        """Make the context shorter between blocks or while the user speaks: a new context block (`context`, the text
+        ids of the context sentence) and the latest turns, as few of them dropped from the oldest as leave the
+        context at most `keep_steps` long (all but the last turn when none do). Every slot is computed again from
+        the new block on, as if the session had been fed that from the start (`SlotDecoder.splice`). Returns where
+        the positions went (to move a `ContextMark` taken before), or None: there is no earlier turn to drop, or
+        an answer is being made."""
+        if session.answering:
+            return None
+        starts, length = session.turns, self.length(session)
+        if len(starts) < 2:
+            return None
+        head = [self.vocab.special("context"), *context]
+        keep = next((j for j in range(1, len(starts)) if len(head) + length - starts[j][0] <= keep_steps),
+                    len(starts) - 1)
+        cut, t_cut = starts[keep]
+        x = self._embed(head, [self._none_audio] * len(head))
+        self.decoder.splice(session.slot, 0, cut, x)
+        t = session.thought
+        if t is not None and t_cut is not None:
+            self.decoder.splice(t.slot, 0, t_cut, x)
+        splice = Splice(cut, len(head), t_cut if t is not None else None, len(head) if t is not None else None)
+        shift, t_shift = len(head) - cut, (len(head) - t_cut if t_cut is not None else 0)
+        session.turns = [(a + shift, None if b is None else b + t_shift) for a, b in starts[keep:]]
+        if session.answer is not None:
+            session.answer = None if session.answer.start < cut else replace(session.answer, start=session.answer.start + shift)
+        if t is not None and t.answer_start is not None:
+            t.answer_start = None if t_cut is None or t.answer_start < t_cut else t.answer_start + t_shift
+        return splice
 
     # -- the thought ------------------------------------------------------------------------------
     def _think_text(self, session: Session, marker: str, ids: list[int], end: bool = False) -> None:
@@ -363,6 +435,9 @@ class SpeechGenerator:
     def feed_text(self, session: Session, marker: str, ids: list[int]) -> None:
         """A text block (context, user text): its marker, then the text ids."""
         head, text, audio = self._begin_block(session)
+        if marker == "user_text":
+            self._think_flush(session)
+            self._turn_starts(session, len(text) + (0 if head is None else len(head)))
         text += [self.vocab.special(marker), *ids]
         audio += [self._none_audio] * (1 + len(ids))
         self._feed(session, text, audio, head=head)
@@ -389,6 +464,7 @@ class SpeechGenerator:
         text, audio = self._flush(session)
         if not session.user_open:
             self._think_flush(session)          # the thought takes what waits for it while the user speaks
+            self._turn_starts(session, len(text))
             text.append(self.vocab.special("user_speech"))
             audio.append(self._none_audio)
             session.user_open = True

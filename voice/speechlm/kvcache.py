@@ -61,6 +61,8 @@ class SlotDecoder:
         n_layers = len(self.layers)
         self.k = torch.zeros(n_layers, slots, self.nkv, self.max_len, self.hd)
         self.v = torch.zeros_like(self.k)
+        # every position's input embedding, so that a span can be cut out and what follows recomputed (`splice`)
+        self.inputs = torch.zeros(slots, self.max_len, cfg.hidden_size)
         self.lengths = [0] * slots
 
     def reset(self, slot: int) -> None:
@@ -69,6 +71,23 @@ class SlotDecoder:
     def truncate(self, slot: int, length: int) -> None:
         """Forget everything after the first `length` positions of `slot` (e.g. the unplayed part of an answer)."""
         self.lengths[slot] = min(self.lengths[slot], max(0, length))
+
+    @torch.no_grad()
+    def splice(self, slot: int, start: int, end: int, x: torch.Tensor | None = None) -> None:
+        """Replace positions [start, end) of `slot` by the steps of embeddings x [T, H] (none: cut them out): the
+        positions after them move up and are computed again, so the cache is the one a slot fed the new sequence
+        from the start would hold (rotary positions included). Costs a forward pass over what follows `start`."""
+        length = self.lengths[slot]
+        if not 0 <= start <= end <= length:
+            raise ValueError(f"splice [{start}, {end}) outside the slot's {length} positions")
+        tail = self.inputs[slot, end:length].clone()
+        if x is not None and len(x):
+            tail = torch.cat([x.to(tail.dtype), tail])
+        if start + len(tail) > self.max_len:
+            raise ContextFullError(f"sequence of {start + len(tail)} steps exceeds the context of {self.max_len}")
+        self.lengths[slot] = start
+        if len(tail):
+            self.forward([slot], tail[None])
 
     def _attend_one(self, q: torch.Tensor, layer: int, slot: int) -> torch.Tensor:
         """Attention of one new step of `slot` (q [1, nq, 1, hd], its key already written) over the slot's cache."""
@@ -113,6 +132,8 @@ class SlotDecoder:
             v = v.view(b, t, self.nkv, self.hd).transpose(1, 2)
             for row, slot in enumerate(slots):
                 s0 = self.lengths[slot]
+                if li == 0:
+                    self.inputs[slot, s0:s0 + t] = x[row]
                 self.k[li, slot, :, s0:s0 + t] = k[row]
                 self.v[li, slot, :, s0:s0 + t] = v[row]
             if per_row:
