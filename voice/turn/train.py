@@ -51,9 +51,14 @@ class TurnPolicy:
     late_threshold: float = 0.5
 
     @property
+    def speculates(self) -> bool:
+        """Whether answers start before the decision (a speculation threshold below the decision's)."""
+        return 0 < self.speculate < self.threshold
+
+    @property
     def start_threshold(self) -> float:
         """P(over) at which an answer starts: the speculation threshold when it is below the decision's."""
-        return self.speculate if 0 < self.speculate < self.threshold else self.threshold
+        return self.speculate if self.speculates else self.threshold
 
     def threshold_at(self, t_s: float) -> float:
         """The decision threshold at a check after `t_s` seconds of silence."""
@@ -68,8 +73,8 @@ class TurnPolicy:
 
     def starts(self, times: list[float], ps: list[float]) -> list[bool]:
         """At which checks an answer starts (speculatively, or at the decision)."""
-        early = 0 < self.speculate < self.threshold       # the VAD asks early only when it speculates
-        return [p >= min(self.start_threshold, self.threshold_at(t)) if self.decides_at(t) else early and p >= self.speculate
+        return [p >= min(self.start_threshold, self.threshold_at(t)) if self.decides_at(t)
+                else self.speculates and p >= self.speculate        # the VAD asks early only when it speculates
                 for t, p in zip(times, ps)]
 
     def first_decision(self, times: list[float]) -> int | None:
@@ -342,16 +347,16 @@ def summarize(rows: list, per_row: dict, policy: TurnPolicy) -> dict:
         keys = ["all", f"voice:{record['voice']}", f"example:{kind}"]
         if kind in ("prefix", "paused_full"):
             keys.append(f"pause:{record['kind']}")
+        i_first = policy.first_decision(times)
+        first = says_over[i_first] if i_first is not None else label == OVER
+        end, start = policy.end_and_start_s(times, ps) if label == OVER else (None, None)
         for key in keys:
             g = groups[key]
             g["n"] += 1
-            i_first = policy.first_decision(times)
-            first = says_over[i_first] if i_first is not None else label == OVER
             g["correct_first"] += int(first == bool(label))
             if label == OVER:
                 g["over"] += 1
                 g["missed_first"] += int(not first)
-                end, start = policy.end_and_start_s(times, ps)
                 g["latencies_ms"].append(end * 1000)
                 g["starts_ms"].append(start * 1000)
             else:
