@@ -282,6 +282,11 @@ function onEvent(s, ev) {
 function onPlaybackMessage(s, m) {
   if (session !== s) return;
   if (m.type === "stats") {
+    // an underrun since the last stats is counted against the answer whose audio is arriving
+    if (m.underruns > stats.underruns && s.audioTurn) {
+      const turn = turns.get(s.audioTurn);
+      turn.underruns = (turn.underruns || 0) + m.underruns - stats.underruns;
+    }
     stats.samplesPlayed = m.played;
     stats.bufferedSamples = m.buffered;
     stats.underruns = m.underruns;

@@ -167,3 +167,20 @@ def test_a_model_made_from_another_keeps_its_own_ear_encoder() -> None:
     assert taken > 0 and fresh == []
     assert all(torch.equal(v, mine[k]) for k, v in new.ear_encoder.state_dict().items())
     assert torch.equal(new.ear_encoder_proj.weight, old.ear_encoder_proj.weight)
+
+
+def test_a_model_of_fewer_codebooks_takes_the_first_codebooks_of_its_init() -> None:
+    """`voice train lm --init OLD --num-codebooks 2` from a model of 3: the first 2 codebooks' embeddings and
+    head rows come from OLD (the head's rows are codebook by codebook), and so does everything else."""
+    from tests.test_speechlm import tiny_model
+    from voice.speechlm.cli import take_weights
+
+    old, new = tiny_model(0, num_codebooks=3, delays=[0, 1, 2]), tiny_model(1, num_codebooks=2, delays=[0, 1])
+    taken, fresh = take_weights(new, old)
+    assert fresh == [] and taken == len(new.state_dict())
+    rows = 2 * (old.config.codebook_size + 1)
+    assert torch.equal(new.audio_head.weight, old.audio_head.weight[:rows])
+    assert torch.equal(new.audio_proj, old.audio_proj[:2]) and torch.equal(new.codebooks, old.codebooks[:2])
+    # the first two codebooks' logits of the same hidden state agree
+    h = torch.randn(1, 1, old.config.hidden_size)
+    torch.testing.assert_close(new.audio_logits(h, 2), old.audio_logits(h, 2))

@@ -118,6 +118,7 @@ def records_for(name: str, pipeline: str, items: list[TurnItem], matched: list[l
             rec.update({"v2v_ms": float(turn["latencyMs"]), "end_reason": turn.get("endReason"),
                         "browser_decided_ms": parts.get("decidedMs"), "browser_arrived_ms": parts.get("arrivedMs"),
                         "browser_buffered_ms": parts.get("bufferedMs"), "browser_output_ms": parts.get("outputMs"),
+                        "browser_underruns": sum(int(t.get("underruns") or 0) for t in turns),
                         "answer_text": (turn.get("assistantText") or "").strip(),
                         "timings_ms": turn.get("timings") or {}})   # the server's tracer, from turn_end
         out.append(rec)

@@ -150,9 +150,11 @@ def browser_vs_bench(browser: list[dict], bench: list[dict]) -> dict | None:
     page, ref = stats([a for a, _ in pairs]), stats([b for _, b in pairs])
     above = {"p50": round(page["p50"] - ref["p50"], 1), "p95": round(page["p95"] - ref["p95"], 1)}
     underruns = max((r.get("browser_session_underruns") or 0 for r in browser), default=0)
+    underrun_turns = [r.get("turn", r["item"]) for r in browser if r.get("browser_underruns")]
     return {"n": len(pairs), "browser": page, "bench": ref, "above": above, "gap_per_clip": stats([a - b for a, b in pairs]),
             "limit_ms": BROWSER_GAP_LIMIT_MS, "met": max(above.values()) <= BROWSER_GAP_LIMIT_MS,
-            "session_underruns": underruns, "gap_per_clip_from_the_stamp": stats(same_end)}
+            "session_underruns": underruns, "underrun_turns": underrun_turns,
+            "gap_per_clip_from_the_stamp": stats(same_end)}
 
 
 def write_reports(out_dir: Path, stem: str, meta: dict, records: list[dict]) -> dict[str, Path]:
@@ -221,7 +223,9 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
                       "times from the VAD's stamped end of speech to the sound leaving its output device "
                       f"(arrived + buffered + output below); the bench's v2v counted from that stamp too, the page "
                       f"adds p50 {g['gap_per_clip_from_the_stamp'].get('p50', 0):.0f} ms per clip. Playback underruns in "
-                      f"the page's session: {g['session_underruns']}.", ""]
+                      f"the page's session: {g['session_underruns']}"
+                      + (f" (in the answers of turns {', '.join(map(str, g['underrun_turns']))})" if g.get("underrun_turns") else "")
+                      + ".", ""]
         if "target" in s:
             t = s["target"]
             lines += [f"**Echo floor: v2v minus end_silence_ms = {t['p95_ms']:.0f} ms at p95 "

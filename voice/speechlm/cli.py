@@ -241,15 +241,21 @@ def _saved_model(folder, codec_id: str):
 FROZEN_ENCODERS = ("ear_encoder.", "hearing.")    # state-dict prefixes of the frozen hearing encoders
 
 
+PER_CODEBOOK = ("audio_proj", "audio_none", "codebooks", "audio_head.weight")   # rows codebook by codebook
+
+
 def take_weights(model, source) -> tuple[int, list[str]]:
     """Copy into `model` every tensor of `source` with the same name and shape, except the frozen hearing
     encoder's (the model was made with the one given to --hearing-encoder: an encoder of the same shape in
     `source` must not overwrite it); returns (how many, the names of the model's tensors that stay new).
-    Both must have the same text ids."""
+    A model of fewer codebooks (of the same size) takes the first codebooks' rows of the per-codebook
+    tensors (their embeddings and head rows). Both must have the same text ids."""
     import torch
 
     if list(source.config.text_token_ids or []) != list(model.config.text_token_ids or []):
         raise SystemExit("--init has other text ids than the model made from it")
+    fewer = (model.config.num_codebooks < source.config.num_codebooks
+             and model.config.codebook_size == source.config.codebook_size)
     theirs = source.state_dict()
     taken, new = 0, []
     with torch.no_grad():
@@ -258,6 +264,10 @@ def take_weights(model, source) -> tuple[int, list[str]]:
                 continue
             if name in theirs and theirs[name].shape == tensor.shape:
                 tensor.copy_(theirs[name])
+                taken += 1
+            elif (fewer and name in PER_CODEBOOK and name in theirs and theirs[name].shape[1:] == tensor.shape[1:]
+                  and theirs[name].shape[0] > tensor.shape[0]):
+                tensor.copy_(theirs[name][: tensor.shape[0]])
                 taken += 1
             else:
                 new.append(name)
