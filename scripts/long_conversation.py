@@ -56,7 +56,8 @@ async def _conversation(items, context_s: float, think: bool | None) -> list[dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=30)
-    ap.add_argument("--context-s", type=float, action="append", help="the hello option context_s (repeat to compare; 0: the server's default)")
+    ap.add_argument("--context-s", type=float, action="append",
+                    help="the hello option context_s (repeat to compare; 0: the server's default)")
     ap.add_argument("--think", type=int, choices=(0, 1), default=None)
     ap.add_argument("--corpus-dir", default="data/corpus/v2")
     args = ap.parse_args()
@@ -68,9 +69,10 @@ def main() -> None:
     for context_s in args.context_s or [16.0]:
         rows = asyncio.run(_conversation(items, context_s, None if args.think is None else bool(args.think)))
         ms = [r["first_codes_ms"] for r in rows if r["first_codes_ms"] is not None]
+        contexts = [r["context"] for r in rows]
         summary[context_s] = {"turns": len(rows), "first_codes_ms_p50": round(statistics.median(ms), 1),
-                              "first_codes_ms_max": max(ms), "context_p50": statistics.median(r["context"] for r in rows),
-                              "context_max": max(r["context"] for r in rows)}
+                              "first_codes_ms_max": max(ms), "context_p50": statistics.median(contexts),
+                              "context_max": max(contexts)}
     for context_s, s in summary.items():
         print(f"context_s {context_s:g}: {s}")
 

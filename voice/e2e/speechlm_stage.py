@@ -241,13 +241,14 @@ class SpeechLMStage(Stage):
                  clock: Callable[[], dt.datetime] = dt.datetime.now, hear_frames: int | None = None,
                  think: bool | None = None, context_s: float = CONTEXT_S) -> None:
         """`think`: whether the conversation thinks its answers in text (the generator's `think` mode; default:
-        the generator's). `hear_frames`: the user's frames are given to the model in pieces of this many (and the rest at
-        the end of the turn). `context_s`: when a user turn starts, a context longer than this many seconds of
-        steps drops its oldest turns to half of it (a step costs more the longer the context). Every call to the shared worker thread costs a model pass for one session;
-        with the codec's 2-frame steps, 4 sessions speaking at once kept it busy 83% of the time, and
-        the answers queued behind their hearing (loadtest, docs/e2e.md). Default: a model that hears
-        through the Whisper ear, its ear's chunk (each piece brings about one chunk for the ear to encode,
-        and the turn's end leaves at most one); another, 25 (0.5 s)."""
+        the generator's). `context_s`: when a user turn starts, a context longer than this many seconds of steps
+        drops its oldest turns to half of it (a step costs more the longer the context). `hear_frames`: the
+        user's frames are given to the model in pieces of this many (and the rest at the end of the turn). Every
+        call to the shared worker thread costs a model pass for one session; with the codec's 2-frame steps, 4
+        sessions speaking at once kept it busy 83% of the time, and the answers queued behind their hearing
+        (loadtest, docs/e2e.md). Default: a model that hears through the Whisper ear, its ear's chunk (each
+        piece brings about one chunk for the ear to encode, and the turn's end leaves at most one); another, 25
+        (0.5 s)."""
         super().__init__()
         self.service, self.step_frames, self.clock = service, step_frames, clock
         gen = service.generator
@@ -399,7 +400,8 @@ class SpeechLMStage(Stage):
               pcm: np.ndarray | None = None, turn_pcm: list[np.ndarray] | None = None) -> None:
         gs = conv.session
         head = 1 if gs is None else (0 if gs.user_open else 1) + (gs.pending_text is not None)
-        if self._make_room(conv, head + codes.shape[1], turn_codes, turn_pcm, turn_starts=gs is not None and not gs.user_open):
+        new_turn = gs is not None and not gs.user_open
+        if self._make_room(conv, head + codes.shape[1], turn_codes, turn_pcm, turn_starts=new_turn):
             return
         self.service.generator.feed_user_speech(conv.session, codes, pcm=pcm)
 
