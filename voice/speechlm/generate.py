@@ -99,25 +99,33 @@ class Splice:
     thought_cut: int | None = None
     thought_head: int | None = None
 
+    def position(self, pos: int | None) -> int | None:
+        """Where a position of the speech slot went (None: it was in the span that went, or was None)."""
+        return None if pos is None or pos < self.cut else pos - self.cut + self.head
+
+    def thought_position(self, pos: int | None) -> int | None:
+        """Where a position of the thought slot went (None: it went, or there is no thought)."""
+        if pos is None or self.thought_cut is None or pos < self.thought_cut:
+            return None
+        return pos - self.thought_cut + self.thought_head
+
     def moved(self, mark: ContextMark) -> ContextMark:
         """`mark`, taken before the splice, where it points now; a mark inside the span that went points just after
         the new context block, with nothing pending."""
-        if mark.length >= self.cut:
-            answer = mark.answer
-            if isinstance(answer, _Answer):
-                answer = None if answer.start < self.cut else replace(answer, start=answer.start - self.cut + self.head)
-            length, pending = mark.length - self.cut + self.head, mark.pending_text
-        else:
+        length = self.position(mark.length)
+        if length is None:
             length, pending, answer = self.head, None, None
+        else:
+            pending, answer = mark.pending_text, mark.answer
+            if isinstance(answer, _Answer):
+                start = self.position(answer.start)
+                answer = None if start is None else replace(answer, start=start)
         thought = mark.thought
         if thought is not None and self.thought_cut is not None:
             t_length, t_pending, t_start, fed = thought
-            if t_length >= self.thought_cut:
-                shift = self.thought_head - self.thought_cut
-                thought = (t_length + shift, t_pending, None if t_start is None or t_start < self.thought_cut
-                           else t_start + shift, fed)
-            else:
-                thought = (self.thought_head, [], None, 0)
+            t_length = self.thought_position(t_length)
+            thought = ((self.thought_head, [], None, 0) if t_length is None
+                       else (t_length, t_pending, self.thought_position(t_start), fed))
         return ContextMark(length, pending, answer, thought)
 
 
@@ -293,12 +301,12 @@ class SpeechGenerator:
         if t is not None and t_cut is not None:
             self.decoder.splice(t.slot, 0, t_cut, x)
         splice = Splice(cut, len(head), t_cut if t is not None else None, len(head) if t is not None else None)
-        shift, t_shift = len(head) - cut, (len(head) - t_cut if t_cut is not None else 0)
-        session.turns = [(a + shift, None if b is None else b + t_shift) for a, b in starts[keep:]]
+        session.turns = [(splice.position(a), splice.thought_position(b)) for a, b in starts[keep:]]
         if session.answer is not None:
-            session.answer = None if session.answer.start < cut else replace(session.answer, start=session.answer.start + shift)
-        if t is not None and t.answer_start is not None:
-            t.answer_start = None if t_cut is None or t.answer_start < t_cut else t.answer_start + t_shift
+            start = splice.position(session.answer.start)
+            session.answer = None if start is None else replace(session.answer, start=start)
+        if t is not None:
+            t.answer_start = splice.thought_position(t.answer_start)
         return splice
 
     # -- the thought ------------------------------------------------------------------------------

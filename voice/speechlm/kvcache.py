@@ -124,6 +124,8 @@ class SlotDecoder:
             mask = keys <= pos[:, None, :, None]                                        # [B, 1, T, E]
             idx = torch.tensor(slots)
             contiguous = slots == list(range(slots[0], slots[0] + b))
+        for row, slot in enumerate(slots):
+            self.inputs[slot, self.lengths[slot]:self.lengths[slot] + t] = x[row]
         for li, layer in enumerate(self.layers):
             h = self._rms(x, layer.norm1) @ layer.qkv                                   # [B, T, (nq+2nkv) hd]
             q, k, v = h.split([self.nq * self.hd, self.nkv * self.hd, self.nkv * self.hd], -1)
@@ -132,8 +134,6 @@ class SlotDecoder:
             v = v.view(b, t, self.nkv, self.hd).transpose(1, 2)
             for row, slot in enumerate(slots):
                 s0 = self.lengths[slot]
-                if li == 0:
-                    self.inputs[slot, s0:s0 + t] = x[row]
                 self.k[li, slot, :, s0:s0 + t] = k[row]
                 self.v[li, slot, :, s0:s0 + t] = v[row]
             if per_row:
