@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voice.codec.streaming import ModuleStates, step_module
+from voice.codec.streaming import ModuleStates, pack_fp16, step_module
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class StreamingCodec:
         self.start_delay_frames = int(start_delay_frames)  # frames held back once at the start (reflect pads)
         self.name = name
         self.cache_id: str | None = None  # set by the loader: identifies the weights for token caches
+        self.fp16_weights = True  # float16-packed codebooks where float16 holds them exactly (streaming.pack_fp16)
 
     # ---- facts for the LM and the latency report -------------------------------------------------
     @property
@@ -129,9 +130,14 @@ class StreamingCodec:
             return self.quantizer.vq.encode(emb, n_q=self.num_codebooks)[:, 0].numpy().astype(np.int64)
         residual = emb.transpose(1, 2).reshape(-1, emb.shape[1])  # [T, D]
         codes = []
-        for embed, embed_t, embed_sq in books["books"]:
-            # |e|^2 - 2 x.e: the squared distance without the per-row constant |x|^2
-            index = torch.addmm(embed_sq, residual, embed_t, alpha=-2.0).argmin(dim=-1)  # [T]
+        for embed, embed_t, embed_sq, packed in books["books"]:
+            # |e|^2 - 2 x.e: the squared distance without the per-row constant |x|^2 (float16-packed -2e where
+            # float16 holds the entries exactly: the same sums, one row at a time, so any chunking gives the same)
+            if packed is not None:
+                distances = packed.matmul(residual, embed_sq[0])
+            else:
+                distances = torch.addmm(embed_sq, residual, embed_t, alpha=-2.0)
+            index = distances.argmin(dim=-1)  # [T]
             residual = residual - torch.nn.functional.embedding(index, embed)
             codes.append(index)
         return torch.stack(codes).numpy().astype(np.int64)
@@ -141,7 +147,8 @@ class StreamingCodec:
 
         plain: no input/output projections (else the package's own encode/decode run); books: per codebook
         (entries [N, D], entries transposed and contiguous [D, N], where MKL's matrix-vector product is ~2x faster,
-        squared norms [1, N]); table: all entries [K * N, D]; offsets: [K, 1] first row of each codebook in it.
+        squared norms [1, N], -2 x entries packed in float16 where it holds them exactly, else None); table: all
+        entries [K * N, D]; offsets: [K, 1] first row of each codebook in it.
         """
         cache = getattr(self, "_books", None)
         if cache is not None and all(c.embed is e and (e._version, e.data_ptr()) == v for c, e, v in cache["key"]):
@@ -152,7 +159,8 @@ class StreamingCodec:
             "key": [(l._codebook, e, (e._version, e.data_ptr())) for l, e in zip(layers, embeds)],
             "plain": all(isinstance(l.project_in, nn.Identity) and isinstance(l.project_out, nn.Identity)
                          for l in self.quantizer.vq.layers),
-            "books": [(e, e.t().contiguous(), e.pow(2).sum(1)[None]) for e in embeds],
+            "books": [(e, e.t().contiguous(), e.pow(2).sum(1)[None], pack_fp16(-2.0 * e) if self.fp16_weights else None)
+                      for e in embeds],
             "table": torch.cat(embeds), "offsets": torch.arange(len(embeds))[:, None] * self.codebook_size}
         return self._books
 
