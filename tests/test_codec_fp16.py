@@ -8,7 +8,8 @@ import torch
 
 from tests.conftest import SPEECH_DIR
 from voice.codec.compact import CompactCodec, CompactCodecConfig
-from voice.codec.streaming import pack_fp16, pack_fp16_weights
+from voice.codec.streaming import pack_fp16_weights
+from voice.fp16_gemm import pack_fp16
 
 FRAMES = 24
 

@@ -126,6 +126,33 @@ def test_batched_steps_equal_single_session_steps() -> None:
         torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
 
 
+def test_float16_packed_weights_step_as_float32_does(monkeypatch) -> None:
+    """A model stored in float16 (as the shipped one): the decoder's products and heads read fbgemm's float16
+    packing of its weights, and give what the float32 products give, up to the order of the sums."""
+    model = tiny_model(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
+    assert SlotDecoder(tiny_model(5), 1).layers[0].qkv.packed is None   # float32 weights float16 would round
+    packed = SlotDecoder(model, 2)
+    if packed.layers[0].qkv.packed is None:
+        pytest.skip("this PyTorch has no fbgemm (not an x86 build)")
+    monkeypatch.setattr("voice.speechlm.kvcache.pack_fp16", lambda matrix: None)
+    plain = SlotDecoder(model, 2)
+    assert plain.layers[0].qkv.packed is None and plain.text_head.packed is None
+    rng = np.random.default_rng(1)
+    v = model.config.vocab
+    for n in (9, 1, 1, 3, 1):     # a prefill, single steps, a few steps at once
+        t = torch.from_numpy(rng.integers(0, len(CHARS), (1, n)))
+        x = model.embed(t, torch.full((1, 3, n), v.audio_none))
+        hp, hf = packed.forward([1], x), plain.forward([1], x)
+        torch.testing.assert_close(hp, hf, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(packed.text_logits(hp), model.text_head(hf), atol=1e-5, rtol=1e-5)
+            for k in range(4):
+                torch.testing.assert_close(packed.audio_logits(hp, k), model.audio_logits(hf, k), atol=1e-5, rtol=1e-5)
+
+
 def test_out_of_range_ids_and_a_full_context_are_rejected() -> None:
     model = tiny_model()
     v = model.config.vocab
@@ -197,13 +224,15 @@ def test_a_step_reads_only_the_audio_head_rows_it_needs_and_samples_the_same(del
     hidden = torch.randn(2, model.config.hidden_size)
     with torch.no_grad():
         full = model.heads(hidden[:, None], text=False)[1][:, 0]
+        decoder = SlotDecoder(model, 1)
         for k in range(4):
             torch.testing.assert_close(model.audio_logits(hidden, k), full[:, :k])
+            torch.testing.assert_close(decoder.audio_logits(hidden, k), full[:, :k])
 
     def answer(every_row: bool):
-        if every_row:      # the reference: every codebook's logits at every step
-            monkeypatch.setattr(model, "audio_logits", lambda h, k: model.heads(h[:, None], text=False)[1][:, 0])
         gen = SpeechGenerator(model, max_sessions=1, sampling=Sampling(temperature=0.9, top_k=5, max_frames=30))
+        if every_row:      # the reference: every codebook's logits at every step
+            monkeypatch.setattr(gen.decoder, "audio_logits", lambda h, k: model.heads(h[:, None], text=False)[1][:, 0])
         session = gen.open()
         gen.feed_user_speech(session, codes(3, 6, 5))
         out = _answer(gen, session)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from voice.codec.streaming import ModuleStates, pack_fp16, step_module
+from voice.codec.streaming import ModuleStates, step_module
+from voice.fp16_gemm import pack_fp16
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class StreamingCodec:
         self.start_delay_frames = int(start_delay_frames)  # frames held back once at the start (reflect pads)
         self.name = name
         self.cache_id: str | None = None  # set by the loader: identifies the weights for token caches
-        self.fp16_weights = True  # float16-packed codebooks where float16 holds them exactly (streaming.pack_fp16)
+        self.fp16_weights = True  # float16-packed codebooks where float16 holds them exactly (voice.fp16_gemm)
 
     # ---- facts for the LM and the latency report -------------------------------------------------
     @property
@@ -159,8 +160,8 @@ class StreamingCodec:
             "key": [(l._codebook, e, (e._version, e.data_ptr())) for l, e in zip(layers, embeds)],
             "plain": all(isinstance(l.project_in, nn.Identity) and isinstance(l.project_out, nn.Identity)
                          for l in self.quantizer.vq.layers),
-            "books": [(e, e.t().contiguous(), e.pow(2).sum(1)[None], pack_fp16(-2.0 * e) if self.fp16_weights else None)
-                      for e in embeds],
+            "books": [(e, e.t().contiguous(), e.pow(2).sum(1)[None],
+                       pack_fp16(-2.0 * e) if self.fp16_weights else None) for e in embeds],
             "table": torch.cat(embeds), "offsets": torch.arange(len(embeds))[:, None] * self.codebook_size}
         return self._books
 

@@ -15,28 +15,26 @@ step's first stage, against 15 us). Weights are read as the module's forward wou
 (weight norm, if still attached, is applied by its pre-hook; the loaders fold it away).
 Per-module constants are resolved once (`_ConvPlan`).
 
-float16 weights (`pack_fp16_weights`): a streaming step reads every weight once for a frame or two,
-so its GEMMs are bound by memory, and MKL reads a weight for two rows at 5-10 GB/s here. fbgemm's
-float16-weight GEMM (float32 activations and sums) takes the same product 5-10x faster. It is
-used only where it changes nothing: for a layer whose weight float16 holds exactly (the shipped
-codec's checkpoint is stored in float16; a weight-normed layer keeps its direction v, exact, and
-multiplies the output by g / |v|, the weight norm's own scale). Outputs then differ from the
-float32 GEMM's only in the order of the sums.
+float16 weights (`pack_fp16_weights`, `voice/fp16_gemm.py`): the few-row GEMMs of a step read
+fbgemm's float16 packing of each large layer's weight where float16 holds it exactly (the shipped
+codec's checkpoint is stored in float16); a weight-normed layer packs its stored direction v and
+multiplies the output by g / |v|, the weight norm's own scale, since float16 would round the
+folded weight. Outputs differ from the float32 GEMM's only in the order of the sums.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from voice.fp16_gemm import pack_fp16
+
 logger = logging.getLogger(__name__)
-warnings.filterwarnings("ignore", message=r"fbgemm_(pack_gemm_matrix_fp16|linear_fp16_weight).* is deprecated")
 
 _ELEMENTWISE = (nn.ELU, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 _START_PAD_NEED = {"constant": 0, "zero": 0, "replicate": 1, "reflect": 1}  # extra samples a start pad needs
@@ -185,42 +183,6 @@ def linear_step(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         weight = _weight_t(linear)
         y = flat @ weight if linear.bias is None else torch.addmm(linear.bias, flat, weight)
     return y.view(*x.shape[:-1], y.shape[-1])
-
-
-class PackedWeight:
-    """A weight matrix [out, in * kernel] in fbgemm's float16 packing, with an optional float32 scale per output
-    (a weight-normed layer's g / |v|); `matmul` gives what the float32 layer would, up to the order of sums.
-    Made once at load time, for inference: a weight changed later (training) is not seen."""
-
-    def __init__(self, matrix: torch.Tensor, scale: torch.Tensor | None = None):
-        self.packed = torch.fbgemm_pack_gemm_matrix_fp16(matrix.float().contiguous())
-        self.zeros = matrix.new_zeros(matrix.shape[0], dtype=torch.float32)
-        self.scale = scale
-
-    def matmul(self, rows: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """rows [N, in * kernel] float32 -> [N, out] float32."""
-        if self.scale is None:
-            return torch.fbgemm_linear_fp16_weight(rows, self.packed, self.zeros if bias is None else bias)
-        y = torch.fbgemm_linear_fp16_weight(rows, self.packed, self.zeros)
-        return y.mul_(self.scale) if bias is None else torch.addcmul(bias, y, self.scale)
-
-
-_FP16_AVAILABLE: list[bool] = []
-
-
-def pack_fp16(matrix: torch.Tensor, scale: torch.Tensor | None = None) -> PackedWeight | None:
-    """A `PackedWeight` of `matrix` [out, in], or None where float16 does not hold it exactly or fbgemm is
-    missing (PyTorch builds for other processors than x86)."""
-    if not _FP16_AVAILABLE:
-        try:
-            PackedWeight(torch.ones(8, 8)).matmul(torch.ones(1, 8), None)
-            _FP16_AVAILABLE.append(True)
-        except (AttributeError, RuntimeError):
-            _FP16_AVAILABLE.append(False)
-    matrix = matrix.detach().float()
-    if not _FP16_AVAILABLE[0] or not torch.equal(matrix.half().float(), matrix):
-        return None
-    return PackedWeight(matrix, scale)
 
 
 def pack_fp16_weights(model: nn.Module, min_weights: int = FP16_MIN_WEIGHTS) -> int:

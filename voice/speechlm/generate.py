@@ -330,7 +330,7 @@ class SpeechGenerator:
         self._think_text(session, "assistant_text", [])
         t.answer_start = self.decoder.lengths[t.slot] + len(t.pending) - 1
         t.fed_words = 0
-        return self._think_word(session, self.model.text_head(self._think_flush(session)))
+        return self._think_word(session, self.decoder.text_logits(self._think_flush(session)))
 
     def _think_word(self, session: Session, logits: torch.Tensor) -> list[int]:
         """The thought's next word from its text logits: [id], or [] once its answer is over."""
@@ -541,7 +541,7 @@ class SpeechGenerator:
         hidden = self._feed(session, text, audio, head=head)[-1]
         end, out = self.vocab.special("end_of_text"), []
         for _ in range(max_tokens):
-            token = self._sample(self.model.text_head(hidden) + self._text_mask)
+            token = self._sample(self.decoder.text_logits(hidden) + self._text_mask)
             if token == end:
                 break
             out.append(token)
@@ -630,7 +630,7 @@ class SpeechGenerator:
         hidden = self.decoder.forward([s.slot for s in active] + [s.thought.slot for s in thinking],
                                       self.model.embed(text, audio))[:, -1]
         if thinking:                                               # the thoughts write the next words first
-            logits = self.model.text_head(hidden[len(active):])
+            logits = self.decoder.text_logits(hidden[len(active):])
             for s, row in zip(thinking, logits):
                 s.thought.fed_words += 1
                 s.answer.words += self._think_word(s, row)
@@ -640,10 +640,10 @@ class SpeechGenerator:
     def _decide(self, sessions: list[Session], hidden: torch.Tensor) -> list[StepOutput]:
         """From the hidden state of block step s, choose each session's ids for step s + 1."""
         need_text = [not s.answer.text_done and s.answer.words is None for s in sessions]
-        audio_logits = self.model.audio_logits(hidden, max(self._codebooks_needed(s.answer) for s in sessions))
+        audio_logits = self.decoder.audio_logits(hidden, max(self._codebooks_needed(s.answer) for s in sessions))
         text_logits = None
         if any(need_text):
-            text_logits = self.model.text_head(hidden) + self._text_mask                # [B, V]
+            text_logits = self.decoder.text_logits(hidden) + self._text_mask                # [B, V]
         outs = []
         for row, s in enumerate(sessions):
             outs.append(self._advance(s, text_logits[row] if need_text[row] else None, audio_logits[row]))
