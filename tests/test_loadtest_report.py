@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voice.loadtest import levels_markdown, plot_levels, target_ms, write_level_reports
+from voice.loadtest import levels_markdown, over_single_by_clip, plot_levels, target_ms, write_level_reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +37,7 @@ def test_markdown_has_a_row_per_level_with_the_target_verdict():
     four, eight, sixteen = rows[1].split("|"), rows[2].split("|"), rows[3].split("|")
     assert "+90" in four[6] and "yes" in four[7]             # 790 <= 700 + 100
     assert "+150" in eight[6] and "no" in eight[7]           # 850 > 800
-    assert sixteen[3].strip() == "12" and "no" in sixteen[8]  # missed turns; not real time
+    assert sixteen[3].strip() == "12" and "no" in sixteen[9]  # missed turns; not real time
     assert "800 ms" in md and "![load](lt.png)" in md
 
 
@@ -90,3 +90,15 @@ def test_loadtest_options_parse_as_the_bench_does(monkeypatch):
     lt.run(args)
     assert seen["options"] == {"hear_frames": 25.0, "turn_detection": "silence"}
     assert lt.run(lt.argparse.Namespace(**{**vars(args), "option": ["bad"]})) == 2
+
+
+def test_same_clips_over_one_session_cancels_the_clips_own_turn_taking():
+    single = {"turn_v2v_ms": [["a", 300.0], ["b", 900.0], ["c", 310.0], ["a", 320.0]]}   # b waits for the fallback
+    loaded = {"turn_v2v_ms": [["a", 350.0], ["b", 950.0], ["c", 360.0], ["b", 960.0], ["d", 5000.0]]}
+    paired = over_single_by_clip(loaded, single)
+    assert paired["turns"] == 4                     # d was never played alone: left out
+    assert paired["p50"] == 50.0 and 50.0 <= paired["p95"] <= 60.0   # b's 900 ms alone is not load
+    report = _report()
+    report["levels"][1]["over_single_by_clip_ms"] = paired
+    four = [line for line in levels_markdown(report, "lt.png").splitlines() if line.startswith("| 4 |")][0]
+    assert "+50 / +" in four.split("|")[8]
