@@ -48,8 +48,10 @@ class ServerConfig:
     # answer frame later, not sooner, so `voice serve` and `voice bench` ask for 1 (docs/e2e.md, "Threads").
     torch_threads: int = 0
     # the VAD's early question (turn_speculate_ms) only while the server keeps at most this share of the cores busy
-    # (smoothed over about a second; 1: always): under load, answers started early and taken back cost the others
-    speculate_early_max_load: float = 0.5
+    # (smoothed over about a second; 1: always): under load, answers started early and taken back cost the others.
+    # 0.5 until the speech LM read float16-packed weights (2026-12-07): since then 4 e2e sessions keep about one of
+    # 2 cores busy and answer ~100 ms sooner at the median with it (docs/turn-taking.md)
+    speculate_early_max_load: float = 0.75
 
 
 class StartupError(RuntimeError):

@@ -7,7 +7,7 @@ arithmetic (RMSNorm, rotary attention with grouped KV heads, SwiGLU) with one pr
 forward pass. `tests/test_speechlm.py` checks it against the model's full forward pass. Its matrix
 products and the two heads read fbgemm's float16 packing of the weights where float16 holds them
 exactly (the shipped model is stored in float16; `voice/fp16_gemm.py`): the same results up to the
-order of the sums, a step about a fifth faster on 2 cores.
+order of the sums; an answer step of one session took 2.8-3.3 ms instead of 4.5-6.8 (2026-12-07).
 """
 
 from __future__ import annotations
