@@ -14,6 +14,7 @@ the lock); if a release drops them, `pack_fp16` returns None and nothing else ch
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -39,19 +40,20 @@ class PackedWeight:
         return y.mul_(self.scale) if bias is None else torch.addcmul(bias, y, self.scale)
 
 
-_AVAILABLE: list[bool] = []
+@functools.cache
+def fbgemm_available() -> bool:
+    """Whether this PyTorch packs and multiplies float16 weights through fbgemm (x86 builds do)."""
+    try:
+        PackedWeight(torch.ones(8, 8)).matmul(torch.ones(1, 8), None)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
 
 
 def pack_fp16(matrix: torch.Tensor, scale: torch.Tensor | None = None) -> PackedWeight | None:
     """A `PackedWeight` of `matrix` [out, in], or None where float16 does not hold it exactly or fbgemm is
     missing (PyTorch builds for other processors than x86)."""
-    if not _AVAILABLE:
-        try:
-            PackedWeight(torch.ones(8, 8)).matmul(torch.ones(1, 8), None)
-            _AVAILABLE.append(True)
-        except (AttributeError, RuntimeError):
-            _AVAILABLE.append(False)
     matrix = matrix.detach().float()
-    if not _AVAILABLE[0] or not torch.equal(matrix.half().float(), matrix):
+    if not fbgemm_available() or not torch.equal(matrix.half().float(), matrix):
         return None
     return PackedWeight(matrix, scale)
