@@ -102,3 +102,22 @@ def test_same_clips_over_one_session_cancels_the_clips_own_turn_taking():
     report["levels"][1]["over_single_by_clip_ms"] = paired
     four = [line for line in levels_markdown(report, "lt.png").splitlines() if line.startswith("| 4 |")][0]
     assert "+50 / +" in four.split("|")[8]
+
+
+def test_the_tracers_first_codes_and_audio_per_level_show_where_the_load_adds_time():
+    from voice.loadtest import stage_timings
+
+    turns = [{"speechlm.Codes": 50.0 + i, "codec_decode.AssistantAudio": 60.0 + i, "vad.UserAudio": 1.0,
+              "speechlm.AssistantText": 30.0} for i in range(20)] + [{"speechlm.Codes": 300.0}]
+    timings = stage_timings(turns)
+    assert set(timings) == {"speechlm.Codes", "codec_decode.AssistantAudio"}     # the answer's first codes and audio
+    assert timings["speechlm.Codes"]["p50"] == 60.0 and timings["speechlm.Codes"]["p95"] >= 69.0
+    assert timings["codec_decode.AssistantAudio"]["p50"] == 69.5           # over the turns that have it
+    report = _report()
+    report["levels"][0]["stage_timings_ms"] = timings
+    report["levels"][1]["stage_timings_ms"] = stage_timings([{"speechlm.Codes": 90.0}])
+    md = levels_markdown(report, "lt.png")
+    codes = [line for line in md.splitlines() if line.startswith("| speechlm.Codes |")][0].split("|")
+    assert codes[2].strip().startswith("60 / ") and codes[3].strip() == "90 / 90" and codes[4].strip() == "- / -"
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if ".Codes |" in line or ".AssistantAudio |" in line]
+    assert rows == ["speechlm.Codes", "codec_decode.AssistantAudio"]         # in the order the answer goes

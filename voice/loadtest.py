@@ -198,6 +198,7 @@ async def run_user(url: str, pipeline: str, rate_hz: int, clips: list[Clip], fir
             out["v2v_ms"].append((loud[stopped[-1]["turn"]] - (t0 + clip.speech_end_s)) * 1000)
             out["clips"].append(clip.name)
             out["v2v_arrival_ms"].append((arrived[stopped[-1]["turn"]] - (t0 + clip.speech_end_s)) * 1000)
+            out["timings"].append(ends[0].get("timings_ms") or {})
             if ends[0].get("endpointing_ms") is not None:
                 out["endpointing_ms"].append(ends[0]["endpointing_ms"])
             out["errors"].extend(e["code"] for e in client.log.of_type("error"))
@@ -210,7 +211,7 @@ async def run_level(server: ServerProcess, cfg: LoadConfig, clips_by_rate: dict[
                     stop: asyncio.Event) -> dict:
     """K users until the level's time is up (or `stop`: the turns measured so far are still reported)."""
     out: dict = {"v2v_ms": [], "clips": [], "v2v_arrival_ms": [], "endpointing_ms": [], "late_ms": [], "missed": [],
-                 "errors": []}
+                 "errors": [], "timings": []}
     server.cpu_cores_since_mark()
     idle = await asyncio.to_thread(server.health)
     t_start, cpu_start = time.monotonic(), _own_cpu_s()
@@ -260,7 +261,16 @@ def _summary(out: dict) -> dict:
         "client_late_ms": {"p50": pct(out["late_ms"], 50), "p95": pct(out["late_ms"], 95),
                            "max": pct(out["late_ms"], 100)},
         "turn_v2v_ms": [[clip, round(v, 1)] for clip, v in zip(out["clips"], out["v2v_ms"])],
+        "stage_timings_ms": stage_timings(out.get("timings", [])),
     }
+
+
+def stage_timings(turns: list[dict]) -> dict:
+    """The server's tracer per turn (`turn_end`'s `timings_ms`: when each stage's first frame of a kind left it, ms
+    after the end of the user's turn), p50 / p95 over the turns, for the answer's first codes and audio."""
+    keys = sorted({k for t in turns for k in t if k.endswith((".Codes", ".AssistantAudio"))})
+    return {k: {"p50": pct([t[k] for t in turns if k in t], 50), "p95": pct([t[k] for t in turns if k in t], 95)}
+            for k in keys}
 
 
 def over_single_by_clip(level: dict, single: dict) -> dict:
@@ -375,8 +385,19 @@ def levels_markdown(report: dict, png_name: str) -> str:
                      f"| {lv['missed_turns']} | {_ms(lv['v2v_ms']['p50'])} | {_ms(p95)} | {over} | {within} | {same} "
                      f"| {'yes' if lv.get('real_time') else 'no'} | {_ms(lv.get('server_cpu_cores'), '.2f')} "
                      f"| {_ms(lv.get('client_late_ms', {}).get('p95'), '.1f')} |")
-    lines += ["", "v2v in ms: the true end of speech to the first non-silent answer sample playing at the client.",
-              "", f"![load]({png_name})", ""]
+    lines += ["", "v2v in ms: the true end of speech to the first non-silent answer sample playing at the client.", ""]
+    keys = sorted({k for lv in report["levels"] for k in lv.get("stage_timings_ms", {})},
+                  key=lambda k: min(lv.get("stage_timings_ms", {}).get(k, {}).get("p50") or 1e9 for lv in report["levels"]))
+    if keys:
+        lines += ["Where the time goes: the server's tracer, ms from the end of the user's turn (the VAD's "
+                  "`speech_stopped`) to the first frame of each kind leaving each stage, p50 / p95:", "",
+                  "| stage.frame | " + " | ".join(f"{lv['sessions']} sessions" for lv in report["levels"]) + " |",
+                  "|---|" + "---|" * len(report["levels"])]
+        for k in keys:
+            cells = [lv.get("stage_timings_ms", {}).get(k, {}) for lv in report["levels"]]
+            lines.append(f"| {k} | " + " | ".join(f"{_ms(c.get('p50'))} / {_ms(c.get('p95'))}" for c in cells) + " |")
+        lines.append("")
+    lines += [f"![load]({png_name})", ""]
     return "\n".join(lines)
 
 
