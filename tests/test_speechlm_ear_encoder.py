@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from voice.speechlm.hearing import HearingConfig, HearingEncoder, HearingStream
+from voice.fp16_gemm import fbgemm_available
+from voice.speechlm.hearing import HearingConfig, HearingEncoder, HearingStream, PackedHearing
 from voice.speechlm.whisper_ear import FEATURE_DIM
 
 EAR = {"kind": "ear", "dim": FEATURE_DIM, "chunk": 5, "context": 7}
@@ -24,17 +25,38 @@ def _rows(frames: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((frames, FEATURE_DIM)).astype(np.float32)
 
 
+def _float16_exact(enc: HearingEncoder) -> HearingEncoder:
+    """Its weights rounded to float16 (as the shipped speech LM stores them), so that they can be packed."""
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.copy_(p.half().float())
+    return enc
+
+
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("sizes", [[19], [1] * 19, [4, 0, 9, 6], [2, 17]])
-def test_streamed_rows_give_the_whole_turns_features(sizes) -> None:
-    enc, rows = _encoder(), _rows(19, 1)
+def test_streamed_rows_give_the_whole_turns_features(sizes, packed) -> None:
+    """Any chunking gives the whole turn's features, through the torch modules or the float16-packed weights."""
+    enc, rows = _float16_exact(_encoder()), _rows(19, 1)
+    pack = PackedHearing.of(enc) if packed else None
+    if packed and not fbgemm_available():
+        pytest.skip("this PyTorch has no fbgemm (not x86)")
+    assert (pack is not None) == packed
     with torch.no_grad():
         whole = enc(torch.from_numpy(rows).T[None], torch.tensor([19]))[0]
-    stream, got, at = HearingStream(enc), [], 0
+    stream, got, at = HearingStream(enc, pack), [], 0
     for n in sizes:
         got.append(stream.push(rows[at:at + n]))
         at += n
     got.append(stream.finish())
     assert torch.allclose(torch.cat(got), whole, atol=1e-5)
+
+
+def test_weights_that_float16_does_not_hold_are_not_packed() -> None:
+    """A float32 encoder (one being trained) streams through its torch modules: packing would round it."""
+    assert PackedHearing.of(_encoder()) is None
+    if fbgemm_available():
+        assert PackedHearing.of(_float16_exact(_encoder())) is not None
 
 
 def test_it_reads_float_rows_of_its_width_only() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from voice.speechlm.heard import HeardQueue
-from voice.speechlm.hearing import HearingStream, Speller
+from voice.speechlm.hearing import HearingStream, PackedHearing, Speller
 from voice.speechlm.kvcache import SlotDecoder
 from voice.speechlm.lexicon import WordSnapper
 from voice.speechlm.model import SpeechLM
@@ -204,6 +204,9 @@ class SpeechGenerator:
         self.cfg = model.config
         self.vocab, self.layout = self.cfg.vocab, self.cfg.layout
         self.decoder = SlotDecoder(model, max_sessions * (2 if self.think else 1), max_len)
+        # the hearing encoder's streams read its float16-packed weights, as the decoder does
+        encoder = model.hearing if model.hearing is not None else model.ear_encoder
+        self._hearing_packed = None if encoder is None else PackedHearing.of(encoder)
         self.sampling = sampling
         self.free = list(range(self.decoder.slots))
         self.rng = torch.Generator().manual_seed(seed)
@@ -480,11 +483,11 @@ class SpeechGenerator:
                 session.speller, session.heard = Speller(self.snap), HeardQueue(self.tokenize, self.vocab.special("pad"))
                 session.spelled = []
             if self.model.hearing is not None:
-                session.hearing, session.held = HearingStream(self.model.hearing), np.zeros((k, 0), np.int64)
+                session.hearing, session.held = HearingStream(self.model.hearing, self._hearing_packed), np.zeros((k, 0), np.int64)
             elif self.cfg.reads_ear:
                 session.held, session.ear_rows = np.zeros((k, 0), np.int64), np.zeros((0, FEATURE_DIM), np.float32)
                 if self.model.ear_encoder is not None:
-                    session.hearing, session.enc_pushed = HearingStream(self.model.ear_encoder), 0
+                    session.hearing, session.enc_pushed = HearingStream(self.model.ear_encoder, self._hearing_packed), 0
         heard = np.array(codes[:k], dtype=np.int64)
         heard[self.layout.heard_codebooks or k:] = self.vocab.audio_none     # codebooks the model does not read
         user = None
