@@ -313,7 +313,6 @@ class SpeechLMStage(Stage):
         self._pending: list[np.ndarray] = []         # the turn's codes not yet given to the generator
         self._unheard: list[np.ndarray] = []         # the turn's 16 kHz audio not yet given to the ear
         self._unheard_samples = 0
-        self._ear_samples = 0                        # and the samples given to it
         self._ear = None                             # the turn's `EarStream` (only the ear thread uses it)
         self._ear_jobs: list[concurrent.futures.Future] = []   # its chunks being encoded, in order
         self._turn_rows: list[np.ndarray] = []       # the ear features of the turn so far [m, D] (a fresh context's)
@@ -457,8 +456,7 @@ class SpeechLMStage(Stage):
             pcm = self._pcm16k(frame)
             self._unheard.append(pcm)
             self._unheard_samples += len(pcm)
-            chunk = self._ear_chunk_samples
-            if (self._ear_samples + self._unheard_samples) // chunk > self._ear_samples // chunk:
+            if self._unheard_samples >= self._ear_chunk_samples:
                 self._ear_submit()          # a chunk is complete: encoded now, beside the codes that follow
         elif isinstance(frame, Codes) and frame.role == "user":
             if frame.turn_id == self._turn:
@@ -488,7 +486,6 @@ class SpeechLMStage(Stage):
 
             self._ear = EarStream(self.service.generator.ear)
         pcm = np.concatenate(self._unheard) if self._unheard else None
-        self._ear_samples += self._unheard_samples
         self._unheard, self._unheard_samples = [], 0
         self._ear_jobs.append(self.service.hear(_ear_rows, self._ear, pcm, final))
 
