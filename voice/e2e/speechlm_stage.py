@@ -27,7 +27,7 @@ import numpy as np
 
 from voice.frames import AssistantText, Codes, ErrorFrame, Frame, SpeechStarted, SpeechStopped, TurnEnd, UserAudio
 from voice.runtime.stage import Stage
-from voice.speechlm.whisper_ear import FEATURE_DIM, FRAME_SAMPLES, SAMPLE_RATE_HZ
+from voice.speechlm.whisper_ear import FRAME_SAMPLES, SAMPLE_RATE_HZ
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ class SpeechLMService:
     `call(fn, ...)` runs `fn` on the worker and awaits it; `post(fn, ...)` queues it without
     waiting (for synchronous callers such as `Stage.reset`); `step(session)` queues one answer step:
     every step waiting when the worker gets to it goes through `SpeechGenerator.step` together.
-    `hear(fn, ...)` runs `fn` on a second thread, the ear's: a model that hears through the Whisper
-    ear has its user audio encoded there (CTranslate2 releases the GIL), so the encoder (about
-    20 ms per 0.2 s chunk, a third of the worker's time while a user speaks) runs beside the
-    model's passes for the other sessions instead of in their queue.
 
     Scheduling: sessions that are answering (between `answer_started` and `answer_ended`) take
     turns with the worker, so left alone their steps would alternate and never meet. So when the
@@ -74,7 +70,6 @@ class SpeechLMService:
         self.max_sessions = max_sessions
         self.max_len = self.generator.max_len
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="speechlm")
-        self._ear_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="speechlm-ear")
         self._steps: list[tuple[Any, concurrent.futures.Future]] = []
         self._steps_lock = threading.Lock()
         self._step_arrived = threading.Condition(self._steps_lock)
@@ -92,10 +87,6 @@ class SpeechLMService:
 
     async def call(self, fn: Callable, *args) -> Any:
         return await asyncio.wrap_future(self._worker.submit(fn, *args))
-
-    def hear(self, fn: Callable, *args) -> concurrent.futures.Future:
-        """Queue `fn` on the ear thread (in order); its future."""
-        return self._ear_worker.submit(fn, *args)
 
     def post(self, fn: Callable, *args) -> None:
         self._worker.submit(fn, *args).add_done_callback(_log_failure)
@@ -136,13 +127,6 @@ class SpeechLMService:
 
     def shutdown(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
-        self._ear_worker.shutdown(wait=False, cancel_futures=True)
-
-
-def _ear_rows(ear, pcm: np.ndarray | None, final: bool) -> np.ndarray:
-    """On the ear thread: the features of the chunks `pcm` completes, and with `final` the last chunk's."""
-    rows = ear.push(pcm) if pcm is not None else np.zeros((0, FEATURE_DIM), np.float32)
-    return np.concatenate([rows, ear.finish()]) if final else rows
 
 
 def _log_failure(future: concurrent.futures.Future) -> None:
@@ -246,14 +230,8 @@ class SpeechLMStage(Stage):
       nor the answer stay, and the turn is heard again, whole. A context refreshed meanwhile is dropped
       (the next turn starts a fresh one).
     - A model that hears through the Whisper ear (`SpeechLMConfig.reads_ear`) also gets the turn's
-      audio's ear features: the turn's `UserAudio` (at 16 kHz, resampled if it is not) goes to the
-      turn's `EarStream` on the service's ear thread as soon as it completes an ear chunk, so the
-      encoder runs while the codes arrive; the next codes go to the generator with the features done
-      by then (codes wait there for theirs), and at the end of the turn only the last, partial chunk
-      is left to encode. The features are those the generator would compute from the audio itself
-      (`feed_user_speech(pcm=...)`), chunk for chunk.
-    - At the end of the turn the codes still pending, the last features and the start of the answer
-      go to the worker in one call (one wait in its queue, not two).
+      audio: each `UserAudio` of the turn (at 16 kHz, resampled if it is not) goes to the generator
+      with the next codes, which wait there for their ear features.
     - Session end (`close`): the conversation's slot is freed.
     """
 
@@ -292,7 +270,6 @@ class SpeechLMStage(Stage):
         self.context_steps = max(1, round(context_s * self.frame_rate_hz))
         self._conv = _Conversation()
         self.reads_ear = bool(gen.cfg.reads_ear)
-        self._ear_chunk_samples = gen.cfg.ear_config.chunk * FRAME_SAMPLES if self.reads_ear else 0
         self._spoken: tuple[int, int] | None = None     # the last answer: its turn and the frames sent
         self.last_cut: AnswerCut | None = None          # what the last interrupt left of an answer
         self.reset()
@@ -311,11 +288,8 @@ class SpeechLMStage(Stage):
     def _forget_turn(self) -> None:
         self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
         self._pending: list[np.ndarray] = []         # the turn's codes not yet given to the generator
-        self._unheard: list[np.ndarray] = []         # the turn's 16 kHz audio not yet given to the ear
-        self._unheard_samples = 0
-        self._ear = None                             # the turn's `EarStream` (only the ear thread uses it)
-        self._ear_jobs: list[concurrent.futures.Future] = []   # its chunks being encoded, in order
-        self._turn_rows: list[np.ndarray] = []       # the ear features of the turn so far [m, D] (a fresh context's)
+        self._turn_pcm: list[np.ndarray] = []        # the turn's audio at 16 kHz (models that read the ear)
+        self._pcm_sent = 0                           # arrays of it already given to the generator
         self._resampler = None
 
     async def close(self) -> None:
@@ -365,7 +339,7 @@ class SpeechLMStage(Stage):
     def _length(self, conv: _Conversation) -> int:
         return self.service.generator.length(conv.session)
 
-    def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray], user_rows: list[np.ndarray] | None = None) -> None:
+    def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray], user_pcm: list[np.ndarray] | None = None) -> None:
         """A new context: the context sentence of now, then the user's turn so far.
 
         A turn too long for the room left by an answer keeps only its last frames, half the room
@@ -385,18 +359,18 @@ class SpeechLMStage(Stage):
             room = self.service.max_len - self._length(conv) - self.answer_steps - 1
             keep = codes.shape[1] if codes.shape[1] <= room else room // 2   # trimmed: room for the next frames too
             if keep > 0:
-                rows = None
-                if user_rows is not None:     # the ear features of the same frames (those computed yet)
-                    rows = np.concatenate(user_rows) if user_rows else np.zeros((0, FEATURE_DIM), np.float32)
-                    rows = rows[codes.shape[1] - keep:]
-                gen.feed_user_speech(conv.session, codes[:, -keep:], features=rows)
+                pcm = None
+                if user_pcm is not None:     # the same stretch of the turn's audio (20 ms per frame)
+                    pcm = np.concatenate(user_pcm) if user_pcm else np.zeros(0, np.float32)
+                    pcm = pcm[(codes.shape[1] - keep) * FRAME_SAMPLES:]
+                gen.feed_user_speech(conv.session, codes[:, -keep:], pcm=pcm)
 
     def _fits(self, conv: _Conversation, steps: int) -> bool:
         """Whether `steps` more and a whole answer fit in the context."""
         return self._length(conv) + steps + self.answer_steps <= self.service.max_len
 
     def _make_room(self, conv: _Conversation, steps: int, turn_codes: list[np.ndarray],
-                   turn_rows: list[np.ndarray] | None, turn_starts: bool = False) -> bool:
+                   turn_pcm: list[np.ndarray] | None, turn_starts: bool = False) -> bool:
         """Room for `steps` more and an answer, and (`turn_starts`) a context of at most `context_steps`: the oldest
         turns go (the context kept to half of the bound, so that this is not needed again at the next turn), or,
         when the current turn alone is too long (or there is no session), a fresh context with the turn so far.
@@ -419,31 +393,20 @@ class SpeechLMStage(Stage):
                 log.info("speech LM: the oldest turns left the context: %d -> %d steps", before, self._length(conv))
             if self._fits(conv, steps):
                 return False
-        self._fresh(conv, turn_codes, turn_rows)
+        self._fresh(conv, turn_codes, turn_pcm)
         return True
 
     def _hear(self, conv: _Conversation, codes: np.ndarray, turn_codes: list[np.ndarray],
-              rows: np.ndarray | None = None, turn_rows: list[np.ndarray] | None = None) -> None:
-        """The user's next frames (codes [K, n], their ear features `rows` when the model reads the ear)."""
+              pcm: np.ndarray | None = None, turn_pcm: list[np.ndarray] | None = None) -> None:
         gs = conv.session
         head = 1 if gs is None else (0 if gs.user_open else 1) + (gs.pending_text is not None)
         new_turn = gs is not None and not gs.user_open
-        if self._make_room(conv, head + codes.shape[1], turn_codes, turn_rows, turn_starts=new_turn):
+        if self._make_room(conv, head + codes.shape[1], turn_codes, turn_pcm, turn_starts=new_turn):
             return
-        self.service.generator.feed_user_speech(conv.session, codes, features=rows)
+        self.service.generator.feed_user_speech(conv.session, codes, pcm=pcm)
 
-    def _begin(self, conv: _Conversation, turn_codes: list[np.ndarray], codes: np.ndarray | None = None,
-               rows: np.ndarray | None = None, turn_rows: list[np.ndarray] | None = None):
-        """The turn's last frames (`codes`, not yet heard, and the last ear features `rows`), then the answer's
-        first step."""
-        if codes is not None or rows is not None:
-            if codes is None:
-                codes = np.zeros((self.k, 0), np.int64)
-            try:
-                self._hear(conv, codes, turn_codes, rows, turn_rows)
-            except ValueError as exc:      # codes the model cannot read: dropped, the answer starts
-                log.warning("speech LM: user codes dropped: %s", exc)
-        self._make_room(conv, 2, turn_codes, turn_rows)     # dropped after an error, or too full for an answer
+    def _begin(self, conv: _Conversation, turn_codes: list[np.ndarray], turn_pcm: list[np.ndarray] | None = None):
+        self._make_room(conv, 2, turn_codes, turn_pcm)     # dropped after an error, or too full for an answer
         return self.service.generator.begin_answer(conv.session)
 
     # -- frames --------------------------------------------------------------------------------
@@ -453,11 +416,7 @@ class SpeechLMStage(Stage):
             self._turn = frame.turn_id
             self.service.post(self._mark, self._conv)
         elif isinstance(frame, UserAudio) and self.reads_ear and frame.turn_id == self._turn:
-            pcm = self._pcm16k(frame)
-            self._unheard.append(pcm)
-            self._unheard_samples += len(pcm)
-            if self._unheard_samples >= self._ear_chunk_samples:
-                self._ear_submit()          # a chunk is complete: encoded now, beside the codes that follow
+            self._turn_pcm.append(self._pcm16k(frame))
         elif isinstance(frame, Codes) and frame.role == "user":
             if frame.turn_id == self._turn:
                 await self._heard(frame.codes)
@@ -479,29 +438,13 @@ class SpeechLMStage(Stage):
             self._resampler = StreamingResampler(frame.sample_rate_hz, SAMPLE_RATE_HZ)
         return self._resampler.process(pcm)
 
-    def _ear_submit(self, final: bool = False) -> None:
-        """The audio not yet given to the ear goes to the ear thread (`final`: the turn's last chunk too)."""
-        if self._ear is None:
-            from voice.speechlm.whisper_ear import EarStream
-
-            self._ear = EarStream(self.service.generator.ear)
-        pcm = np.concatenate(self._unheard) if self._unheard else None
-        self._unheard, self._unheard_samples = [], 0
-        self._ear_jobs.append(self.service.hear(_ear_rows, self._ear, pcm, final))
-
-    async def _new_rows(self, final: bool = False) -> np.ndarray | None:
-        """The ear features not yet given to the generator: those of the chunks the ear thread has been given
-        (awaited), and with `final` those of the rest of the turn's audio; None for a model that does not read
-        the ear."""
+    def _new_pcm(self) -> np.ndarray | None:
+        """The turn's audio not yet given to the generator (None for a model that does not read it)."""
         if not self.reads_ear:
             return None
-        if final:
-            self._ear_submit(final=True)
-        jobs, self._ear_jobs = self._ear_jobs, []
-        rows = [await asyncio.wrap_future(job) for job in jobs]
-        rows = np.concatenate(rows) if rows else np.zeros((0, FEATURE_DIM), np.float32)
-        self._turn_rows.append(rows)
-        return rows
+        new = self._turn_pcm[self._pcm_sent:]
+        self._pcm_sent = len(self._turn_pcm)
+        return np.concatenate(new) if new else np.zeros(0, np.float32)
 
     async def _heard(self, codes: np.ndarray) -> None:
         codes = np.asarray(codes)[: self.k]
@@ -515,25 +458,22 @@ class SpeechLMStage(Stage):
             await self._feed_pending()
 
     async def _feed_pending(self) -> None:
-        """Give the generator the turn's codes (and ear features) it has not heard yet, in one call."""
+        """Give the generator the turn's codes (and audio) it has not heard yet, in one call."""
         codes, self._pending = np.concatenate(self._pending, axis=1), []
-        rows = await self._new_rows()
+        pcm = self._new_pcm()
         try:
-            await self.service.call(self._hear, self._conv, codes, list(self._turn_codes), rows,
-                                    list(self._turn_rows) if self.reads_ear else None)
+            await self.service.call(self._hear, self._conv, codes, list(self._turn_codes), pcm,
+                                    list(self._turn_pcm) if self.reads_ear else None)
         except SessionsFull:
             self._full = True
         except ValueError as exc:      # codes the model cannot read: dropped, the turn goes on
             log.warning("speech LM: user codes dropped: %s", exc)
 
     async def _answer(self, turn: int) -> AsyncIterator[Frame]:
-        last = rows = None          # the turn's last frames and features, heard in the answer's first call
-        if self._turn_codes and not self._full:
-            if self._pending:
-                last, self._pending = np.concatenate(self._pending, axis=1), []
-            rows = await self._new_rows(final=True)
+        if self._pending and not self._full:
+            await self._feed_pending()      # the turn's last frames
         turn_codes, self._turn, self._turn_codes = self._turn_codes, -1, []
-        turn_rows = list(self._turn_rows) if self.reads_ear else None
+        turn_pcm = list(self._turn_pcm) if self.reads_ear else None
         if self._full:
             yield self._full_error(turn)
         if self._full or not turn_codes:
@@ -544,7 +484,7 @@ class SpeechLMStage(Stage):
         self._spoken = (turn, 0)
         answering = False
         try:
-            out = await self.service.call(self._begin, self._conv, turn_codes, last, rows, turn_rows)
+            out = await self.service.call(self._begin, self._conv, turn_codes, turn_pcm)
             self.service.answer_started()       # its steps are now gathered with the other answers'
             answering = True
             while True:
