@@ -206,26 +206,25 @@ class PackedHearing:
     is there; the stream then runs the torch modules. Made for inference: weights changed later
     (training) are not seen, so a generator packs its model's encoder when it is made."""
 
-    def __init__(self, encoder: HearingEncoder, convs: list, grus: list) -> None:
-        self.enc, self.convs, self.grus = encoder, convs, grus
+    def __init__(self, encoder: HearingEncoder, convs: dict, grus: list) -> None:
+        self.enc, self.convs, self.grus = encoder, convs, grus     # convs: {conv module: its packing}
 
     @classmethod
     def of(cls, encoder: HearingEncoder) -> "PackedHearing | None":
         from voice.fp16_gemm import pack_fp16
 
-        convs = [pack_fp16(conv.weight.reshape(conv.out_channels, -1)) for conv in (encoder.conv1, encoder.conv2)]
+        convs = {conv: pack_fp16(conv.weight.reshape(conv.out_channels, -1)) for conv in (encoder.conv1, encoder.conv2)}
         grus = [(pack_fp16(getattr(encoder.gru, f"weight_ih_l{i}")), pack_fp16(getattr(encoder.gru, f"weight_hh_l{i}")))
                 for i in range(encoder.gru.num_layers)]
-        if any(w is None for w in convs) or any(w is None for pair in grus for w in pair) or not encoder.gru.bias:
+        if any(w is None for w in convs.values()) or any(w is None for pair in grus for w in pair) or not encoder.gru.bias:
             return None
         return cls(encoder, convs, grus)
 
-    def conv(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """conv1 (index 0) or conv2 on x [1, C, T >= kernel] -> gelu of its output [1, C_out, T - kernel + 1]."""
-        conv = (self.enc.conv1, self.enc.conv2)[index]
+    def conv(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's `conv` on x [1, C, T >= kernel] -> gelu of its output [1, C_out, T - kernel + 1]."""
         k = conv.kernel_size[0]
         cols = x[0].unfold(-1, k, 1).transpose(0, 1).reshape(x.shape[2] - k + 1, -1)   # [T', C * k], channel-major
-        return F.gelu(self.convs[index].matmul(cols, conv.bias.detach())).T[None]
+        return F.gelu(self.convs[conv].matmul(cols, conv.bias.detach())).T[None]
 
     def gru(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The GRU (torch's equations) on x [T, H] from `state` [layers, 1, H] (None: zeros) -> (out [T, H], state)."""
@@ -268,10 +267,7 @@ class HearingStream:
         k = conv.kernel_size[0]
         if x.shape[2] < k:
             return x, x[:, :, :0].new_zeros(1, conv.out_channels, 0)
-        if self.packed is not None:
-            out = self.packed.conv(0 if conv is self.enc.conv1 else 1, x)
-        else:
-            out = F.gelu(conv(x))
+        out = F.gelu(conv(x)) if self.packed is None else self.packed.conv(conv, x)
         return x[:, :, x.shape[2] - (k - 1):], out
 
     @torch.no_grad()
