@@ -268,9 +268,12 @@ def _summary(out: dict) -> dict:
 def stage_timings(turns: list[dict]) -> dict:
     """The server's tracer per turn (`turn_end`'s `timings_ms`: when each stage's first frame of a kind left it, ms
     after the end of the user's turn), p50 / p95 over the turns, for the answer's first codes and audio."""
-    keys = sorted({k for t in turns for k in t if k.endswith((".Codes", ".AssistantAudio"))})
-    return {k: {"p50": pct([t[k] for t in turns if k in t], 50), "p95": pct([t[k] for t in turns if k in t], 95)}
-            for k in keys}
+    values: dict[str, list[float]] = {}
+    for t in turns:
+        for k, v in t.items():
+            if k.endswith((".Codes", ".AssistantAudio")):
+                values.setdefault(k, []).append(v)
+    return {k: {"p50": pct(values[k], 50), "p95": pct(values[k], 95)} for k in sorted(values)}
 
 
 def over_single_by_clip(level: dict, single: dict) -> dict:

@@ -207,16 +207,23 @@ class PackedHearing:
     (training) are not seen, so a generator packs its model's encoder when it is made."""
 
     def __init__(self, encoder: HearingEncoder, convs: dict, grus: list) -> None:
-        self.enc, self.convs, self.grus = encoder, convs, grus     # convs: {conv module: its packing}
+        self.enc = encoder
+        self.convs = convs        # {conv module: (its packing, its bias)}
+        self.grus = grus          # per GRU layer: (input packing, its bias, recurrent packing, its bias)
 
     @classmethod
     def of(cls, encoder: HearingEncoder) -> "PackedHearing | None":
         from voice.fp16_gemm import pack_fp16
 
-        convs = {conv: pack_fp16(conv.weight.reshape(conv.out_channels, -1)) for conv in (encoder.conv1, encoder.conv2)}
-        grus = [(pack_fp16(getattr(encoder.gru, f"weight_ih_l{i}")), pack_fp16(getattr(encoder.gru, f"weight_hh_l{i}")))
-                for i in range(encoder.gru.num_layers)]
-        if any(w is None for w in convs.values()) or any(w is None for pair in grus for w in pair) or not encoder.gru.bias:
+        gru = encoder.gru
+        if not gru.bias:
+            return None
+        convs = {conv: (pack_fp16(conv.weight.reshape(conv.out_channels, -1)), conv.bias.detach())
+                 for conv in (encoder.conv1, encoder.conv2)}
+        grus = [(pack_fp16(getattr(gru, f"weight_ih_l{i}")), getattr(gru, f"bias_ih_l{i}").detach(),
+                 pack_fp16(getattr(gru, f"weight_hh_l{i}")), getattr(gru, f"bias_hh_l{i}").detach())
+                for i in range(gru.num_layers)]
+        if any(w is None for w, _ in convs.values()) or any(w is None for layer in grus for w in layer[::2]):
             return None
         return cls(encoder, convs, grus)
 
@@ -224,17 +231,18 @@ class PackedHearing:
         """The encoder's `conv` on x [1, C, T >= kernel] -> gelu of its output [1, C_out, T - kernel + 1]."""
         k = conv.kernel_size[0]
         cols = x[0].unfold(-1, k, 1).transpose(0, 1).reshape(x.shape[2] - k + 1, -1)   # [T', C * k], channel-major
-        return F.gelu(self.convs[conv].matmul(cols, conv.bias.detach())).T[None]
+        packed, bias = self.convs[conv]
+        return F.gelu(packed.matmul(cols, bias)).T[None]
 
     def gru(self, x: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The GRU (torch's equations) on x [T, H] from `state` [layers, 1, H] (None: zeros) -> (out [T, H], state)."""
-        gru, h_size = self.enc.gru, self.enc.gru.hidden_size
+        h_size = self.enc.gru.hidden_size
         if state is None:
-            state = x.new_zeros(gru.num_layers, 1, h_size)
+            state = x.new_zeros(len(self.grus), 1, h_size)
         last = []
-        for i, (w_ih, w_hh) in enumerate(self.grus):
-            gates_in = w_ih.matmul(x, getattr(gru, f"bias_ih_l{i}").detach())           # [T, 3H]: r, z, n
-            b_hh, h, rows = getattr(gru, f"bias_hh_l{i}").detach(), state[i], []
+        for i, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.grus):
+            gates_in = w_ih.matmul(x, b_ih)                                            # [T, 3H]: r, z, n
+            h, rows = state[i], []
             for t in range(x.shape[0]):
                 gates_h = w_hh.matmul(h, b_hh)                                         # [1, 3H]
                 rz = torch.sigmoid(gates_in[t: t + 1, : 2 * h_size] + gates_h[:, : 2 * h_size])
