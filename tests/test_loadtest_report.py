@@ -67,7 +67,8 @@ def test_write_level_reports_puts_png_and_md_beside_the_json(tmp_path):
 
 
 def test_loadtest_options_parse_as_the_bench_does(monkeypatch):
-    """`voice loadtest --option` goes through the bench's parser and reaches every session's hello."""
+    """`voice loadtest --option` goes through the bench's parser and reaches every session's hello;
+    `--speechlm-in-process` reaches the server's command line."""
     import pytest
 
     import voice.loadtest as lt
@@ -81,14 +82,17 @@ def test_loadtest_options_parse_as_the_bench_does(monkeypatch):
     seen = {}
 
     async def fake_run_load(levels, cfg, speech_dir, stop):
-        seen["options"] = dict(cfg.options)
+        seen["options"], seen["server_args"] = dict(cfg.options), cfg.server_args
         return {"levels": [], "interrupted": True}
 
     monkeypatch.setattr(lt, "run_load", fake_run_load)
     args = lt.argparse.Namespace(sessions="1", minutes=0.1, pipeline="echo", warmup_s=1.0, speech_dir=None,
-                                 option=["hear_frames=25", "turn_detection=silence"], out=None)
+                                 option=["hear_frames=25", "turn_detection=silence"], out=None,
+                                 speechlm_in_process=False)
     lt.run(args)
-    assert seen["options"] == {"hear_frames": 25.0, "turn_detection": "silence"}
+    assert seen["options"] == {"hear_frames": 25.0, "turn_detection": "silence"} and seen["server_args"] == ()
+    lt.run(lt.argparse.Namespace(**{**vars(args), "speechlm_in_process": True}))
+    assert seen["server_args"] == ("--speechlm-in-process",)          # voice serve's flag
     assert lt.run(lt.argparse.Namespace(**{**vars(args), "option": ["bad"]})) == 2
 
 

@@ -212,3 +212,15 @@ def test_voice_serve_runs_torch_on_one_thread_per_call_unless_told():
     assert build_config(parse(["serve", "--torch-threads", "2"])).torch_threads == 2
     assert build_config(parse(["serve", "--torch-threads", "0"])).torch_threads == 0
     assert ServerConfig().torch_threads == 0
+
+
+def test_voice_serve_runs_the_speech_lm_in_a_process_of_its_own_unless_told():
+    """`voice serve` runs the e2e speech LM in its own process (docs/e2e.md, "The speech LM's own process");
+    --speechlm-in-process keeps it on a worker thread; a library server keeps it in-process."""
+    from voice.cli import build_parser
+    from voice.server.cli import build_config
+
+    parse = build_parser().parse_args
+    assert build_config(parse(["serve"])).speechlm_process is True
+    assert build_config(parse(["serve", "--speechlm-in-process"])).speechlm_process is False
+    assert ServerConfig().speechlm_process is False

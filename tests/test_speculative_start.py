@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -207,6 +208,32 @@ def test_the_cpu_monitor_sees_a_busy_core_and_an_idle_one():
         return monitor.share
     assert asyncio.run(measure(True)) > 0.5
     assert asyncio.run(measure(False)) < 0.3
+
+
+def test_the_cpu_monitor_counts_the_servers_child_processes():
+    """The speech LM's own process is the server's work too: a busy child makes the share high."""
+    import subprocess
+    import sys
+    import time
+
+    from voice.server.limits import CpuLoadMonitor, process_tree, tree_cpu_s
+
+    async def measure() -> float:
+        monitor = CpuLoadMonitor(interval_s=0.05, smoothing=0.5, cores=1)
+        task = asyncio.create_task(monitor.run())
+        await asyncio.sleep(0.8)
+        task.cancel()
+        return monitor.share
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert child.pid in process_tree(os.getpid())
+        before = tree_cpu_s(os.getpid())
+        assert asyncio.run(measure()) > 0.5
+        assert tree_cpu_s(os.getpid()) - before > 0.3
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_the_early_question_is_asked_again_at_each_pause_and_never_ends_a_turn(speech):

@@ -38,6 +38,7 @@ class LoadConfig:
     max_pause_s: float = 0.4          # clips with longer pauses would be split into two turns by the VAD
     max_clip_s: float = 6.0
     options: tuple[tuple[str, object], ...] = ()   # hello options of every session (e.g. turn_detection=silence)
+    server_args: tuple[str, ...] = ()  # more arguments of `voice serve` (e.g. --speechlm-in-process)
 
 
 @dataclass
@@ -73,9 +74,9 @@ def pct(values: list[float], q: float) -> float | None:
 class ServerProcess:
     """`voice serve` in a child process on a free loopback port; stats from /healthz and /proc."""
 
-    def __init__(self, pipeline: str, max_sessions: int) -> None:
+    def __init__(self, pipeline: str, max_sessions: int, server_args: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "voice.cli", "serve", "--port", "0", "--pipelines", pipeline,
-               "--pipeline", pipeline, "--max-sessions", str(max_sessions)]
+               "--pipeline", pipeline, "--max-sessions", str(max_sessions), *server_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.url = ""
@@ -102,9 +103,10 @@ class ServerProcess:
             return json.loads(r.read())
 
     def cpu_s(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds of the server and its children (the speech LM's process)."""
+        from voice.server.limits import tree_cpu_s
+
+        return tree_cpu_s(self.proc.pid)
 
     def cpu_cores_since_mark(self) -> float:
         cpu, t = self.cpu_s(), time.monotonic()
@@ -314,7 +316,7 @@ def passes(level: dict, single: dict, factor: float = 2.0) -> bool:
 async def run_load(levels: list[int], cfg: LoadConfig, speech_dir: Path, stop: asyncio.Event) -> dict:
     """Each level in turn against one server process; the first level is the baseline for `passes`."""
     clips = {r: load_clips(speech_dir, r, cfg) for r in set(cfg.rates_hz)}
-    server = await asyncio.to_thread(ServerProcess, cfg.pipeline, max(levels) + 2)
+    server = await asyncio.to_thread(ServerProcess, cfg.pipeline, max(levels) + 2, cfg.server_args)
     report: dict = {"config": asdict(cfg), "levels": [], "clips": [c.name for c in clips[cfg.rates_hz[0]]],
                     "machine": machine_info(), "interrupted": False}
     try:
@@ -473,6 +475,8 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--speech-dir", type=Path, default=SPEECH_DIR)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="hello option of every session, repeatable (e.g. turn_detection=silence)")
+    p.add_argument("--speechlm-in-process", action="store_true",
+                   help="the server runs the speech LM on a thread of its own process (voice serve's flag)")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here (atomically), "
                    "and a plot and table beside it (same name, .png and .md)")
     p.set_defaults(func=run)
@@ -493,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     cfg = LoadConfig(sessions=levels[0], seconds=args.minutes * 60.0, pipeline=args.pipeline, warmup_s=args.warmup_s,
-                     options=options)
+                     options=options, server_args=("--speechlm-in-process",) if args.speechlm_in_process else ())
 
     async def main() -> dict:
         stop = asyncio.Event()

@@ -37,6 +37,9 @@ def register(subparsers, registered: dict) -> None:
                    help="hello option for every variant's sessions (e.g. end_silence_ms=500); repeatable")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="the in-process server's torch threads per model call (0: one per core), as voice serve's")
+    p.add_argument("--speechlm-in-process", action="store_true",
+                   help="the in-process server runs the speech LM on a thread of its own process, not in a process "
+                        "of its own (voice serve's --speechlm-in-process)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-turn wait for the answer")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up turn")
     p.add_argument("--speech-dir", default=None, help="folder of recordings for --set shared-speech")
@@ -187,9 +190,11 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
         if args.url:
             server_desc, records = args.url, go(args.url)
         else:
-            with ServerThread(variants[0].pipeline, args.torch_threads) as srv:
+            own_process = not args.speechlm_in_process
+            with ServerThread(variants[0].pipeline, args.torch_threads, speechlm_process=own_process) as srv:
                 server_desc = (f"in-process VoiceServer at {srv.url} (own thread and event loop, torch threads "
-                               f"{args.torch_threads or 'default'})")
+                               f"{args.torch_threads or 'default'}, the speech LM "
+                               f"{'in a process of its own' if own_process else 'on a worker thread'})")
                 records = go(srv.url)
     except (OSError, ConnectionError, KeyError, RuntimeError) as exc:
         bar.close()

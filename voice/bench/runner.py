@@ -44,10 +44,11 @@ class RunConfig:
 class ServerThread:
     """A real VoiceServer on a loopback port, in its own thread and event loop (isolated from the client)."""
 
-    def __init__(self, pipeline: str, torch_threads: int = 0) -> None:
+    def __init__(self, pipeline: str, torch_threads: int = 0, speechlm_process: bool = False) -> None:
         from voice.server.app import ServerConfig, VoiceServer
 
-        self.server = VoiceServer(ServerConfig(port=0, pipeline=pipeline, torch_threads=torch_threads))
+        self.server = VoiceServer(ServerConfig(port=0, pipeline=pipeline, torch_threads=torch_threads,
+                                               speechlm_process=speechlm_process))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-server", daemon=True)
 

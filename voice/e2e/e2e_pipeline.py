@@ -2,7 +2,8 @@
 
 The model is chosen by the server, never by a client: the folder `models/speechlm` of the
 checkout, or the folder named by the environment variable VOICE_SPEECHLM. VOICE_SPEECHLM_SESSIONS
-(default 8) is how many conversations the shared generator holds at once. Hello options:
+(default 8) is how many conversations the shared generator holds at once. A server that asks for it
+(`voice serve`, `voice bench`) runs the speech LM in a process of its own (voice/e2e/speechlm_process.py). Hello options:
 `step_frames` (codec frames per encode step and per decoded chunk, default 2 = 40 ms) and
 `max_answer_s` (an answer's audio is cut there; 0.1 to 15 s, default 15), `hear_frames` (the user's
 frames go to the speech LM in pieces of this many, 1 to 50; default: the ear's chunk for a model that
@@ -22,6 +23,7 @@ from pathlib import Path
 from voice.cascade.config import hello_clock
 from voice.e2e.codec_stages import CodecDecodeStage, CodecEncodeStage, check_step_frames
 from voice.e2e.pipeline import _codec
+from voice.e2e.speechlm_process import RemoteSpeechLMStage, SpeechLMProcess
 from voice.e2e.speechlm_stage import CONTEXT_S, SpeechLMService, SpeechLMStage
 from voice.pipelines import ModelCache, PipelineDef, register
 from voice.runtime.stage import Stage
@@ -51,24 +53,33 @@ def _sessions() -> int:
     return int(value)
 
 
-def _service(models: ModelCache) -> SpeechLMService:
+def load_service(folder: Path, shown: str, sessions: int, codec) -> SpeechLMService:
+    """The speech LM at `folder` and its codec's decoder, on a worker thread of this process."""
+    from voice.codec.loader import load_codec
+    from voice.codec.tokenize import cache_id
+    from voice.speechlm.cli import load_speech_lm
+
+    model, text = load_speech_lm(folder, shown)
+    if model.config.codec_id != cache_id(codec):
+        raise ValueError(f"the speech LM at {shown} reads codes of {model.config.codec_id!r}, but this server's "
+                         f"codec is {cache_id(codec)!r}")
+    k = model.config.num_codebooks
+    decoder = codec if k == codec.num_codebooks else load_codec("compact", k)   # the model's K codebooks
+    return SpeechLMService(model, text, decoder, max_sessions=sessions)
+
+
+def _service(models: ModelCache) -> SpeechLMService | SpeechLMProcess:
+    """The shared speech LM: in a process of its own when the server asks (`ModelCache.options`
+    `speechlm_process`, what `voice serve` does), else on a worker thread of this one."""
     folder, shown = speechlm_folder()
     sessions = _sessions()
     codec = _codec({}, models)              # what the encode stage uses: the shipped compact codec
-
-    def load() -> SpeechLMService:
-        from voice.codec.loader import load_codec
-        from voice.codec.tokenize import cache_id
-        from voice.speechlm.cli import load_speech_lm
-
-        model, text = load_speech_lm(folder, shown)
-        if model.config.codec_id != cache_id(codec):
-            raise ValueError(f"the speech LM at {shown} reads codes of {model.config.codec_id!r}, but this server's "
-                             f"codec is {cache_id(codec)!r}")
-        k = model.config.num_codebooks
-        decoder = codec if k == codec.num_codebooks else load_codec("compact", k)   # the model's K codebooks
-        return SpeechLMService(model, text, decoder, max_sessions=sessions)
-    return models.get(f"speechlm:{folder.resolve()}:{sessions}", load)
+    if models.options.get("speechlm_process"):
+        threads = int(models.options.get("torch_threads") or 0)
+        return models.get(f"speechlm-process:{folder.resolve()}:{sessions}",
+                          lambda: SpeechLMProcess(folder, shown, sessions, codec, torch_threads=threads),
+                          stale=lambda service: not service.alive)
+    return models.get(f"speechlm:{folder.resolve()}:{sessions}", lambda: load_service(folder, shown, sessions, codec))
 
 
 def _max_answer_s(options: dict) -> float:
@@ -111,10 +122,13 @@ def build(options: dict, models: ModelCache) -> list[Stage]:
     clock = hello_clock(options.get("now", ""))
     codec = _codec({}, models)
     service = _service(models)
-    return [CodecEncodeStage(codec, step_frames),
-            SpeechLMStage(service, step_frames, max_answer_s, clock, hear_frames=_hear_frames(options),
-                          think=_think(options), context_s=_context_s(options)),
-            CodecDecodeStage(service.codec)]
+    settings = dict(step_frames=step_frames, max_answer_s=max_answer_s, hear_frames=_hear_frames(options),
+                    think=_think(options), context_s=_context_s(options))
+    if isinstance(service, SpeechLMProcess):
+        lm: Stage = RemoteSpeechLMStage(service, now=str(options.get("now") or ""), **settings)
+    else:
+        lm = SpeechLMStage(service, clock=clock, **settings)
+    return [CodecEncodeStage(codec, step_frames), lm, CodecDecodeStage(service.codec)]
 
 
 def warmup(models: ModelCache) -> None:

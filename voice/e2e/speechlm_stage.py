@@ -339,6 +339,12 @@ class SpeechLMStage(Stage):
     def _length(self, conv: _Conversation) -> int:
         return self.service.generator.length(conv.session)
 
+    def context_state(self) -> dict:
+        """The conversation as the worker holds it (call on the worker): its context length in steps (0 with no
+        context) and what the last interrupt left of an answer (`last_cut`)."""
+        conv = self._conv
+        return {"context_steps": 0 if conv.session is None else self._length(conv), "last_cut": self.last_cut}
+
     def _fresh(self, conv: _Conversation, user_codes: list[np.ndarray], user_pcm: list[np.ndarray] | None = None) -> None:
         """A new context: the context sentence of now, then the user's turn so far.
 

@@ -17,14 +17,23 @@ PIPELINE_MODULES = ("voice.pipelines.echo", "voice.cascade.pipeline", "voice.e2e
 
 
 class ModelCache:
-    """Model weights shared by every session of a server: loaded once, by key, thread-safely."""
+    """Model weights shared by every session of a server: loaded once, by key, thread-safely.
 
-    def __init__(self) -> None:
+    `options`: how the server wants its models run (`speechlm_process`: the speech LM in a process of its
+    own; `torch_threads`: torch's threads per call there)."""
+
+    def __init__(self, options: dict | None = None) -> None:
+        self.options = dict(options or {})
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: str, loader: Callable[[], Any]) -> Any:
+    def get(self, key: str, loader: Callable[[], Any], stale: Callable[[Any], bool] | None = None) -> Any:
+        """The model under `key`, loaded now if absent or if `stale(model)` says it can no longer serve
+        (a model process that has died)."""
         with self._lock:
+            if key in self._models and stale is not None and stale(self._models[key]):
+                log.warning("model %s can no longer serve: loading it again", key)
+                del self._models[key]
             if key not in self._models:
                 log.info("loading model %s", key)
                 self._models[key] = loader()
@@ -33,6 +42,17 @@ class ModelCache:
     def loaded(self) -> list[str]:
         with self._lock:
             return sorted(self._models)
+
+    def close(self) -> None:
+        """Stop what runs beside the server (a model's process or worker threads: their `shutdown()`)."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            if hasattr(model, "shutdown"):
+                try:
+                    model.shutdown()
+                except Exception:
+                    log.exception("shutting down a model failed")
 
 
 @dataclass(frozen=True)

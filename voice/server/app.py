@@ -18,7 +18,7 @@ from websockets.http11 import Request, Response
 
 from voice import __version__, pipelines
 from voice.protocol import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, PROTOCOL_VERSION, TRANSPORT_MAX_BYTES
-from voice.server.limits import CpuLoadMonitor, LoopLagMonitor, SessionLimits
+from voice.server.limits import CpuLoadMonitor, LoopLagMonitor, SessionLimits, process_tree
 from voice.server.security import SecurityConfig, cors_headers, origin_ok, ssl_context, token_ok
 from voice.server.session import Close, Session
 from voice.stages.vad import VadConfig
@@ -52,6 +52,9 @@ class ServerConfig:
     # 0.5 until the speech LM read float16-packed weights (2026-12-07): since then 4 e2e sessions keep about one of
     # 2 cores busy and answer ~100 ms sooner at the median with it (docs/turn-taking.md)
     speculate_early_max_load: float = 0.75
+    # the e2e pipeline's speech LM in a process of its own (voice/e2e/speechlm_process.py; `voice serve` and `voice
+    # bench` ask for it): its steps no longer share Python's lock with the event loop and the codec's threads
+    speechlm_process: bool = False
 
 
 class StartupError(RuntimeError):
@@ -64,7 +67,8 @@ class VoiceServer:
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
         VadConfig.from_options(self.config.vad_defaults)   # bad server-wide VAD options: ValueError now
-        self.models = pipelines.ModelCache()
+        self.models = pipelines.ModelCache({"speechlm_process": self.config.speechlm_process,
+                                            "torch_threads": self.config.torch_threads})
         self.sessions: dict[str, Session] = {}
         self.started_s = time.time()
         self._server: Server | None = None
@@ -147,6 +151,7 @@ class VoiceServer:
         for task in monitors:
             task.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
+        await asyncio.to_thread(self.models.close)
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -235,12 +240,15 @@ class VoiceServer:
 
 
 def resource_usage() -> dict:
-    """This process's asyncio tasks, open file descriptors and resident memory (Linux /proc)."""
+    """This process's asyncio tasks and open file descriptors, and the resident memory of it and its children
+    (the speech LM's process) (Linux /proc)."""
     out: dict = {"asyncio_tasks": len(asyncio.all_tasks())}
     try:
         out["open_fds"] = len(os.listdir("/proc/self/fd"))
-        with open("/proc/self/status") as f:
-            rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        rss_kb = 0
+        for pid in process_tree(os.getpid()):
+            with open(f"/proc/{pid}/status") as f:
+                rss_kb += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         out["rss_mb"] = round(rss_kb / 1024, 1)
     except (OSError, StopIteration, ValueError):
         pass

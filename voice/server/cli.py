@@ -36,6 +36,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--no-warmup", action="store_true", help="load models on first use instead of at start-up")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch's threads per model call (0: one per core); 1 answers sooner on 2 cores (docs/e2e.md)")
+    p.add_argument("--speechlm-in-process", action="store_true",
+                   help="run the e2e pipeline's speech LM on a thread of the server's process instead of a process "
+                        "of its own (the default since 2026-12-07: docs/e2e.md, \"The speech LM's own process\")")
     p.add_argument("--turn-detection", choices=("model", "silence"), default=None,
                    help="how turns end when a hello does not say: the end-of-turn model (default) or end_silence_ms")
     p.add_argument("--barge-in-detection", choices=("model", "duration"), default=None,
@@ -60,7 +63,8 @@ def build_config(args: argparse.Namespace):
     return ServerConfig(host=args.host, port=args.port, pipeline=args.pipeline, pipelines=served,
                         max_sessions=args.max_sessions, max_loop_lag_ms=args.max_loop_lag_ms, warmup=not args.no_warmup, warmup_all=True,
                         limits=limits, security=security, vad_defaults=vad_defaults,
-                        torch_threads=max(0, getattr(args, "torch_threads", 1)))
+                        torch_threads=max(0, getattr(args, "torch_threads", 1)),
+                        speechlm_process=not getattr(args, "speechlm_in_process", False))
 
 
 def run(args: argparse.Namespace) -> int:

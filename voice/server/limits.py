@@ -71,8 +71,39 @@ class LoopLagMonitor:
             self.lag_ms += self.smoothing * (late_ms - self.lag_ms)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and the processes it started, theirs too (Linux /proc; just `pid` where there is none):
+    the server and the speech LM's process."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants; `time.process_time()`
+    for this process where /proc cannot tell."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            if p == os.getpid():
+                total += time.process_time()
+    return total
+
+
 class CpuLoadMonitor:
-    """The share of the machine's cores this process keeps busy, smoothed (time constant about
+    """The share of the machine's cores this process and its children (the speech LM's) keep busy, smoothed (time constant about
     interval_s / smoothing: 1 s). The VAD asks the end-of-turn model early (`turn_speculate_ms`) only
     while it is low: an answer started early and taken back is work thrown away, which a loaded
     server cannot spare (docs/turn-taking.md, "Asked early")."""
@@ -84,7 +115,7 @@ class CpuLoadMonitor:
 
     async def run(self) -> None:
         while True:
-            t, cpu = time.monotonic(), time.process_time()
+            t, cpu = time.monotonic(), tree_cpu_s(os.getpid())
             await asyncio.sleep(self.interval_s)
-            busy = (time.process_time() - cpu) / max(1e-3, time.monotonic() - t) / self.cores
+            busy = (tree_cpu_s(os.getpid()) - cpu) / max(1e-3, time.monotonic() - t) / self.cores
             self.share += self.smoothing * (min(1.0, busy) - self.share)
