@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import signal
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -408,6 +409,7 @@ class _ChildHost:
 
 
 def _child_main(conn, folder: str, shown: str, max_sessions: int, torch_threads: int, log_level: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the server stops, then says quit
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s speechlm-process %(name)s: %(message)s")
     try:
         import torch
