@@ -207,3 +207,27 @@ def test_a_server_with_the_speech_lm_in_its_own_process_answers_and_is_interrupt
     assert [a for a in c.log.audio if a.turn_id == 2]
     assert "".join(e["text"] for e in c.log.of_type("assistant_text") if e["turn"] == 2)
     assert not service.alive and not service.process.is_alive()      # stopped with the server
+
+
+def test_a_speech_lm_that_cannot_load_is_a_clear_hello_error_and_is_not_started_again(tmp_path, monkeypatch):
+    """No model: the server still starts (its warm-up logs why), and each e2e hello gets the child's reason;
+    the failed child is not started again for every hello."""
+    from voice.client import VoiceClient
+
+    monkeypatch.setenv("VOICE_SPEECHLM", str(tmp_path / "none"))
+
+    async def hellos(srv):
+        messages = []
+        for _ in range(2):
+            client = VoiceClient(srv.url, 16000, "e2e", {})
+            with pytest.raises(ConnectionError) as err:
+                await client.connect()
+            await client.close()
+            messages.append(str(err.value))
+        key = next(k for k in srv.models.loaded() if k.startswith("speechlm-process:"))
+        return messages, srv.models.get(key, None)
+
+    (first, second), service = serve(hellos, pipeline="echo", pipelines=("echo", "e2e"), warmup_all=True,
+                                     speechlm_process=True)
+    assert f"no speech LM at {tmp_path / 'none'}: train one (docs/speechlm.md)" in first and second == first
+    assert not service.alive and not service.ended and not service.process.is_alive()

@@ -70,7 +70,8 @@ def load_service(folder: Path, shown: str, sessions: int, codec) -> SpeechLMServ
 
 def _service(models: ModelCache) -> SpeechLMService | SpeechLMProcess:
     """The shared speech LM: in a process of its own when the server asks (`ModelCache.options`
-    `speechlm_process`, what `voice serve` does), else on a worker thread of this one."""
+    `speechlm_process`, what `voice serve` does; maybe still loading: `wait_ready()`), else on a worker
+    thread of this one."""
     folder, shown = speechlm_folder()
     sessions = _sessions()
     codec = _codec({}, models)              # what the encode stage uses: the shipped compact codec
@@ -78,7 +79,7 @@ def _service(models: ModelCache) -> SpeechLMService | SpeechLMProcess:
         threads = int(models.options.get("torch_threads") or 0)
         return models.get(f"speechlm-process:{folder.resolve()}:{sessions}",
                           lambda: SpeechLMProcess(folder, shown, sessions, codec, torch_threads=threads),
-                          stale=lambda service: not service.alive)
+                          stale=lambda service: service.ended)
     return models.get(f"speechlm:{folder.resolve()}:{sessions}", lambda: load_service(folder, shown, sessions, codec))
 
 
@@ -122,6 +123,8 @@ def build(options: dict, models: ModelCache) -> list[Stage]:
     clock = hello_clock(options.get("now", ""))
     codec = _codec({}, models)
     service = _service(models)
+    if isinstance(service, SpeechLMProcess):
+        service.wait_ready()
     settings = dict(step_frames=step_frames, max_answer_s=max_answer_s, hear_frames=_hear_frames(options),
                     think=_think(options), context_s=_context_s(options))
     if isinstance(service, SpeechLMProcess):
@@ -131,11 +134,23 @@ def build(options: dict, models: ModelCache) -> list[Stage]:
     return [CodecEncodeStage(codec, step_frames), lm, CodecDecodeStage(service.codec)]
 
 
+def prestart(models: ModelCache) -> None:
+    """Start the speech LM's own process (when the server runs it in one) without waiting: it loads while the
+    server warms its other pipelines."""
+    if models.options.get("speechlm_process"):
+        try:
+            _service(models)
+        except ValueError:
+            pass                            # the warm-up says why
+
+
 def warmup(models: ModelCache) -> None:
     """Load the codec and the speech LM at start-up; a missing or unusable model only logs (other pipelines go on)."""
     _codec({}, models)
     try:
-        _service(models)
+        service = _service(models)
+        if isinstance(service, SpeechLMProcess):
+            service.wait_ready()
     except ValueError as exc:
         log.warning("pipeline e2e is not usable yet: %s", exc)
 
@@ -146,4 +161,5 @@ register(PipelineDef(
     build=build,
     output_sample_rate_hz=lambda options, models: _codec({}, models).sample_rate_hz,
     warmup=warmup,
+    prestart=prestart,
 ))

@@ -46,6 +46,8 @@ CLOSE_TIMEOUT_S = 10.0
 class SpeechLMProcess:
     """The child process that holds the speech LM, and the server's end of its pipe.
 
+    Made at once: the child loads the model meanwhile (about 5 s on 2 cores), so a server can warm its
+    other pipelines beside it; `wait_ready()` waits for it (ValueError when it could not load).
     `info`: what the server's stages need to know of the model (`reads_ear`, `think`, `num_codebooks`);
     `codec`: the codec that decodes its codes (in the server, which streams the audio)."""
 
@@ -62,18 +64,40 @@ class SpeechLMProcess:
         self._send_lock = threading.Lock()
         self._routes: dict[int, Any] = {}
         self._ids = itertools.count(1)
-        self.alive = True
-        self.info = self._wait_ready(shown, start_timeout_s)
-        k = self.info["num_codebooks"]
-        if k == codec.num_codebooks:
-            self.codec = codec
-        else:
-            from voice.codec.loader import load_codec
+        self.alive = True                        # until it failed to load, or ended
+        self._client_codec = codec
+        self.info: dict = {}
+        self.codec = None
+        self._failure: str | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run_pipe, args=(shown, start_timeout_s), name="speechlm-pipe",
+                         daemon=True).start()
 
-            self.codec = load_codec("compact", k)          # the model's K codebooks
-        threading.Thread(target=self._read, name="speechlm-pipe", daemon=True).start()
+    @property
+    def ended(self) -> bool:
+        """The child served and has ended (a server starts a new one; one that could not load stays failed)."""
+        return self._ready.is_set() and self._failure is None and not self.alive
 
-    def _wait_ready(self, shown: str, timeout_s: float) -> dict:
+    def wait_ready(self) -> "SpeechLMProcess":
+        """Once the child has loaded the model: this; ValueError saying why when it could not."""
+        self._ready.wait()
+        if self._failure is not None:
+            raise ValueError(self._failure)
+        return self
+
+    def _run_pipe(self, shown: str, timeout_s: float) -> None:
+        try:
+            self.info, self.codec = self._wait_ready(shown, timeout_s)
+        except Exception as exc:
+            self._failure = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self.alive = False
+            self.shutdown()
+            return
+        finally:
+            self._ready.set()
+        self._read()
+
+    def _wait_ready(self, shown: str, timeout_s: float) -> tuple[dict, Any]:
         try:
             if not self._conn.poll(timeout_s):
                 raise ValueError(f"the speech LM process did not load {shown} in {timeout_s:g} s")
@@ -81,14 +105,14 @@ class SpeechLMProcess:
         except (EOFError, OSError):
             self.process.join(5)
             kind, payload = "failed", f"the speech LM process ended while loading {shown} (exit code {self.process.exitcode})"
-        except ValueError:
-            self.shutdown()
-            raise
         if kind != "ready":
-            self.alive = False
-            self.process.join(5)
             raise ValueError(payload)
-        return payload
+        k = payload["num_codebooks"]
+        if k == self._client_codec.num_codebooks:
+            return payload, self._client_codec
+        from voice.codec.loader import load_codec
+
+        return payload, load_codec("compact", k)          # the model's K codebooks
 
     # -- the pipe ------------------------------------------------------------------------------
     def send(self, message: tuple) -> None:
@@ -130,11 +154,13 @@ class SpeechLMProcess:
                 self.unregister(sid)
 
     def shutdown(self) -> None:
-        if self.alive:
+        if self.alive and self._ready.is_set():
             try:
                 self.send(("quit",))
             except (OSError, RuntimeError):
                 pass
+        elif self.process.is_alive():
+            self.process.terminate()           # still loading (or failed): nothing to finish
         self.process.join(CLOSE_TIMEOUT_S)
         if self.process.is_alive():
             self.process.terminate()

@@ -64,6 +64,8 @@ class PipelineDef:
     build: Callable[[dict, ModelCache], list[Stage]]        # (hello options, models) -> stages
     output_sample_rate_hz: Callable[[dict, ModelCache], int]
     warmup: Callable[[ModelCache], None] | None = None      # load shared weights at server start
+    # start slow loads that need no waiting before any pipeline warms up (the speech LM's own process)
+    prestart: Callable[[ModelCache], None] | None = None
     # VAD options this pipeline answers best with, under the server's defaults and the hello's own
     vad_defaults: dict = field(default_factory=dict)
 

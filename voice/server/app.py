@@ -106,8 +106,12 @@ class VoiceServer:
             import torch
 
             torch.set_num_threads(self.config.torch_threads)
-        await asyncio.to_thread(shared_model)
         warm = self.pipeline_names if self.config.warmup_all else [self.config.pipeline]
+        for name in warm if self.config.warmup else []:      # what loads beside the warm-ups below
+            prestart = pipelines.get(name).prestart
+            if prestart is not None:
+                await asyncio.to_thread(prestart, self.models)
+        await asyncio.to_thread(shared_model)
         for name in warm if self.config.warmup else []:
             defn = pipelines.get(name)
             if defn.warmup is None:

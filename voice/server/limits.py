@@ -88,17 +88,19 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and its live descendants; `time.process_time()`
-    for this process where /proc cannot tell."""
+    """CPU seconds (user + system) used so far by `pid` and its live descendants (/proc counts in ticks of
+    10 ms; this process itself is read from `time.process_time()`, which is exact)."""
     total = 0.0
     for p in process_tree(pid):
+        if p == os.getpid():
+            total += time.process_time()
+            continue
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
-            if p == os.getpid():
-                total += time.process_time()
+            pass                     # it ended meanwhile
     return total
 
 
