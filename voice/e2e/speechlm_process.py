@@ -201,24 +201,21 @@ class RemoteSpeechLMStage(Stage):
         self._open()
         self.service.send(("frame", self.sid, self._epoch, frame))
 
-    def _take(self) -> tuple | None:
-        """The next message of this epoch already here (errors raise), or None."""
+    def _drain(self) -> None:
+        """What the child sent while no answer was read: an error or its end raise, the rest is stale."""
         while not self._inbox.empty():
-            msg = self._check(self._inbox.get_nowait())
-            if msg is not None:
-                return msg
-        return None
+            self._check(self._inbox.get_nowait())
 
     def _check(self, msg: tuple) -> tuple | None:
-        kind, _, epoch, payload = msg
-        if kind == "dead":
-            raise RuntimeError(payload)
-        if epoch != self._epoch:
-            return None                 # made before an interrupt
-        if kind == "error":
-            raise RuntimeError(f"speech LM process: {payload}")
-        if kind == "state":
-            self.last_cut = payload["last_cut"]
+        """`msg` when it is of this epoch; None for what was made before an interrupt (or a late "closed")."""
+        if msg[0] == "dead":
+            raise RuntimeError(msg[3])
+        if len(msg) < 4 or msg[2] != self._epoch:
+            return None
+        if msg[0] == "error":
+            raise RuntimeError(f"speech LM process: {msg[3]}")
+        if msg[0] == "state":
+            self.last_cut = msg[3]["last_cut"]
         return msg
 
     async def state(self) -> dict:
@@ -232,7 +229,7 @@ class RemoteSpeechLMStage(Stage):
                 return msg[3]
 
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
-        self._take()                    # an error the child met while hearing ends the session now
+        self._drain()                   # an error the child met while hearing ends the session now
         if isinstance(frame, SpeechStarted):
             self._turn = frame.turn_id
             self._send(frame)
@@ -255,7 +252,7 @@ class RemoteSpeechLMStage(Stage):
     async def _answer(self, turn: int) -> AsyncIterator[Frame]:
         while True:
             msg = self._check(await self._inbox.get())
-            if msg is None:
+            if msg is None or msg[0] != "out":
                 continue
             out = msg[3]
             yield out
@@ -362,6 +359,7 @@ class _ChildHost:
     def __init__(self, conn, service) -> None:
         self.conn, self.service = conn, service
         self.sessions: dict[int, _ChildSession] = {}
+        self._closing: set[asyncio.Task] = set()
         self._send_lock = threading.Lock()
 
     def send(self, message: tuple) -> None:
@@ -417,7 +415,9 @@ class _ChildHost:
             session.restart(msg[2], lambda: session.stage.retract(msg[3]))
         elif kind == "close":
             del self.sessions[sid]
-            asyncio.get_running_loop().create_task(self._close(session))
+            task = asyncio.get_running_loop().create_task(self._close(session))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _close(self, session: _ChildSession) -> None:
         try:
