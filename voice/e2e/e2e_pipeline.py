@@ -3,7 +3,8 @@
 The model is chosen by the server, never by a client: the folder `models/speechlm` of the
 checkout, or the folder named by the environment variable VOICE_SPEECHLM. VOICE_SPEECHLM_SESSIONS
 (default 8) is how many conversations the shared generator holds at once. A server that asks for it
-(`voice serve`, `voice bench`) runs the speech LM in a process of its own (voice/e2e/speechlm_process.py). Hello options:
+(`voice serve`, `voice bench`) runs the speech LM in a process of its own (voice/e2e/speechlm_process.py).
+Hello options:
 `step_frames` (codec frames per encode step and per decoded chunk, default 2 = 40 ms) and
 `max_answer_s` (an answer's audio is cut there; 0.1 to 15 s, default 15), `hear_frames` (the user's
 frames go to the speech LM in pieces of this many, 1 to 50; default: the ear's chunk for a model that

@@ -104,7 +104,8 @@ class SpeechLMProcess:
             kind, payload = self._conn.recv()
         except (EOFError, OSError):
             self.process.join(5)
-            kind, payload = "failed", f"the speech LM process ended while loading {shown} (exit code {self.process.exitcode})"
+            kind, payload = "failed", (f"the speech LM process ended while loading {shown} "
+                                       f"(exit code {self.process.exitcode})")
         if kind != "ready":
             raise ValueError(payload)
         k = payload["num_codebooks"]

@@ -105,10 +105,10 @@ def tree_cpu_s(pid: int) -> float:
 
 
 class CpuLoadMonitor:
-    """The share of the machine's cores this process and its children (the speech LM's) keep busy, smoothed (time constant about
-    interval_s / smoothing: 1 s). The VAD asks the end-of-turn model early (`turn_speculate_ms`) only
-    while it is low: an answer started early and taken back is work thrown away, which a loaded
-    server cannot spare (docs/turn-taking.md, "Asked early")."""
+    """The share of the machine's cores this process and its children (the speech LM's) keep busy,
+    smoothed (time constant about interval_s / smoothing: 1 s). The VAD asks the end-of-turn model early
+    (`turn_speculate_ms`) only while it is low: an answer started early and taken back is work thrown
+    away, which a loaded server cannot spare (docs/turn-taking.md, "Asked early")."""
 
     def __init__(self, interval_s: float = 0.25, smoothing: float = 0.25, cores: int | None = None) -> None:
         self.interval_s, self.smoothing = interval_s, smoothing
@@ -120,4 +120,4 @@ class CpuLoadMonitor:
             t, cpu = time.monotonic(), tree_cpu_s(os.getpid())
             await asyncio.sleep(self.interval_s)
             busy = (tree_cpu_s(os.getpid()) - cpu) / max(1e-3, time.monotonic() - t) / self.cores
-            self.share += self.smoothing * (min(1.0, busy) - self.share)
+            self.share += self.smoothing * (min(1.0, max(0.0, busy)) - self.share)   # (< 0: a child ended)
