@@ -102,15 +102,17 @@ class ServerProcess:
         with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
             return json.loads(r.read())
 
-    def cpu_s(self) -> float:
-        """CPU seconds of the server and its children (the speech LM's process)."""
-        from voice.server.limits import tree_cpu_s
+    def cpu_s(self) -> dict[int, float]:
+        """CPU seconds of the server and of each of its children (the speech LM's process), by pid."""
+        from voice.server.limits import tree_cpu
 
-        return tree_cpu_s(self.proc.pid)
+        return tree_cpu(self.proc.pid)
 
     def cpu_cores_since_mark(self) -> float:
+        from voice.server.limits import cpu_used_since
+
         cpu, t = self.cpu_s(), time.monotonic()
-        used = (cpu - self._cpu0[0]) / max(1e-6, t - self._cpu0[1])
+        used = cpu_used_since(self._cpu0[0], cpu) / max(1e-6, t - self._cpu0[1])
         self._cpu0 = (cpu, t)
         return round(used, 2)
 

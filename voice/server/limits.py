@@ -87,21 +87,27 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and its live descendants (/proc counts in ticks of
-    10 ms; this process itself is read from `time.process_time()`, which is exact)."""
-    total = 0.0
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by `pid` and each of its live descendants, by pid (/proc counts
+    in ticks of 10 ms; this process itself is read from `time.process_time()`, which is exact)."""
+    used: dict[int, float] = {}
     for p in process_tree(pid):
         if p == os.getpid():
-            total += time.process_time()
+            used[p] = time.process_time()
             continue
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            used[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             pass                     # it ended meanwhile
-    return total
+    return used
+
+
+def cpu_used_since(before: dict[int, float], now: dict[int, float]) -> float:
+    """CPU seconds between two `tree_cpu` readings: a process that ended between them counts for nothing (its
+    seconds must not leave the total), one that started counts whole."""
+    return sum(cpu - before.get(p, 0.0) for p, cpu in now.items())
 
 
 class CpuLoadMonitor:
@@ -117,7 +123,7 @@ class CpuLoadMonitor:
 
     async def run(self) -> None:
         while True:
-            t, cpu = time.monotonic(), tree_cpu_s(os.getpid())
+            t, cpu = time.monotonic(), tree_cpu(os.getpid())
             await asyncio.sleep(self.interval_s)
-            busy = (tree_cpu_s(os.getpid()) - cpu) / max(1e-3, time.monotonic() - t) / self.cores
-            self.share += self.smoothing * (min(1.0, max(0.0, busy)) - self.share)   # (< 0: a child ended)
+            busy = cpu_used_since(cpu, tree_cpu(os.getpid())) / max(1e-3, time.monotonic() - t) / self.cores
+            self.share += self.smoothing * (min(1.0, busy) - self.share)
