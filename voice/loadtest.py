@@ -90,7 +90,7 @@ class ServerProcess:
         if not self.url:
             raise RuntimeError("the server did not start:\n" + "".join(self.lines[-20:]))
         threading.Thread(target=self._drain, daemon=True).start()
-        self._cpu0 = (self.cpu_s(), time.monotonic())
+        self._cpu0 = (self.cpu_by_pid(), time.monotonic())
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
@@ -102,7 +102,7 @@ class ServerProcess:
         with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
             return json.loads(r.read())
 
-    def cpu_s(self) -> dict[int, float]:
+    def cpu_by_pid(self) -> dict[int, float]:
         """CPU seconds of the server and of each of its children (the speech LM's process), by pid."""
         from voice.server.limits import tree_cpu
 
@@ -111,7 +111,7 @@ class ServerProcess:
     def cpu_cores_since_mark(self) -> float:
         from voice.server.limits import cpu_used_since
 
-        cpu, t = self.cpu_s(), time.monotonic()
+        cpu, t = self.cpu_by_pid(), time.monotonic()
         used = cpu_used_since(self._cpu0[0], cpu) / max(1e-6, t - self._cpu0[1])
         self._cpu0 = (cpu, t)
         return round(used, 2)

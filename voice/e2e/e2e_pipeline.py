@@ -54,9 +54,18 @@ def _sessions() -> int:
     return int(value)
 
 
+def decoder_for(codec, k: int):
+    """The codec that decodes a model's K codebooks: the server's own when it has K, else the compact
+    codec's first K."""
+    if k == codec.num_codebooks:
+        return codec
+    from voice.codec.loader import load_codec
+
+    return load_codec("compact", k)
+
+
 def load_service(folder: Path, shown: str, sessions: int, codec) -> SpeechLMService:
     """The speech LM at `folder` and its codec's decoder, on a worker thread of this process."""
-    from voice.codec.loader import load_codec
     from voice.codec.tokenize import cache_id
     from voice.speechlm.cli import load_speech_lm
 
@@ -64,9 +73,7 @@ def load_service(folder: Path, shown: str, sessions: int, codec) -> SpeechLMServ
     if model.config.codec_id != cache_id(codec):
         raise ValueError(f"the speech LM at {shown} reads codes of {model.config.codec_id!r}, but this server's "
                          f"codec is {cache_id(codec)!r}")
-    k = model.config.num_codebooks
-    decoder = codec if k == codec.num_codebooks else load_codec("compact", k)   # the model's K codebooks
-    return SpeechLMService(model, text, decoder, max_sessions=sessions)
+    return SpeechLMService(model, text, decoder_for(codec, model.config.num_codebooks), max_sessions=sessions)
 
 
 def _service(models: ModelCache) -> SpeechLMService | SpeechLMProcess:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from voice.frames import Codes, Frame, SpeechStarted, SpeechStopped, TurnEnd, UserAudio
+from voice.e2e.speechlm_stage import check_think
 from voice.runtime.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,9 @@ class SpeechLMProcess:
                                        f"(exit code {self.process.exitcode})")
         if kind != "ready":
             raise ValueError(payload)
-        k = payload["num_codebooks"]
-        if k == self._client_codec.num_codebooks:
-            return payload, self._client_codec
-        from voice.codec.loader import load_codec
+        from voice.e2e.e2e_pipeline import decoder_for
 
-        return payload, load_codec("compact", k)          # the model's K codebooks
+        return payload, decoder_for(self._client_codec, payload["num_codebooks"])
 
     # -- the pipe ------------------------------------------------------------------------------
     def send(self, message: tuple) -> None:
@@ -179,8 +177,7 @@ class RemoteSpeechLMStage(Stage):
 
     def __init__(self, service: SpeechLMProcess, **settings) -> None:
         super().__init__()
-        if settings.get("think") and not service.info["think"]:
-            raise ValueError("think: this speech LM does not think in text (its model reads no heard text)")
+        check_think(settings.get("think"), service.info["think"])
         self.service, self.settings = service, settings
         self.reads_ear = bool(service.info["reads_ear"])
         self.sid: int | None = None

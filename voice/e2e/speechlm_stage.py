@@ -35,6 +35,12 @@ HEAR_FRAMES = 25          # user frames per call to the model when it does not h
 CONTEXT_S = 16.0          # a context longer than this when a user turn starts drops its oldest turns (seconds of steps)
 
 
+def check_think(think: bool | None, can_think: bool) -> None:
+    """ValueError for a hello that asks a model that does not think in text (`think`) to do so."""
+    if think and not can_think:
+        raise ValueError("think: this speech LM does not think in text (its model reads no heard text)")
+
+
 class SessionsFull(RuntimeError):
     """Every slot of the shared generator holds a conversation."""
 
@@ -252,8 +258,7 @@ class SpeechLMStage(Stage):
         super().__init__()
         self.service, self.step_frames, self.clock = service, step_frames, clock
         gen = service.generator
-        if think and not gen.think:
-            raise ValueError("think: this speech LM does not think in text (its model reads no heard text)")
+        check_think(think, gen.think)
         self.think = gen.think if think is None else bool(think)
         if hear_frames is None:
             hear_frames = gen.cfg.ear_config.chunk if gen.cfg.reads_ear else HEAR_FRAMES
