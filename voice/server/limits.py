@@ -111,8 +111,9 @@ def cpu_used_since(before: dict[int, float], now: dict[int, float]) -> float:
 
 
 class CpuLoadMonitor:
-    """The share of the machine's cores this process and its children (the speech LM's) keep busy,
-    smoothed (time constant about interval_s / smoothing: 1 s). The VAD asks the end-of-turn model early
+    """The share of the machine's cores this process keeps busy, smoothed (time constant about
+    interval_s / smoothing: 1 s). Not its children (the speech LM's process): listing them through /proc
+    on the event loop, while other threads held Python's lock, made a reading take hundreds of ms. The VAD asks the end-of-turn model early
     (`turn_speculate_ms`) only while it is low: an answer started early and taken back is work thrown
     away, which a loaded server cannot spare (docs/turn-taking.md, "Asked early")."""
 
@@ -123,7 +124,7 @@ class CpuLoadMonitor:
 
     async def run(self) -> None:
         while True:
-            t, cpu = time.monotonic(), tree_cpu(os.getpid())
+            t, cpu = time.monotonic(), time.process_time()
             await asyncio.sleep(self.interval_s)
-            busy = cpu_used_since(cpu, tree_cpu(os.getpid())) / max(1e-3, time.monotonic() - t) / self.cores
+            busy = (time.process_time() - cpu) / max(1e-3, time.monotonic() - t) / self.cores
             self.share += self.smoothing * (min(1.0, busy) - self.share)
