@@ -218,6 +218,30 @@ def test_the_cpu_monitor_sees_a_busy_core_and_an_idle_one():
     assert share < 0.3 and share < got + 0.2, (share, got)
 
 
+def test_the_cpu_monitor_adds_what_its_model_processes_report():
+    """The speech LM's process reports its CPU seconds (`ModelCache.process_cpu`): the monitor adds what each
+    used between two readings; one that appears or restarts between them adds nothing, never less than nothing."""
+    from voice.server.limits import CpuLoadMonitor
+    import time
+
+    since = lambda: time.monotonic() - started[0]
+    busy = lambda: {1: 2.0 * since()}                             # a child that keeps two cores busy
+    joins = lambda: {1: 0.0} if since() < 0.12 else {1: 0.0, 2: 50.0}
+    restarts = lambda: {1: 50.0} if since() < 0.12 else {1: 0.5}
+    started = [0.0]
+
+    async def share(others) -> float:
+        started[0] = time.monotonic()
+        monitor = CpuLoadMonitor(interval_s=0.05, smoothing=0.5, cores=2, others=others)
+        task = asyncio.create_task(monitor.run())
+        await asyncio.sleep(0.4)
+        task.cancel()
+        return monitor.share
+    assert asyncio.run(share(busy)) > 0.8
+    assert asyncio.run(share(joins)) < 0.3
+    assert asyncio.run(share(restarts)) < 0.3
+
+
 def test_the_server_tree_cpu_counts_its_child_processes():
     """The load test counts the speech LM's own process as the server's work: a busy child's seconds are in
     the tree's; a child that ends between two readings takes nothing away (its seconds are not negative)."""

@@ -117,6 +117,9 @@ def test_the_process_answers_a_conversation_as_the_worker_thread_does(process_mo
         _same(a, b)
         assert isinstance(b[-1], TurnEnd) and _said(b)[0]
     assert here[2] == there[2] and there[2]["context_steps"] > 100
+    # the child reports the CPU it used (two turns of answers: well above nothing) for the server's load monitor
+    (cpu_s,) = process_models.process_cpu().values()
+    assert cpu_s > 0.5, cpu_s
 
 
 @pytest.mark.parametrize("interrupt,played_s", [("reset", 0.1), ("reset", None), ("retract", None)])

@@ -14,7 +14,8 @@ Protocol (tuples over one `multiprocessing` pipe, in order):
   played_s)`, `("retract", sid, epoch, turn_id)`, `("state", sid, epoch)`, `("close", sid)`, `("quit",)`.
 - child -> server: `("ready", info)` or `("failed", message)` once at start; then `("out", sid, epoch,
   frame)`, `("error", sid, epoch, message)`, `("state", sid, epoch, SpeechLMStage.context_state())`,
-  `("closed", sid)`.
+  `("closed", sid)`, and `("cpu", 0, seconds)` every `CPU_REPORT_S` (the CPU it has used, for the server's
+  load monitor).
 
 `epoch` counts a session's interrupts: after a reset or a retract the server drops whatever the
 child made before it, and the child drops frames of an older epoch, as `Pipeline.interrupt` drains
@@ -31,6 +32,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 600.0     # loading torch, the model and the Whisper ear on a busy 2-core machine
 CLOSE_TIMEOUT_S = 10.0
+CPU_REPORT_S = 0.25           # how often the child tells the server the CPU seconds it has used
 
 
 class SpeechLMProcess:
@@ -71,6 +74,7 @@ class SpeechLMProcess:
         self.codec = None
         self._failure: str | None = None
         self._ready = threading.Event()
+        self.cpu_s = 0.0                         # the child's CPU seconds so far, as it last reported them
         threading.Thread(target=self._run_pipe, args=(shown, start_timeout_s), name="speechlm-pipe",
                          daemon=True).start()
 
@@ -135,6 +139,9 @@ class SpeechLMProcess:
                 msg = self._conn.recv()
             except (EOFError, OSError):
                 break
+            if msg[0] == "cpu":
+                self.cpu_s = msg[2]
+                continue
             self._route(msg[1], msg)
         self.alive = False
         self.process.join(5)
@@ -371,10 +378,19 @@ class _ChildHost:
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
         threading.Thread(target=self._read, args=(loop, ended), name="speechlm-pipe", daemon=True).start()
+        report = loop.create_task(self._report_cpu())
         await ended
+        report.cancel()
         for session in list(self.sessions.values()):
             await session.close()
         self.service.shutdown()
+
+    async def _report_cpu(self) -> None:
+        """The CPU seconds this process has used, to the server every CPU_REPORT_S: its load monitor counts
+        them (a reading from the child itself: no listing of processes, no /proc, on the server's loop)."""
+        while True:
+            self.send(("cpu", 0, time.process_time()))
+            await asyncio.sleep(CPU_REPORT_S)
 
     def _read(self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future) -> None:
         while True:

@@ -43,6 +43,13 @@ class ModelCache:
         with self._lock:
             return sorted(self._models)
 
+    def process_cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by the processes models run in beside the server (a model's `cpu_s`), by
+        model: the server's load monitor adds them to its own."""
+        with self._lock:
+            models = list(self._models.values())
+        return {id(m): m.cpu_s for m in models if getattr(m, "alive", False) and hasattr(m, "cpu_s")}
+
     def close(self) -> None:
         """Stop what runs beside the server (a model's process or worker threads: their `shutdown()`)."""
         with self._lock:

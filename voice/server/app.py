@@ -74,7 +74,7 @@ class VoiceServer:
         self._server: Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self.lag = LoopLagMonitor()
-        self.cpu = CpuLoadMonitor()
+        self.cpu = CpuLoadMonitor(others=self.models.process_cpu)
         self._lag_task: asyncio.Task | None = None
         self._cpu_task: asyncio.Task | None = None
         defs = pipelines.available()

@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from voice.protocol import MAX_MESSAGE_BYTES
 
@@ -111,20 +112,28 @@ def cpu_used_since(before: dict[int, float], now: dict[int, float]) -> float:
 
 
 class CpuLoadMonitor:
-    """The share of the machine's cores this process keeps busy, smoothed (time constant about
-    interval_s / smoothing: 1 s). Not its children (the speech LM's process): listing them through /proc
-    on the event loop, while other threads held Python's lock, made a reading take hundreds of ms. The VAD asks the end-of-turn model early
+    """The share of the machine's cores this process and the processes its models run in keep busy,
+    smoothed (time constant about interval_s / smoothing: 1 s). The VAD asks the end-of-turn model early
     (`turn_speculate_ms`) only while it is low: an answer started early and taken back is work thrown
-    away, which a loaded server cannot spare (docs/turn-taking.md, "Asked early")."""
+    away, which a loaded server cannot spare (docs/turn-taking.md, "Asked early").
 
-    def __init__(self, interval_s: float = 0.25, smoothing: float = 0.25, cores: int | None = None) -> None:
+    `others()`: CPU seconds used so far by those other processes, by key (`ModelCache.process_cpu`: the
+    speech LM's process reports its own; listing the children through /proc on the event loop, while other
+    threads held Python's lock, made a reading take hundreds of ms). A key must be in two readings to
+    count: a process that started or ended between them adds nothing."""
+
+    def __init__(self, interval_s: float = 0.25, smoothing: float = 0.25, cores: int | None = None,
+                 others: Callable[[], dict[Any, float]] | None = None) -> None:
         self.interval_s, self.smoothing = interval_s, smoothing
         self.cores = max(1, cores or os.cpu_count() or 1)
+        self.others = others or dict
         self.share = 0.0
 
     async def run(self) -> None:
         while True:
-            t, cpu = time.monotonic(), time.process_time()
+            t, cpu, others = time.monotonic(), time.process_time(), self.others()
             await asyncio.sleep(self.interval_s)
-            busy = (time.process_time() - cpu) / max(1e-3, time.monotonic() - t) / self.cores
+            now = self.others()
+            used = time.process_time() - cpu + sum(max(0.0, s - others[k]) for k, s in now.items() if k in others)
+            busy = used / max(1e-3, time.monotonic() - t) / self.cores
             self.share += self.smoothing * (min(1.0, busy) - self.share)
