@@ -13,7 +13,7 @@ def _level(sessions: int, p50: float | None, p95: float | None, turns: int, miss
             "missed_turns": missed, "errors": [], "session_failures": [],
             "v2v_ms": {"p50": p50, "p95": p95, "max": p95},
             "client_late_ms": {"p50": 0.5, "p95": 1.0, "max": 3.0}, "server_cpu_cores": 0.05 * sessions,
-            "real_time": real_time}
+            "real_time": real_time, "started_early": turns // 2}
 
 
 def _report() -> dict:
@@ -38,6 +38,7 @@ def test_markdown_has_a_row_per_level_with_the_target_verdict():
     assert "+90" in four[6] and "yes" in four[7]             # 790 <= 700 + 100
     assert "+150" in eight[6] and "no" in eight[7]           # 850 > 800
     assert sixteen[3].strip() == "12" and "no" in sixteen[9]  # missed turns; not real time
+    assert four[11].strip() == "18"                          # answers started before the end was confirmed
     assert "800 ms" in md and "![load](lt.png)" in md
 
 

@@ -203,6 +203,7 @@ async def run_user(url: str, pipeline: str, rate_hz: int, clips: list[Clip], fir
             out["clips"].append(clip.name)
             out["v2v_arrival_ms"].append((arrived[stopped[-1]["turn"]] - (t0 + clip.speech_end_s)) * 1000)
             out["timings"].append(ends[0].get("timings_ms") or {})
+            out["started_early"].append((stopped[-1].get("answer_started_ms") or 0.0) < 0)   # before the end was confirmed
             if ends[0].get("endpointing_ms") is not None:
                 out["endpointing_ms"].append(ends[0]["endpointing_ms"])
             out["errors"].extend(e["code"] for e in client.log.of_type("error"))
@@ -215,7 +216,7 @@ async def run_level(server: ServerProcess, cfg: LoadConfig, clips_by_rate: dict[
                     stop: asyncio.Event) -> dict:
     """K users until the level's time is up (or `stop`: the turns measured so far are still reported)."""
     out: dict = {"v2v_ms": [], "clips": [], "v2v_arrival_ms": [], "endpointing_ms": [], "late_ms": [], "missed": [],
-                 "errors": [], "timings": []}
+                 "errors": [], "timings": [], "started_early": []}
     server.cpu_cores_since_mark()
     idle = await asyncio.to_thread(server.health)
     t_start, cpu_start = time.monotonic(), _own_cpu_s()
@@ -259,6 +260,7 @@ def _summary(out: dict) -> dict:
     """Percentiles of what the users measured."""
     return {
         "turns": len(out["v2v_ms"]), "missed_turns": len(out["missed"]), "errors": out["errors"],
+        "started_early": sum(out.get("started_early", [])),
         "v2v_ms": {"p50": pct(out["v2v_ms"], 50), "p95": pct(out["v2v_ms"], 95), "max": pct(out["v2v_ms"], 100)},
         "v2v_arrival_ms": {"p50": pct(out["v2v_arrival_ms"], 50), "p95": pct(out["v2v_arrival_ms"], 95)},
         "endpointing_ms": {"p50": pct(out["endpointing_ms"], 50), "p95": pct(out["endpointing_ms"], 95)},
@@ -380,8 +382,8 @@ def levels_markdown(report: dict, png_name: str) -> str:
              "- same clips over 1 session: each turn against the same clip's v2v with one session, p50 / p95 of "
              "the differences (the clips' own turn-taking cancels out)", "",
              "| sessions | turns | missed | v2v p50 | v2v p95 | p95 over 1 session | within +100 ms "
-             "| same clips over 1 session, p50 / p95 | real time | server cores | sender late p95 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| same clips over 1 session, p50 / p95 | real time | server cores | started early | sender late p95 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for lv in report["levels"]:
         p95 = lv["v2v_ms"]["p95"]
         over = "-" if base is None or p95 is None else f"{p95 - base:+.0f}"
@@ -391,7 +393,7 @@ def levels_markdown(report: dict, png_name: str) -> str:
         lines.append(f"| {lv['sessions']}{' (stopped early)' if lv.get('interrupted') else ''} | {lv['turns']} "
                      f"| {lv['missed_turns']} | {_ms(lv['v2v_ms']['p50'])} | {_ms(p95)} | {over} | {within} | {same} "
                      f"| {'yes' if lv.get('real_time') else 'no'} | {_ms(lv.get('server_cpu_cores'), '.2f')} "
-                     f"| {_ms(lv.get('client_late_ms', {}).get('p95'), '.1f')} |")
+                     f"| {lv.get('started_early', '-')} | {_ms(lv.get('client_late_ms', {}).get('p95'), '.1f')} |")
     lines += ["", "v2v in ms: the true end of speech to the first non-silent answer sample playing at the client.", ""]
     keys = sorted({k for lv in report["levels"] for k in lv.get("stage_timings_ms", {})},
                   key=lambda k: min(lv.get("stage_timings_ms", {}).get(k, {}).get("p50") or 1e9 for lv in report["levels"]))
