@@ -190,19 +190,3 @@ def test_bench_browser_refuses_what_the_page_cannot_do(tmp_path):
     assert main([*common, "--variant", "short=echo:end_silence_ms=300"]) == 2
     assert main([*common, "--pipelines", "echo", "--barge-in"]) == 2
     assert main([*common, "--pipelines", "echo", "--chromium", str(tmp_path / "no-such-chromium")]) == 2
-
-
-def test_the_browser_launcher_runs_chromium_at_a_lower_priority_with_its_arguments(tmp_path):
-    """`voice bench --browser-nice N`: Playwright starts the launcher, which runs Chromium at nice N with every
-    argument as given (the bench's Chromium shares the machine with the server under test)."""
-    import os
-    import subprocess
-
-    from voice.bench.browser import niced_launcher
-
-    fake = tmp_path / "fake chromium"
-    fake.write_text('#!/bin/sh\nnice\nprintf "%s|" "$@"\n')
-    fake.chmod(0o755)
-    launcher = niced_launcher(str(fake), 10, tmp_path)
-    out = subprocess.run([str(launcher), "--headless", "a b"], capture_output=True, text=True, check=True).stdout
-    assert out.split("\n") == [str(min(19, os.nice(0) + 10)), "--headless|a b|"]

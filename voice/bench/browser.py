@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,15 +51,6 @@ def chromium_args(fake_wav: Path | None, grant_microphone: bool = True) -> list[
     if fake_wav is not None:
         args.append(f"--use-file-for-fake-audio-capture={fake_wav}")
     return args
-
-
-def niced_launcher(chromium: str, nice: int, folder: Path) -> Path:
-    """An executable in `folder` that runs `chromium` at `nice` (every process and thread it starts inherits it):
-    Playwright takes an executable, not a priority, and renicing a running Chromium misses its threads."""
-    launcher = folder / f".chromium-nice{nice}.sh"
-    launcher.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} {shlex.quote(chromium)} "$@"\n')
-    launcher.chmod(0o755)
-    return launcher
 
 
 def find_chromium(path: str | None = None) -> str:
@@ -189,19 +179,15 @@ def page_url(ws_url: str, pipeline: str) -> str:
 
 def run_browser(ws_url: str, name: str, pipeline: str, items: list[TurnItem], work_dir: Path, gap_s: float,
                 chromium: str, on_progress: Callable[[int], None] | None = None,
-                screenshot: Path | None = None, nice: int = 0) -> list[dict]:
-    """One browser session over every clip of `items` against the server at `ws_url`; one record per clip.
-    `nice` > 0: Chromium runs at that lower CPU priority (it shares the machine with the server under test)."""
+                screenshot: Path | None = None) -> list[dict]:
+    """One browser session over every clip of `items` against the server at `ws_url`; one record per clip."""
     wav = work_dir / f"{name}.browser-mic.wav"
     spans = fake_microphone(items, wav, gap_s)
-    launcher = niced_launcher(chromium, nice, work_dir) if nice > 0 else None
     try:
         # stop before the file starts over (the capture started it a little before the session)
-        stats = asyncio.run(browse(page_url(ws_url, pipeline), wav, spans[-1].next_start_s - 1.0,
-                                   str(launcher or chromium), on_progress, screenshot))
+        stats = asyncio.run(browse(page_url(ws_url, pipeline), wav, spans[-1].next_start_s - 1.0, chromium,
+                                   on_progress, screenshot))
     finally:
         wav.unlink(missing_ok=True)
-        if launcher is not None:
-            launcher.unlink(missing_ok=True)
     turns = stats.get("turns", [])
     return records_for(name, pipeline, items, match_turns(turns, spans), stats.get("ready"), stats.get("underruns"))

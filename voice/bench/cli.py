@@ -11,10 +11,6 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# --browser: Chromium's nice. On the bench's machine the page's Chromium (about 0.2 of a core: its audio
-# worklets, rendering) takes the server's cores; a user's browser runs on their own machine.
-BROWSER_NICE = 10
-
 
 def register(subparsers, registered: dict) -> None:
     p = subparsers.add_parser("bench", help="measure voice-to-voice latency of pipelines on scripted turns",
@@ -55,9 +51,6 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--browser-gap-s", type=float, default=4.0,
                    help="with --browser: silence after each clip, beyond the clip's own length, for the answer")
     p.add_argument("--chromium", default=None, help="with --browser: the Chromium executable (default: chromium on PATH)")
-    p.add_argument("--browser-nice", type=int, default=BROWSER_NICE, metavar="N",
-                   help="with --browser: Chromium's CPU priority, as nice's (default %(default)s: a user's browser runs "
-                        "on their own machine, the bench's shares the server's cores; 0: the same priority)")
     p.add_argument("--screenshot", default=None, metavar="PNG",
                    help="with --browser: save the page at the end of the last variant's session (docs/client.png)")
     p.add_argument("--write-reference", metavar="JSON", default=None,
@@ -141,7 +134,7 @@ def _run_browser(args: argparse.Namespace, url: str, variants: tuple, items: lis
 
         last = i == len(variants) - 1
         recs = run_browser(url, v.name, v.pipeline, items, out_dir, args.browser_gap_s, args.chromium, progress,
-                           Path(args.screenshot) if args.screenshot and last else None, args.browser_nice)
+                           Path(args.screenshot) if args.screenshot and last else None)
         bar.update(len(items) - seen[0])
         with open(partial, "a", encoding="utf-8") as f:
             for rec in recs:
@@ -219,7 +212,7 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
             "config": {"set": args.set_name, "pipelines": list(names), "options": options,
                        "variants": {v.name: {"pipeline": v.pipeline, "options": v.options} for v in variants},
                        "run": run_cfg,
-                       "browser": {"gap_s": args.browser_gap_s, "chromium": args.chromium, "nice": args.browser_nice} if args.browser else None}}
+                       "browser": {"gap_s": args.browser_gap_s, "chromium": args.chromium} if args.browser else None}}
     stem = time.strftime("%Y%m%d-%H%M%S") + f"_{name}"
     paths = write_reports(out_dir, stem, meta, records)
     partial.unlink(missing_ok=True)
