@@ -282,11 +282,6 @@ function onEvent(s, ev) {
 function onPlaybackMessage(s, m) {
   if (session !== s) return;
   if (m.type === "stats") {
-    // an underrun since the last stats is counted against the answer whose audio is arriving
-    if (m.underruns > stats.underruns && s.audioTurn) {
-      const turn = turns.get(s.audioTurn);
-      turn.underruns = (turn.underruns || 0) + m.underruns - stats.underruns;
-    }
     stats.samplesPlayed = m.played;
     stats.bufferedSamples = m.buffered;
     stats.underruns = m.underruns;
@@ -296,6 +291,12 @@ function onPlaybackMessage(s, m) {
     stats.jitterStartMs = m.startMs;
     $("buffer").textContent = `playback buffer ${Math.round(m.buffered / s.ctx.sampleRate * 1000)} ms, underruns ${m.underruns}`;
     updateState(s);
+  } else if (m.type === "underrun") {
+    // the answer that ran dry, and how far into it (ms of it played): at its start, the first chunks came too
+    // slowly for the jitter buffer's start; later, the answer is made slower than it plays
+    const turn = turns.get(m.turn);
+    turn.underruns = (turn.underruns || 0) + 1;
+    (turn.underrunAtMs = turn.underrunAtMs || []).push(m.atMs);
   } else if (m.type === "cleared") {
     const id = s.cutTurn;
     s.cutTurn = 0;

@@ -5,6 +5,7 @@
 //               {type: "clear"}                            drop everything buffered, at once (interrupt)
 // Messages out: {type: "first_audio", turn, ctxTime, arrivedCtxTime}   when a turn's first non-silent
 //                                                       sample is played (and when it had arrived)
+//               {type: "underrun", turn, atMs}          the buffer ran dry inside an answer, `atMs` of it played
 //               {type: "cleared", flushed}              after a clear: the samples it dropped (context rate)
 //               {type: "stats", ...counters}            about 10 times a second, and right after a clear
 // Policy: start once `startMs` is buffered (or the turn has ended), drop the oldest audio when
@@ -31,6 +32,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.tailFade = 0;
     this.ended = false;
     this.marks = [];        // [{turn, at, arrived}]: absolute index of a turn's first audible sample, its arrival time
+    this.answer = null;     // {turn, at}: the answer playing, from the mark of its first audible sample
     this.seenTurns = new Set();
     this.resampler = null;
     this.sourceRate = sampleRate;
@@ -114,6 +116,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     }
     while (this.marks.length && this.marks[0].at < this.read + take) {
       const m = this.marks.shift();
+      this.answer = { turn: m.turn, at: m.at };
       if (m.at >= this.read) {
         this.port.postMessage({ type: "first_audio", turn: m.turn, ctxTime: currentTime + (m.at - this.read) / sampleRate,
           arrivedCtxTime: m.arrived });
@@ -125,6 +128,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.playing = false;
       if (!this.ended) {
         this.stats.underruns += 1;
+        if (this.answer) {
+          this.port.postMessage({ type: "underrun", turn: this.answer.turn,
+            atMs: Math.round((this.read - this.answer.at) / sampleRate * 1000) });
+        }
         this.startSamples = Math.min(this.maxStartSamples, this.startSamples * 2);   // wait for more next time
       }
     }

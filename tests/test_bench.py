@@ -173,7 +173,7 @@ def test_browser_clips_are_matched_to_the_pages_turns_on_the_input_timeline(tmp_
     turns = [turn(spans[0].speech_start_s + 0.02, spans[0].speech_end_s + 0.01, 300),
              # the second clip was split by the VAD: its last turn is the one measured
              turn(spans[1].speech_start_s, spans[1].speech_start_s + 0.4, 250),
-             {**turn(spans[1].speech_start_s + 0.6, spans[1].speech_end_s, 320), "underruns": 1}]
+             {**turn(spans[1].speech_start_s + 0.6, spans[1].speech_end_s, 320), "underruns": 1, "underrunAtMs": [40]}]
     matched = match_turns(turns, spans)
     assert [len(m) for m in matched] == [1, 2, 0]
     recs = records_for("echo", "echo", items, matched, {"turn_detection": "model"}, session_underruns=2)
@@ -181,6 +181,7 @@ def test_browser_clips_are_matched_to_the_pages_turns_on_the_input_timeline(tmp_
     assert {r["turn_detection"] for r in recs} == {"model"} and {r["browser_session_underruns"] for r in recs} == {2}
     assert recs[1]["vad_turns"] == 2 and recs[2]["error"] and recs[0]["variant"] == "echo in the browser"
     assert [r.get("browser_underruns") for r in recs] == [0, 1, None]      # the clip whose answer ran dry
+    assert [r.get("browser_underrun_at_ms") for r in recs] == [[], [40], None]   # 40 ms into its answer
 
 
 def test_bench_browser_refuses_what_the_page_cannot_do(tmp_path):

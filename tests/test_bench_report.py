@@ -89,7 +89,8 @@ def test_browser_vs_bench_compares_the_same_clips():
     assert g["n"] == 3 and g["gap_per_clip"]["min"] == 45.0 and g["gap_per_clip"]["p50"] == 50.0   # c0: 250 - 205
     assert g["limit_ms"] == BROWSER_GAP_LIMIT_MS and g["met"] and g["session_underruns"] == 0
     assert "browser_vs_bench_ms" not in s["echo"] and g["underrun_turns"] == []
-    page[1]["browser_underruns"] = 1
-    assert summarize(bench + page)["echo in the browser"]["browser_vs_bench_ms"]["underrun_turns"] == ["c1"]
+    page[1]["browser_underruns"], page[1]["browser_underrun_at_ms"] = 1, [40]
+    g = summarize(bench + page)["echo in the browser"]["browser_vs_bench_ms"]
+    assert g["underrun_turns"] == ["c1"] and g["underrun_at_ms"] == [40]
     slow = [{**r, "v2v_ms": r["v2v_ms"] + 100} if "v2v_ms" in r else r for r in page]
     assert not summarize(bench + slow)["echo in the browser"]["browser_vs_bench_ms"]["met"]

@@ -106,6 +106,42 @@ def test_the_default_turn_taking_answers_in_the_browser(fake_mic):
     asyncio.run(_with_page("echo", chromium_args(fake_mic), body, vad_defaults={}))
 
 
+def test_an_answer_that_runs_dry_is_an_underrun_at_its_point_in_the_answer(fake_mic):
+    """A pipeline whose answer stops for 0.5 s after its first 0.1 s: the page's jitter buffer runs dry there, and
+    the turn records how far into the answer (what `voice bench --browser` reports per clip)."""
+    _skip_without_browser()
+    from voice.frames import AssistantAudio, SpeechStopped, TurnEnd
+    from voice.runtime.stage import Stage
+
+    tone = lambda s: (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(16000 * s)) / 16000)).astype(np.float32)  # noqa: E731
+
+    class GappyAnswer(Stage):
+        name = "gappy"
+
+        async def process(self, frame):
+            if isinstance(frame, SpeechStopped):          # (a speculative one: the session holds the answer)
+                yield AssistantAudio(turn_id=frame.turn_id, pcm=tone(0.1), sample_rate_hz=16000)
+                await asyncio.sleep(0.5)
+                yield AssistantAudio(turn_id=frame.turn_id, pcm=tone(0.2), sample_rate_hz=16000)
+                yield TurnEnd(turn_id=frame.turn_id)
+
+    async def body(page):
+        await page.click("#connect")
+        await _wait(page, "window.voiceStats.turns.some((t) => t.underrunAtMs)", 60)
+        s = await _stats(page)
+        turn = next(t for t in s["turns"] if t.get("underrunAtMs"))
+        assert turn["underruns"] == 1 and 80 <= turn["underrunAtMs"][0] <= 130, turn   # the first 0.1 s played
+        assert not s["errors"]
+
+    pipelines.register(pipelines.PipelineDef(name="gappy", description="an answer with a gap (test)",
+                                             build=lambda options, models: [GappyAnswer()],
+                                             output_sample_rate_hz=lambda options, models: 16000))
+    try:
+        asyncio.run(_with_page("gappy", chromium_args(fake_mic), body))
+    finally:
+        del pipelines._REGISTRY["gappy"]
+
+
 @pytest.mark.parametrize("pipeline", sorted(pipelines.available()))
 def test_turn_is_answered_and_played(fake_mic, pipeline):
     """Speech from the fake microphone goes out; the answer comes back, is played, and the UI shows the turn."""

@@ -119,6 +119,8 @@ def records_for(name: str, pipeline: str, items: list[TurnItem], matched: list[l
                         "browser_decided_ms": parts.get("decidedMs"), "browser_arrived_ms": parts.get("arrivedMs"),
                         "browser_buffered_ms": parts.get("bufferedMs"), "browser_output_ms": parts.get("outputMs"),
                         "browser_underruns": sum(int(t.get("underruns") or 0) for t in turns),
+                        # how far into the answer each one came (ms of it played): at its start, or later
+                        "browser_underrun_at_ms": [a for t in turns for a in (t.get("underrunAtMs") or [])],
                         "answer_text": (turn.get("assistantText") or "").strip(),
                         "timings_ms": turn.get("timings") or {}})   # the server's tracer, from turn_end
         out.append(rec)

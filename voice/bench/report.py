@@ -151,9 +151,10 @@ def browser_vs_bench(browser: list[dict], bench: list[dict]) -> dict | None:
     above = {"p50": round(page["p50"] - ref["p50"], 1), "p95": round(page["p95"] - ref["p95"], 1)}
     underruns = max((r.get("browser_session_underruns") or 0 for r in browser), default=0)
     underrun_turns = [r.get("turn", r["item"]) for r in browser if r.get("browser_underruns")]
+    underrun_at_ms = [a for r in browser for a in (r.get("browser_underrun_at_ms") or [])]
     return {"n": len(pairs), "browser": page, "bench": ref, "above": above, "gap_per_clip": stats([a - b for a, b in pairs]),
             "limit_ms": BROWSER_GAP_LIMIT_MS, "met": max(above.values()) <= BROWSER_GAP_LIMIT_MS,
-            "session_underruns": underruns, "underrun_turns": underrun_turns,
+            "session_underruns": underruns, "underrun_turns": underrun_turns, "underrun_at_ms": underrun_at_ms,
             "gap_per_clip_from_the_stamp": stats(same_end)}
 
 
@@ -225,6 +226,8 @@ def markdown(meta: dict, summary: dict, records: list[dict], png_name: str) -> s
                       f"adds p50 {g['gap_per_clip_from_the_stamp'].get('p50', 0):.0f} ms per clip. Playback underruns in "
                       f"the page's session: {g['session_underruns']}"
                       + (f" (in the answers of turns {', '.join(map(str, g['underrun_turns']))})" if g.get("underrun_turns") else "")
+                      + (f", at {', '.join(f'{a} ms' for a in g['underrun_at_ms'])} into the answer"
+                         if g.get("underrun_at_ms") else "")
                       + ".", ""]
         if "target" in s:
             t = s["target"]
