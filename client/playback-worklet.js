@@ -81,6 +81,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.stats.flushed += this.write - this.read;
     this.read = this.write;
     this.marks = [];
+    this.answer = null;
     if (this.playing) this.tailFade = this.fadeSamples;
     this.playing = false;
     this.stats.clears += 1;
