@@ -311,8 +311,8 @@ def test_barge_in_model_says_yes_at_its_first_check():
     interrupts, frames = _barge(VadConfig(), detector, pcm)
     started = next(f for f in frames if isinstance(f, SpeechStarted))
     assert len(interrupts) == 1
-    # 200 ms of speech windows after the start (Silero may call a window or two of the onset silence)
-    assert 0.2 - 1e-6 <= interrupts[0] - started.stream_s <= 0.2 + 0.1, (interrupts, started.stream_s)
+    # at the first 32 ms window that ends barge_in_check_ms (160) or more after the speech's onset
+    assert 0.16 - 1e-6 <= interrupts[0] - started.stream_s <= 0.16 + 0.032 + 1e-6, (interrupts, started.stream_s)
     assert len(detector.heard) == 1
 
 
@@ -320,9 +320,59 @@ def test_barge_in_model_says_no_until_the_speech_is_too_long_to_be_a_backchannel
     pcm, _ = _speech_then_silence()
     detector = FixedDetector(0.1)
     interrupts, frames = _barge(VadConfig(barge_in_max_speech_ms=600.0), detector, pcm)
-    assert len(interrupts) == 1 and len(detector.heard) >= 3   # asked at 200, 296, 392, 488 ms ...
+    assert len(interrupts) == 1 and len(detector.heard) >= 3   # asked at every window from 160 ms on
     never, _ = _barge(VadConfig(barge_in_max_speech_ms=10_000.0), FixedDetector(0.1), pcm)
     assert never == []
+
+
+def test_barge_in_model_is_asked_again_at_its_interval():
+    pcm, _ = _speech_then_silence()
+    counts = {}
+    for every in (32.0, 96.0, 0.0):
+        detector = FixedDetector(0.1)
+        interrupts, _ = _barge(VadConfig(barge_in_max_speech_ms=600.0, barge_in_recheck_ms=every), detector, pcm)
+        assert len(interrupts) == 1          # the longest speech interrupts whatever the model says
+        counts[every] = len(detector.heard)
+    # from 200 to 600 ms of speech: every window (13 checks), every third (5), once
+    assert counts[32.0] >= 12 and 4 <= counts[96.0] <= 5 and counts[0.0] == 1, counts
+
+
+def test_barge_in_from_the_onset_asks_at_200_ms_of_speech_by_energy():
+    from voice.frames import SpeechStarted
+
+    pcm, _ = _speech_then_silence()
+    at = {}
+    for onset in (0.0, 1.0):
+        interrupts, frames = _barge(VadConfig(barge_in_check_ms=200.0, barge_in_from_onset=onset), FixedDetector(0.9), pcm)
+        started = next(f for f in frames if isinstance(f, SpeechStarted))
+        at[onset] = interrupts[0] - started.stream_s
+    # from the onset: the first 32 ms window that ends 200 ms or more after it; never later than by Silero's windows
+    assert 0.2 - 1e-6 <= at[1.0] <= 0.2 + 0.032 + 1e-6, at
+    assert at[1.0] <= at[0.0] + 1e-6, at
+    with pytest.raises(ValueError, match="barge_in_from_onset"):
+        VadConfig.from_options({"barge_in_from_onset": 0.5})
+
+
+def test_the_barge_in_evaluation_reads_each_schedule_from_one_pass():
+    from voice.turn.barge_train import check_times, parse_schedules, summarize
+
+    assert check_times(0.5, 0.2, 0.096) == [0.2, 0.296, 0.392, 0.488]
+    assert check_times(0.3) == [0.16, 0.192, 0.224, 0.256, 0.288]          # the VAD's default: 160 ms, every window
+    assert check_times(0.1, 0.16, 0.032) == [0.16]            # a sound shorter than the first check: asked once
+    assert parse_schedules("200:96, 160:32") == [(0.2, 0.096), (0.16, 0.032)]
+    for bad in ("200:0", "x:32", "0:32", "2000:32"):
+        with pytest.raises(ValueError):
+            parse_schedules(bad)
+    both = sorted(set(check_times(0.5, 0.2, 0.096)) | set(check_times(0.5, 0.16, 0.032)))
+    record = {"voice": "v"}
+    # an interruption the model hears from 0.25 s on, a backchannel it takes for one at 0.2 s only
+    rows = [(record, "interrupt", both, False, 0.5), (record, "backchannel", both, False, 0.5)]
+    probs = {0: [0.95 if t >= 0.25 else 0.1 for t in both], 1: [0.95 if t == 0.2 else 0.1 for t in both]}
+    slow = summarize(rows, probs, 0.9, (0.2, 0.096))
+    fast = summarize(rows, probs, 0.9, (0.16, 0.032))
+    assert slow["kind:interrupt"]["latency_p50_ms"] == 296.0 and slow["kind:backchannel"]["interrupts_rate"] == 1.0
+    assert fast["kind:interrupt"]["latency_p50_ms"] == 256.0 and fast["kind:backchannel"]["interrupts_rate"] == 0.0
+    assert fast["summary"]["schedule_ms"] == [160.0, 32.0]
 
 
 def test_a_missing_barge_in_model_falls_back_to_duration(monkeypatch):

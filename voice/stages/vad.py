@@ -20,8 +20,8 @@ start, so the stages hear it whole.
 
 Two ways to decide that speech during the assistant's answer interrupts it (`barge_in_detection`):
 
-- `model` (default): from `barge_in_check_ms` (200 ms) of speech, and every 96 ms after, the
-  barge-in model (models/turn/barge_in.pt) says whether the sound is the user taking the turn or
+- `model` (default): from `barge_in_check_ms` (160 ms) of speech, counted from its onset, and at
+  every 32 ms window after (`barge_in_recheck_ms`), the barge-in model (models/turn/barge_in.pt) says whether the sound is the user taking the turn or
   a cough, a knock, an "uh-huh", the assistant's own voice; `barge_in_max_speech_ms` of speech
   interrupts whatever it says;
 - `duration`: `barge_in_min_speech_ms` of speech interrupts.
@@ -73,19 +73,23 @@ class VadConfig:
                                         # for the transcript of the words before the pause (then: audio alone)
 
     barge_in_detection: str = "model"   # "model": the barge-in model decides; "duration": barge_in_min_speech_ms
-    barge_in_check_ms: float = 200.0    # model: speech heard when the model is first asked
+    barge_in_check_ms: float = 160.0    # model: speech heard when the model is first asked
+    barge_in_recheck_ms: float = 32.0   # model: asked again this often while the speech lasts (rounded up to
+                                        # the VAD's 32 ms windows; 0: asked once, then only barge_in_max_speech_ms)
+    barge_in_from_onset: float = 1.0    # model: 1 counts the speech heard from its onset by energy (as the model
+                                        # was trained and evaluated), 0 from the first window Silero called speech
     barge_in_max_speech_ms: float = 1500.0  # model: this much speech interrupts whatever the model says
     barge_in_threshold: float = 0.0     # model: P(interruption) needed (0: the model's own threshold)
 
     TURN_MODES = ("model", "silence")
     BARGE_IN_MODES = ("model", "duration")
-    RECHECK_WINDOWS = 3                 # barge-in model: asked again every 3 windows (96 ms) while the speech lasts
 
     # The largest value a client may ask for (a huge pre-roll would allocate without bound).
     LIMITS = {"neg_threshold_offset": 1.0, "min_speech_ms": 10_000.0, "end_silence_ms": 10_000.0,
               "pre_roll_ms": 2_000.0, "barge_in_min_speech_ms": 10_000.0, "max_turn_s": 600.0,
               "threshold": 1.0, "refine_with_energy": 1.0, "turn_pause_ms": 10_000.0,
               "turn_max_silence_ms": 10_000.0, "turn_threshold": 1.0, "turn_recheck_ms": 10_000.0, "barge_in_check_ms": 10_000.0,
+              "barge_in_recheck_ms": 10_000.0, "barge_in_from_onset": 1.0,
               "turn_speculate_threshold": 1.0, "turn_speculate_ms": 10_000.0, "turn_late_ms": 10_000.0, "turn_late_threshold": 1.0,
               "turn_text_wait_ms": 10_000.0, "turn_text": 1.0,
               "barge_in_max_speech_ms": 10_000.0, "barge_in_threshold": 1.0}
@@ -113,6 +117,8 @@ class VadConfig:
             raise ValueError("option refine_with_energy must be 0 or 1")
         if cfg.turn_text not in (0.0, 1.0):
             raise ValueError("option turn_text must be 0 or 1")
+        if cfg.barge_in_from_onset not in (0.0, 1.0):
+            raise ValueError("option barge_in_from_onset must be 0 or 1")
         if not 0.0 < cfg.threshold < 1.0:
             raise ValueError("option threshold must be between 0 and 1")
         if cfg.turn_max_silence_ms < cfg.turn_pause_ms:
@@ -293,6 +299,7 @@ class VadStage(Stage):
         self._held: list[np.ndarray] = []   # windows of a speech burst not yet confirmed
         self._held_start_s = 0.0
         self._speech_windows = 0    # windows of the burst that Silero called speech
+        self._onset_lead_s = 0.0    # speech by energy before the first window Silero called speech
         self._energy = EnergyEdges()
         context = max([d.context_samples for d in (self.turn_detector, self.barge_in_detector) if d is not None],
                       default=WINDOW_SAMPLES)
@@ -378,6 +385,7 @@ class VadStage(Stage):
             if cfg.refine_with_energy:
                 self._start_s = self._energy.refine_start(t_s)
             self._held_start_s = t_s - len(self._pre_roll) * WINDOW_S
+            self._onset_lead_s = t_s - self._start_s
             self._held = list(self._pre_roll) + [window]
             self._pre_roll.clear()
         else:
@@ -425,7 +433,8 @@ class VadStage(Stage):
                 elif self.barge_in_detector is None:
                     starts = speech_ms >= max(cfg.min_speech_ms, cfg.barge_in_min_speech_ms) - 1e-6
                 else:
-                    starts = self._barge_in_says(speech_ms, end_s)
+                    heard_ms = speech_ms + 1000 * self._onset_lead_s * cfg.barge_in_from_onset
+                    starts = self._barge_in_says(heard_ms, end_s)
                 if starts:
                     if active:
                         log.info("barge-in after %.0f ms of speech", speech_ms)
@@ -516,7 +525,8 @@ class VadStage(Stage):
             return False
         if self._next_barge_check_s is not None and now_s < self._next_barge_check_s - 1e-6:
             return False
-        self._next_barge_check_s = now_s + cfg.RECHECK_WINDOWS * WINDOW_S
+        # asked once when the interval is 0: the next check is never due
+        self._next_barge_check_s = now_s + cfg.barge_in_recheck_ms / 1000 if cfg.barge_in_recheck_ms else float("inf")
         n = -(-self.barge_in_detector.context_samples // WINDOW_SAMPLES)
         p = self.barge_in_detector.probability(np.concatenate(list(self._recent)[-n:]))
         log.debug("turn %d: P(barge-in)=%.2f after %.0f ms of speech", self.turn_id, p, speech_ms)

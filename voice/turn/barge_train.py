@@ -1,7 +1,7 @@
 """`voice train barge` and `voice eval barge`: the barge-in model on the barge-in set.
 
 While the assistant speaks, the VAD asks this model, once the user has spoken `barge_in_check_ms`
-and every 96 ms after, whether the sound is the user taking the turn. Examples (`training_batch`):
+(from the speech's onset) and at every 32 ms window after, whether the sound is the user taking the turn. Examples (`training_batch`):
 
 - yes: an interruption (the question, or "Wait," "Stop." ... before it), cut 0.12-0.8 s after
   its start;
@@ -29,8 +29,8 @@ from voice.turn.train import (add_voice_variants, augment, decision_ms, model_co
                               train_loop)
 
 PIECES = ("interrupt_wav", "backchannel_wav")
-CHECK_S = 0.2          # speech heard at the first check
-RECHECK_S = 0.096
+CHECK_S = 0.16         # speech heard at the first check (the VAD's barge_in_check_ms, counted from the onset)
+RECHECK_S = 0.032      # then at every window (barge_in_recheck_ms)
 MAX_CHECK_S = 1.0      # the evaluation stops asking here (the VAD's fallback is later)
 
 
@@ -121,12 +121,28 @@ def training_batch(store: BargeStore, rng: np.random.Generator, size: int, conte
     return np.stack(xs), np.asarray(ys, np.float32)
 
 
-def check_times(length_s: float) -> list[float]:
-    times, t = [], CHECK_S
+def check_times(length_s: float, check_s: float = CHECK_S, recheck_s: float = RECHECK_S) -> list[float]:
+    """When the VAD asks about a sound of `length_s`: at `check_s` of speech, then every `recheck_s`."""
+    times, t = [], check_s
     while t <= min(length_s, MAX_CHECK_S) + 1e-9:
         times.append(round(t, 4))
-        t += RECHECK_S
-    return times or [CHECK_S]
+        t += recheck_s
+    return times or [round(check_s, 4)]
+
+
+def parse_schedules(text: str) -> list[tuple[float, float]]:
+    """'200:96,160:32' -> [(0.2, 0.096), (0.16, 0.032)]: the first check and the interval after it, in ms."""
+    out = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        first, _, every = item.partition(":")
+        try:
+            check_s, recheck_s = float(first) / 1000, float(every or RECHECK_S * 1000) / 1000
+        except ValueError:
+            raise ValueError(f"a schedule is FIRST_MS:EVERY_MS, got {item!r}") from None
+        if not (0 < check_s <= MAX_CHECK_S and recheck_s > 0):
+            raise ValueError(f"a schedule needs 0 < FIRST_MS <= {MAX_CHECK_S * 1000:.0f} and EVERY_MS > 0, got {item!r}")
+        out.append((check_s, recheck_s))
+    return out
 
 
 def evaluate(model, store: BargeStore, threshold: float = 0.5, seed: int = 0, cache: dict | None = None) -> dict:
@@ -134,8 +150,17 @@ def evaluate(model, store: BargeStore, threshold: float = 0.5, seed: int = 0, ca
     return summarize(*check_probabilities(model, store, seed, cache), threshold)
 
 
-def check_probabilities(model, store: BargeStore, seed: int = 0, cache: dict | None = None) -> tuple[list, dict]:
-    """The evaluation's cases (record, kind, check times, echo under it) and P(interruption) at each check."""
+def check_probabilities(model, store: BargeStore, seed: int = 0, cache: dict | None = None,
+                        schedules: list[tuple[float, float]] | None = None) -> tuple[list, dict]:
+    """The evaluation's cases (record, kind, check times, echo under it, length) and P(interruption) at each check.
+
+    The check times are those of every schedule in `schedules` (first check, interval; default the
+    VAD's), merged; `summarize(..., schedule=...)` reads one schedule's checks from them."""
+    schedules = schedules or [(CHECK_S, RECHECK_S)]
+
+    def times_of(length_s: float) -> list[float]:
+        return sorted({t for check_s, recheck_s in schedules for t in check_times(length_s, check_s, recheck_s)})
+
     rng = np.random.default_rng(seed)
     context = model.config.context_samples
     rows, clips, owners = [], [], []
@@ -149,21 +174,27 @@ def check_probabilities(model, store: BargeStore, seed: int = 0, cache: dict | N
             background = None
             if with_echo and kind != "echo":
                 background = as_echo(store.echoes[(i + 7) % len(store.echoes)], rng)
-            for t in check_times(len(sound) / 16000):
+            for t in times_of(len(sound) / 16000):
                 audio = np.concatenate([np.zeros(context, np.float32), sound[: int(t * 16000)]])[-context:]
                 if background is not None:
                     bg = np.concatenate([background, np.zeros(context, np.float32)])[:context]
                     audio = audio + bg
                 clips.append(audio)
                 owners.append(len(rows))
-            rows.append((record, kind, check_times(len(sound) / 16000), with_echo))
+            rows.append((record, kind, times_of(len(sound) / 16000), with_echo, len(sound) / 16000))
     return rows, probabilities_by_owner(model, clips, owners, "eval barge", cache=cache)
 
 
-def summarize(rows: list, per_row: dict, threshold: float) -> dict:
+def summarize(rows: list, per_row: dict, threshold: float, schedule: tuple[float, float] | None = None) -> dict:
+    """Per kind and voice at `threshold`; with `schedule` (first check, interval), only that schedule's checks."""
     groups: dict[str, dict] = defaultdict(lambda: {"n": 0, "yes": 0, "latencies_ms": []})
-    for i, (record, kind, times, with_echo) in enumerate(rows):
-        says = [p >= threshold for p in per_row[i]]
+    for i, (record, kind, all_times, with_echo, length_s) in enumerate(rows):
+        asked = set(check_times(length_s, *schedule)) if schedule else None
+        times, says = [], []
+        for t, p in zip(all_times, per_row[i]):
+            if asked is None or t in asked:
+                times.append(t)
+                says.append(p >= threshold)
         for key in (f"kind:{kind}", f"voice:{record['voice']}:{kind}", f"echo_under:{with_echo}:{kind}"):
             g = groups[key]
             g["n"] += 1
@@ -180,6 +211,8 @@ def summarize(rows: list, per_row: dict, threshold: float) -> dict:
     false = [out[k]["interrupts_rate"] for k in ("kind:backchannel", "kind:noise", "kind:echo") if k in out]
     out["summary"] = {"caught": caught, "false_interruption": round(float(np.mean(false)), 4) if false else None,
                       "threshold": threshold}
+    if schedule:
+        out["summary"]["schedule_ms"] = [round(1000 * schedule[0], 1), round(1000 * schedule[1], 1)]
     return out
 
 
@@ -230,17 +263,24 @@ def _eval(args: argparse.Namespace) -> int:
     held = frozenset(v.strip() for v in args.voices.split(",") if v.strip()) or None
     splits = ("validation", "train") if held and args.split == "validation" else args.split
     store = BargeStore(Path(args.barge), Path(args.corpus), splits, args.limit, voices=held)
-    rows, probs = check_probabilities(model, store)
-    result = summarize(rows, probs, args.threshold)
+    schedules = parse_schedules(args.schedules) if args.schedules else None
+    rows, probs = check_probabilities(model, store, schedules=schedules)
+    result = summarize(rows, probs, args.threshold, schedules[0] if schedules else None)
     speed = decision_ms(model, model.config.context_samples)
-    if args.sweep:
-        print(f"{'threshold':>9s} {'caught':>7s} {'false':>7s} {'backch.':>7s} {'noise':>7s} {'echo':>7s} {'p50 ms':>7s} {'p95 ms':>7s}")
-        for t in [float(x) for x in args.sweep.split(",")]:
-            r = summarize(rows, probs, t)
-            k = {name: r.get(f"kind:{name}", {}) for name in ("interrupt", "backchannel", "noise", "echo")}
-            print(f"{t:9.2f} {100 * r['summary']['caught']:6.1f}% {100 * r['summary']['false_interruption']:6.1f}% "
-                  + " ".join(f"{100 * k[n].get('interrupts_rate', 0):6.1f}%" for n in ("backchannel", "noise", "echo"))
-                  + f" {k['interrupt'].get('latency_p50_ms') or 0:7.0f} {k['interrupt'].get('latency_p95_ms') or 0:7.0f}")
+    if args.sweep or schedules:
+        thresholds = [float(x) for x in args.sweep.split(",")] if args.sweep else [args.threshold]
+        print(f"{'first:every':>11s} {'threshold':>9s} {'caught':>7s} {'false':>7s} {'backch.':>7s} {'noise':>7s} "
+              f"{'echo':>7s} {'p50 ms':>7s} {'p95 ms':>7s} {'checks':>7s}")
+        for schedule in schedules or [(CHECK_S, RECHECK_S)]:
+            for t in thresholds:
+                r = summarize(rows, probs, t, schedule)
+                k = {name: r.get(f"kind:{name}", {}) for name in ("interrupt", "backchannel", "noise", "echo")}
+                checks = sum(len(check_times(row[4], *schedule)) for row in rows) / max(1, len(rows))
+                print(f"{1000 * schedule[0]:5.0f}:{1000 * schedule[1]:<5.0f} {t:9.2f} {100 * r['summary']['caught']:6.1f}% "
+                      f"{100 * r['summary']['false_interruption']:6.1f}% "
+                      + " ".join(f"{100 * k[n].get('interrupts_rate', 0):6.1f}%" for n in ("backchannel", "noise", "echo"))
+                      + f" {k['interrupt'].get('latency_p50_ms') or 0:7.0f} {k['interrupt'].get('latency_p95_ms') or 0:7.0f}"
+                      + f" {checks:7.1f}")
         return 0
     if args.json:
         print(json.dumps({"split": args.split, "groups": result, "decision": speed}))
@@ -278,6 +318,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--sweep", default="", help="comma-separated thresholds: one summary line per threshold")
+    p.add_argument("--schedules", default="",
+                   help="comma-separated FIRST_MS:EVERY_MS (e.g. 200:96,160:32): when the model is asked, from the "
+                        "speech's onset (default: the VAD's 200:96); one summary line per schedule and threshold")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)
