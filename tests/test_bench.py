@@ -93,6 +93,21 @@ def test_bench_barge_in_times_the_clear(tmp_path):
     assert turn["v2v_ms"] is not None
 
 
+@pytest.mark.slow
+def test_bench_barge_in_after_the_answer_ended_is_a_new_turn_not_a_wait(tmp_path):
+    """The echo of a one-word clip has finished playing before 400 ms of the next clip's speech: no `clear`
+    can come, and the bench says so when the speech starts a turn of its own (not after --timeout-s)."""
+    speech = _speech_subset(tmp_path, ("ps_librivox_sense_0890.wav", "tf_speech_commands_no.wav"))
+    out = tmp_path / "reports"
+    rc = main(["bench", "--pipelines", "echo", "--speech-dir", str(speech), "--out", str(out), "--name", "b",
+               "--turns", "2", "--barge-in", "--no-warmup", "--timeout-s", "15", *FIXED])
+    assert rc == 0
+    short = _report(out)["turns"][1]
+    assert short["item"] == "tf_speech_commands_no" and short["barge_in_item"] == "ps_librivox_sense_0890"
+    assert short["barge_in_error"].startswith("no clear: the answer had finished playing"), short
+    assert "barge_in_clear_ms" not in short
+
+
 def test_bench_rejects_bad_input(tmp_path):
     assert main(["bench", "--pipelines", "echo", "--speech-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert main(["bench", "--pipelines", "echo", "--option", "oops", "--out", str(tmp_path)]) == 2

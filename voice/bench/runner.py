@@ -235,9 +235,14 @@ async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: di
     # an interruption is waited for; anything else gets a second after it to (wrongly) stop the answer
     wait_s = cfg.turn_timeout_s if item.barge_kind == "interrupt" else 1.0
     try:
-        await client.wait_for(_clears(turn), wait_s, include_past=True)
-        if item.barge_kind == "interrupt":
+        # a `clear` of the answer, or the speech starting a turn of its own: the answer had finished playing
+        # before the VAD took the speech for an interruption (a barge-in's `clear` comes before its turn's start)
+        event = await client.wait_for(_clear_or_new_turn(turn), wait_s, include_past=True)
+        if event.get("type") == "clear" and item.barge_kind == "interrupt":
             await asyncio.sleep(AFTER_CLEAR_S)   # still listening: no audio of the cancelled answer may follow
+        elif event.get("type") != "clear" and item.barge_kind == "interrupt":
+            rec["barge_in_error"] = (f"no clear: the answer had finished playing, the speech became turn "
+                                     f"{event.get('turn')}")
     except asyncio.TimeoutError:
         if item.barge_kind == "interrupt":
             rec["barge_in_error"] = "no clear event"
@@ -262,6 +267,12 @@ async def _barge_in(client: VoiceClient, item: TurnItem, cfg: RunConfig, rec: di
 
 def _clears(turn: int | None) -> Callable[[dict], bool]:
     return lambda e: e.get("type") == "clear" and turn in (e.get("turns") or [])
+
+
+def _clear_or_new_turn(turn: int | None) -> Callable[[dict], bool]:
+    clears = _clears(turn)
+    return lambda e: clears(e) or (turn is not None and e.get("type") == "speech_started"
+                                   and int(e.get("turn") or 0) > turn)
 
 
 def _ms(seconds: float) -> float:
