@@ -373,6 +373,8 @@ def test_the_barge_in_evaluation_reads_each_schedule_from_one_pass():
     assert slow["kind:interrupt"]["latency_p50_ms"] == 296.0 and slow["kind:backchannel"]["interrupts_rate"] == 1.0
     assert fast["kind:interrupt"]["latency_p50_ms"] == 256.0 and fast["kind:backchannel"]["interrupts_rate"] == 0.0
     assert fast["summary"]["schedule_ms"] == [160.0, 32.0]
+    from voice.cli import main
+    assert main(["eval", "barge", "--schedules", "0:32"]) == 2        # a clear error, before anything loads
 
 
 def test_a_missing_barge_in_model_falls_back_to_duration(monkeypatch):

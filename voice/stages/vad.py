@@ -21,9 +21,9 @@ start, so the stages hear it whole.
 Two ways to decide that speech during the assistant's answer interrupts it (`barge_in_detection`):
 
 - `model` (default): from `barge_in_check_ms` (160 ms) of speech, counted from its onset, and at
-  every 32 ms window after (`barge_in_recheck_ms`), the barge-in model (models/turn/barge_in.pt) says whether the sound is the user taking the turn or
-  a cough, a knock, an "uh-huh", the assistant's own voice; `barge_in_max_speech_ms` of speech
-  interrupts whatever it says;
+  every 32 ms window after (`barge_in_recheck_ms`), the barge-in model (models/turn/barge_in.pt)
+  says whether the sound is the user taking the turn or a cough, a knock, an "uh-huh", the
+  assistant's own voice; `barge_in_max_speech_ms` of speech interrupts whatever it says;
 - `duration`: `barge_in_min_speech_ms` of speech interrupts.
 """
 

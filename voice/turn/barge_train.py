@@ -1,7 +1,8 @@
 """`voice train barge` and `voice eval barge`: the barge-in model on the barge-in set.
 
 While the assistant speaks, the VAD asks this model, once the user has spoken `barge_in_check_ms`
-(from the speech's onset) and at every 32 ms window after, whether the sound is the user taking the turn. Examples (`training_batch`):
+(from the speech's onset) and at every 32 ms window after, whether the sound is the user taking
+the turn. Examples (`training_batch`):
 
 - yes: an interruption (the question, or "Wait," "Stop." ... before it), cut 0.12-0.8 s after
   its start;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -258,12 +260,16 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from voice.turn.model import BARGE_IN_WEIGHTS, DecisionModel
 
+    try:
+        schedules = parse_schedules(args.schedules) if args.schedules else None
+    except ValueError as exc:
+        print(f"voice eval barge: --schedules: {exc}", file=sys.stderr)
+        return 2
     set_threads(args.threads)
     model, _ = DecisionModel.load(Path(args.model), BARGE_IN_WEIGHTS)
     held = frozenset(v.strip() for v in args.voices.split(",") if v.strip()) or None
     splits = ("validation", "train") if held and args.split == "validation" else args.split
     store = BargeStore(Path(args.barge), Path(args.corpus), splits, args.limit, voices=held)
-    schedules = parse_schedules(args.schedules) if args.schedules else None
     rows, probs = check_probabilities(model, store, schedules=schedules)
     result = summarize(rows, probs, args.threshold, schedules[0] if schedules else None)
     speed = decision_ms(model, model.config.context_samples)
