@@ -57,7 +57,7 @@ def test_train_resume_and_evaluate_the_end_of_turn_model(sets, tmp_path, capsys)
     out = tmp_path / "run"
     common = ["--turns", str(sets["turns"]), "--out", str(out), "--batch", "4", "--eval-every", "2", "--channels", "16",
               "--hidden", "16", "--threads", "1"]
-    assert main(["train", "turn", "--steps", "2", "--voice-variants", "1", *common]) == 0
+    assert main(["train", "turn", "--steps", "2", "--voice-variants", "1", "--inner-pauses", *common]) == 0
     assert (out / "turn.pt").exists() and (out / "trainer.pt").exists()
     assert main(["train", "turn", "--steps", "4", *common]) == 0
     assert "resumed at step 2" in capsys.readouterr().out
@@ -226,3 +226,15 @@ def test_extra_voices_say_the_train_questions_again_and_a_held_out_voices_copies
     assert kept.records and not any(original_id(r["id"]) in held_ids for r in kept.records)
     assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(tmp_path / "bad"), "--no-progress",
                  "--extra-voices", "flite:rms"]) == 1          # a test voice is never an extra one
+
+
+def test_inner_pauses_are_the_gaps_inside_a_piece_not_its_edges_or_a_closure():
+    from voice.turn.train import inner_pauses
+
+    t = np.arange(8000) / 16000
+    voiced = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)            # 0.5 s
+    gap, closure = np.zeros(3200, np.float32), np.zeros(960, np.float32)        # 200 ms, 60 ms
+    piece = np.concatenate([voiced, gap, voiced, closure, voiced, np.zeros(4800, np.float32)])
+    assert inner_pauses(piece) == [8000]              # the 200 ms gap; not the closure, not the trailing silence
+    assert inner_pauses(np.concatenate([gap, voiced])) == []     # a leading silence is not inside
+    assert inner_pauses(voiced[:320]) == []

@@ -146,6 +146,15 @@ class PieceStore:
             for s in splits:
                 self._add_short_replies(Path(short_dir), s)
         self.variants = 0
+        self.inner_pauses = False       # --inner-pauses: also cut pieces at their inner pauses ("not over")
+        self._inner: dict[str, list[int]] = {}
+
+    def inner_cuts(self, record: dict, name: str) -> list[int]:
+        """Where the pauses inside the record's piece `name` start, in samples (cached per piece)."""
+        key = record[f"{name}_wav"]
+        if key not in self._inner:
+            self._inner[key] = inner_pauses(self.audio[key])
+        return self._inner[key]
 
     def add_voice_variants(self, n: int, seed: int = 0, progress: bool = True) -> None:
         """`n` other voices for every record (Praat's vocal-tract and pitch change, `voice.data.voice_variants`),
@@ -173,6 +182,31 @@ class PieceStore:
 # hesitation and are left out).
 SHORT_REPLIES = frozenset(("uh-huh", "mm-hmm", "yeah", "okay", "right", "sure", "I see", "yes", "mhm", "got it",
                            "yeah yeah", "okay okay", "oh right"))
+
+
+def inner_pauses(audio: np.ndarray, rate: int = SAMPLE_RATE_HZ, min_gap_s: float = 0.12, edge_s: float = 0.15,
+                 below_peak_db: float = 40.0) -> list[int]:
+    """Sample positions where a pause inside `audio` starts: at least `min_gap_s` of 10 ms frames
+    `below_peak_db` under the loudest, with at least `edge_s` of the piece on either side (a
+    synthesizer's pause at a comma or before a filler; a stop consonant's closure is shorter)."""
+    frame = rate // 100
+    n = len(audio) // frame
+    if n < 3:
+        return []
+    rms = np.sqrt(np.mean(np.square(audio[: n * frame].reshape(n, frame), dtype=np.float64), axis=1) + 1e-12)
+    quiet = 20 * np.log10(rms) < 20 * np.log10(rms.max()) - below_peak_db
+    cuts, i = [], 0
+    while i < n:
+        if not quiet[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and quiet[j]:
+            j += 1
+        if (j - i) / 100 >= min_gap_s and i / 100 >= edge_s and (n - j) / 100 >= edge_s:
+            cuts.append(i * frame)
+        i = j
+    return cuts
 
 
 def example_kinds(record: dict) -> list[tuple[str, int]]:
@@ -239,6 +273,9 @@ def training_batch(store: PieceStore, rng: np.random.Generator, size: int, conte
     for _ in range(size):
         record = store.records[rng.integers(len(store.records))]
         kinds = example_kinds(record)
+        if store.inner_pauses:   # a pause inside a piece, the speech going on after it: not over
+            kinds += [(f"inner:{name}", NOT_OVER) for name in ("full", "prefix")
+                      if f"{name}_wav" in record and store.inner_cuts(record, name)]
         # Over and not over equally often: pick the label first.
         label = OVER if rng.random() < 0.5 else NOT_OVER
         options = [k for k, y in kinds if y == label]
@@ -246,7 +283,13 @@ def training_batch(store: PieceStore, rng: np.random.Generator, size: int, conte
             label, options = OVER, ["full"]
         kind = options[rng.integers(len(options))]
         pause = float(rng.uniform(0.25, 1.3)) if kind == "paused_full" else None
-        speech = speech_of(store, record, kind, pause, int(rng.integers(store.variants + 1)))
+        variant = int(rng.integers(store.variants + 1))
+        if kind.startswith("inner:"):    # cut where the pause starts (voice variants keep the timing)
+            name = kind.split(":", 1)[1]
+            cuts = store.inner_cuts(record, name)
+            speech = store.piece(record, name, variant)[: cuts[rng.integers(len(cuts))]]
+        else:
+            speech = speech_of(store, record, kind, pause, variant)
         lead = silence(float(rng.uniform(0.0, 1.0)))
         audio = np.concatenate([lead, speech, silence(float(rng.uniform(0.12, 1.4)))])
         if with_augment:
@@ -611,6 +654,7 @@ def _train(args: argparse.Namespace) -> int:
     train_store = PieceStore(turns, "train", args.limit, short, exclude=held)
     if args.voice_variants:
         train_store.add_voice_variants(args.voice_variants, args.seed)
+    train_store.inner_pauses = args.inner_pauses
     if held:   # validate on voices never trained on: all their questions, training and validation phrasings
         val_store = PieceStore(turns, ("train", "validation"), args.limit, short, voices=held)
     else:
@@ -725,6 +769,9 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--holdout-voices", default="",
                    help="comma-separated training voices left out of training; validation is then all of their "
                         "questions (voices never heard, as on the test split) instead of the validation split")
+    p.add_argument("--inner-pauses", action="store_true",
+                   help="also train on the questions and prefixes cut where a pause inside them starts (a comma, "
+                        "a filler), labelled not over: the speech goes on after it")
     add_model_arguments(p, context_s=3.0)
     p.set_defaults(func=_train)
 
