@@ -12,6 +12,7 @@ pause is over is a premature end, as in the bench; it is placed:
 - and its reason (`model`, `max_silence`).
 
     .venv/bin/python scripts/paused_turn_ends.py [--limit 60] [--turns data/turns/v2]
+        [--model runs/turn/NAME --threshold 0.95]     # a trained run instead of models/turn
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class _Listener:
         pass
 
 
-async def decided_ends(pcm: np.ndarray) -> list[tuple[float, str]]:
-    vad = VadStage(16000, VadConfig(), turn_detector=load_turn_detector(), barge_in_detector=load_barge_in_detector())
+async def decided_ends(pcm: np.ndarray, detector) -> list[tuple[float, str]]:
+    vad = VadStage(16000, VadConfig(), turn_detector=detector, barge_in_detector=load_barge_in_detector())
     vad.bind(_Listener())
     audio = np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), pcm, np.zeros(3 * 16000, np.float32)])
     ends = []
@@ -62,12 +63,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--turns", default="data/turns/v2")
     p.add_argument("--limit", type=int, default=60)
+    p.add_argument("--model", default="", help="a run folder (its turn.pt) instead of the shipped models/turn")
+    p.add_argument("--threshold", type=float, default=0.0, help="its decision threshold (0: thresholds.json or 0.5)")
     args = p.parse_args()
+    detector = load_turn_detector()
+    if args.model:
+        from voice.turn.model import shared_detector
+
+        detector = shared_detector(Path(args.model))
+    if args.threshold:
+        detector.threshold = detector.audio_threshold = args.threshold
     counts: Counter = Counter()
     items = paused_turns(Path(args.turns), args.limit)
     for item in items:
         (pause_start, pause_end), = item.pauses
-        early = [(t, why) for t, why in asyncio.run(decided_ends(item.pcm)) if t < pause_end - 0.05]
+        early = [(t, why) for t, why in asyncio.run(decided_ends(item.pcm, detector)) if t < pause_end - 0.05]
         if not early:
             continue
         t, why = early[0]
