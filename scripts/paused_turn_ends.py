@@ -31,25 +31,9 @@ from voice.stages.vad import VadConfig, VadStage, load_barge_in_detector, load_t
 LEAD_S = 0.5
 
 
-class _Listener:
-    """The session as the VAD sees it while the user speaks: no answer playing, speculation allowed."""
-
-    def assistant_active(self) -> bool:
-        return False
-
-    def may_speculate_early(self) -> bool:
-        return True
-
-    async def interrupt(self, reason: str) -> None:
-        pass
-
-    async def retract(self, turn_id: int) -> None:
-        pass
-
-
 async def decided_ends(pcm: np.ndarray, detector) -> list[tuple[float, str]]:
+    # unbound, as the session is while the user speaks: no answer playing, speculation allowed, nothing to retract
     vad = VadStage(16000, VadConfig(), turn_detector=detector, barge_in_detector=load_barge_in_detector())
-    vad.bind(_Listener())
     audio = np.concatenate([np.zeros(int(LEAD_S * 16000), np.float32), pcm, np.zeros(3 * 16000, np.float32)])
     ends = []
     for i in range(0, len(audio), 320):
