@@ -31,7 +31,7 @@ const healthUrl = withToken(new URL("/healthz", serverUrl.replace(/^ws/, "http")
 const stats = window.voiceStats = {
   state: "idle", connected: false, chunksSent: 0, samplesSent: 0, audioChunksReceived: 0,
   samplesReceived: 0, samplesPlayed: 0, bufferedSamples: 0, underruns: 0, droppedSamples: 0,
-  clears: 0, flushedSamples: 0, turns: [], latenciesMs: [], errors: [], events: 0, sessions: 0,
+  clears: 0, flushedSamples: 0, turns: [], latenciesMs: [], errors: [], events: 0, sessions: 0, conversations: 0,
 };
 const turns = new TurnList($("turns"), stats.turns);
 const backoff = new Backoff();
@@ -165,7 +165,7 @@ async function connect({ auto = false } = {}) {
     setState("listening");
     $("connect").textContent = "Disconnect";
     $("pipeline").disabled = true;   // a pipeline is chosen per session
-    $("mute").disabled = $("interrupt").disabled = false;
+    $("mute").disabled = $("interrupt").disabled = $("new-conversation").disabled = false;
   } catch (err) {
     if (stream) stream.getTracks().forEach((t) => t.stop());
     if (audio) audio.ctx.close();
@@ -273,6 +273,7 @@ function onEvent(s, ev) {
       s.playback.port.postMessage({ type: "end", turn: ev.turn });
       turns.render(turn);
       break;
+    case "conversation_reset": stats.conversations += 1; turns.newConversation(); break;
     case "error": showError(`Server error ${ev.code}: ${ev.message}`); break;
     default: break;
   }
@@ -376,7 +377,7 @@ function endSession() {
   setState("idle");
   $("connect").textContent = "Connect";
   $("pipeline").disabled = false;
-  $("mute").disabled = $("interrupt").disabled = true;
+  $("mute").disabled = $("interrupt").disabled = $("new-conversation").disabled = true;
   $("mute").textContent = "Mute";
   $("mute").setAttribute("aria-pressed", "false");
   $("mute").classList.remove("on");
@@ -404,10 +405,18 @@ function interrupt() {
   session.ws.send(JSON.stringify({ type: "interrupt" }));
 }
 
+// Stop the answer and let the server forget the dialogue: the next question is the first of a new conversation.
+function newConversation() {
+  if (!session) return;
+  flushPlayback(session);
+  session.ws.send(JSON.stringify({ type: "new_conversation" }));
+}
+
 $("connect").onclick = () => (session || retry ? disconnect() : connect());
 $("reconnect").onclick = () => { cancelRetry(); connect({ auto: true }); };
 $("mute").onclick = toggleMute;
 $("interrupt").onclick = interrupt;
-window.voiceApp = { connect, disconnect, interrupt, toggleMute };
+$("new-conversation").onclick = newConversation;
+window.voiceApp = { connect, disconnect, interrupt, newConversation, toggleMute };
 drawLatencyChart($("chart"), []);
 loadPipelines();

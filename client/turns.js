@@ -25,6 +25,15 @@ export class TurnList {
     }
   }
 
+  // The server forgot the dialogue (the "New conversation" button): a divider; turn numbers go on.
+  newConversation() {
+    const li = document.createElement("li");
+    li.className = "session-start";
+    li.textContent = "New conversation";
+    this.list.append(li);
+    li.scrollIntoView({ block: "nearest" });
+  }
+
   get(id) {
     if (!this.byId.has(id)) {
       const rec = { id, session: this.session, key: `${this.session}:${id}`, audioSamples: 0 };

@@ -192,6 +192,12 @@ def test_interrupt_empties_the_playback_buffer_and_screenshot(fake_mic):
         await page.wait_for_timeout(2500)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT))
+        # "New conversation": the server confirms, the list shows where the new one starts, the session goes on
+        turns_before = len((await _stats(page))["latenciesMs"])
+        await page.click("#new-conversation")
+        await _wait(page, "window.voiceStats.conversations === 1", 5)
+        assert await page.locator("#turns li.session-start").all_inner_texts() == ["New conversation"]
+        await _wait(page, f"window.voiceStats.latenciesMs.length > {turns_before}", 30)
 
     asyncio.run(_with_page("echo", chromium_args(fake_mic), body))
 

@@ -87,7 +87,14 @@ def test_barge_in_cancels_llm_and_tts_at_once(speech_dir) -> None:
                 session = next(iter(srv.sessions.values()))
                 conversation = session.pipeline.stages[1].conversation
                 said = "".join(e["text"] for e in c.log.of_type("assistant_text") if e["turn"] == 2)
-                return conversation.assistant_text(2), said
+                kept = conversation.assistant_text(2)
+                # 3. "New conversation": the exchanges are forgotten, the session goes on
+                assert len(conversation.messages("system")) > 1
+                await c.new_conversation()
+                await c.wait_for(lambda e: e["type"] == "conversation_reset", 10)
+                assert [e["reason"] for e in c.log.of_type("clear")][-1] == "new_conversation"
+                assert conversation.messages("system") == [{"role": "system", "content": "system"}]
+                return kept, said
         finally:
             await srv.stop()
     kept, generated = run(go(), timeout_s=300)

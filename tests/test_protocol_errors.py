@@ -28,6 +28,7 @@ CASES = [
     ("second hello", [HELLO, HELLO], "duplicate_hello", None),
     ("audio before hello", [b"\x00\x00" * 160], "not_ready", 1002),
     ("interrupt before hello", [{"type": "interrupt"}], "not_ready", 1002),
+    ("new conversation before hello", [{"type": "new_conversation"}], "not_ready", 1002),
     # before the hello, anything but a valid hello ends the session (issue 16, protocol item 1)
     ("not json before hello", ["this is not json"], "not_ready", 1002),
     ("json array before hello", ["[1, 2]"], "not_ready", 1002),

@@ -97,6 +97,9 @@ def _conversation(models, interrupt: str | None, played_s: float | None = None) 
         elif interrupt == "retract":
             lm.retract(1)
             encode.reset()
+        elif interrupt == "new_conversation":
+            lm.new_conversation()
+            encode.new_conversation()
         out2 = await _turn(encode, lm, second, rate, 2)
         end = await _state(lm)
         await lm.close()
@@ -142,6 +145,32 @@ def test_an_interrupt_or_a_retract_leaves_the_same_context_as_on_the_worker_thre
     assert here[2]["context_steps"] == there[2]["context_steps"]          # ... and context
     if interrupt == "reset":      # (the child may have made a step more than the server read before the cut)
         assert (a.turn, a.start, a.frames_kept, a.length_after) == (b.turn, b.start, 5, b.length_after)
+
+
+def test_a_new_conversation_answers_the_next_turn_as_a_sessions_first(process_models, e2e_env):
+    """After `new_conversation` (the client's "New conversation") turn 2 is answered word for word and code for
+    code as the first turn of a fresh session, and leaves the same context: nothing of turn 1 stays, in either
+    mode."""
+    from voice import pipelines
+
+    second, rate = read_wav(SPEECH_DIR / "ps_cards_004.wav")
+
+    async def alone(models):
+        encode, lm = _stages(models)
+        lm.bind(_Played(None))
+        await lm.start()
+        out = await _turn(encode, lm, second, rate, 2)
+        end = await _state(lm)
+        await lm.close()
+        return [out, end]
+
+    for models in (pipelines.ModelCache(), process_models):
+        after = _conversation(models, "new_conversation")
+        first = run(alone(models))
+        _same(after[1], first[0])
+        assert after[2]["context_steps"] == first[1]["context_steps"] > 50
+        kept = _conversation(models, None)            # without it, turn 1 is in the context
+        assert kept[2]["context_steps"] > after[2]["context_steps"] + 50
 
 
 def test_sessions_close_and_free_their_conversations(process_models, e2e_env, monkeypatch):

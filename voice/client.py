@@ -91,6 +91,10 @@ class VoiceClient:
     async def interrupt(self) -> None:
         await self.send_json({"type": "interrupt"})
 
+    async def new_conversation(self) -> None:
+        """Stop the answer and let the server forget the dialogue (it answers `clear`, then `conversation_reset`)."""
+        await self.send_json({"type": "new_conversation"})
+
     async def stream(self, pcm: np.ndarray, chunk_ms: float = 20.0, realtime: bool = True) -> float:
         """Send `pcm` (at the hello's rate) in chunks, paced like a microphone when `realtime`.
 

@@ -56,7 +56,7 @@ ERRORS: dict[str, ErrorCode] = {e.code: e for e in [
     ErrorCode("server_full", CLOSE_TRY_AGAIN_LATER, "the server holds its maximum number of sessions"),
 ]}
 
-CLIENT_MESSAGE_TYPES = ("hello", "interrupt", "ping", "bye")
+CLIENT_MESSAGE_TYPES = ("hello", "interrupt", "new_conversation", "ping", "bye")
 
 
 class ProtocolError(Exception):

@@ -79,6 +79,11 @@ class Conversation:
         with self._lock:
             self._exchanges = [ex for ex in self._exchanges if ex.turn_id != turn_id]
 
+    def clear(self) -> None:
+        """A new conversation: forget every exchange."""
+        with self._lock:
+            self._exchanges.clear()
+
     def cut(self, at_s: float) -> None:
         """Interrupt at `at_s`: forget assistant audio not yet played by then (idempotent)."""
         with self._lock:

@@ -228,6 +228,11 @@ class LlmStage(Stage):
         self._cancel.set()
         self.conversation.forget(turn_id)
 
+    def new_conversation(self) -> None:
+        """Stop the answer and forget every exchange: the next turn is the conversation's first."""
+        self._cancel.set()
+        self.conversation.clear()
+
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         yield frame
         if not (isinstance(frame, Transcript) and frame.final and frame.text.strip()):

@@ -11,7 +11,7 @@ audio, codes and `SpeechStopped`) and yields what the child's stage answers.
 Protocol (tuples over one `multiprocessing` pipe, in order):
 
 - server -> child: `("open", sid, settings)`, `("frame", sid, epoch, frame)`, `("reset", sid, epoch,
-  played_s)`, `("retract", sid, epoch, turn_id)`, `("state", sid, epoch)`, `("close", sid)`, `("quit",)`.
+  played_s)`, `("retract", sid, epoch, turn_id)`, `("new_conversation", sid, epoch)`, `("state", sid, epoch)`, `("close", sid)`, `("quit",)`.
 - child -> server: `("ready", info)` or `("failed", message)` once at start; then `("out", sid, epoch,
   frame)`, `("error", sid, epoch, message)`, `("state", sid, epoch, SpeechLMStage.context_state())`,
   `("closed", sid)`, and `("cpu", 0, seconds)` every `CPU_REPORT_S` (the CPU it has used, for the server's
@@ -273,6 +273,9 @@ class RemoteSpeechLMStage(Stage):
     def retract(self, turn_id: int) -> None:
         self._restart(("retract", self.sid, self._epoch + 1, turn_id))
 
+    def new_conversation(self) -> None:
+        self._restart(("new_conversation", self.sid, self._epoch + 1))
+
     def _restart(self, message: tuple) -> None:
         self._epoch, self._turn = message[2], -1
         if self.sid is not None and self.service.alive:
@@ -427,6 +430,8 @@ class _ChildHost:
             session.restart(msg[2], forget)
         elif kind == "retract":
             session.restart(msg[2], lambda: session.stage.retract(msg[3]))
+        elif kind == "new_conversation":
+            session.restart(msg[2], session.stage.new_conversation)
         elif kind == "close":
             del self.sessions[sid]
             task = asyncio.get_running_loop().create_task(self._close(session))

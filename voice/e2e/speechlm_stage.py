@@ -290,6 +290,11 @@ class SpeechLMStage(Stage):
         self.service.post(self._rewind, self._conv)
         self._forget_turn()
 
+    def new_conversation(self) -> None:
+        """The client asked for a new conversation: the context goes (the next turn starts a fresh one)."""
+        self.service.post(self._drop, self._conv)
+        self._forget_turn()
+
     def _forget_turn(self) -> None:
         self._turn, self._turn_codes, self._full, self._spoken = -1, [], False, None
         self._pending: list[np.ndarray] = []         # the turn's codes not yet given to the generator

@@ -105,6 +105,10 @@ class Pipeline:
         """As `interrupt`, for a speculative end of `turn_id` taken back: the stages' `retract` instead of `reset`."""
         await self._restart(lambda stage: stage.retract(turn_id))
 
+    async def new_conversation(self) -> None:
+        """As `interrupt`, and every stage forgets the dialogue so far (its `new_conversation`)."""
+        await self._restart(lambda stage: stage.new_conversation())
+
     async def _restart(self, forget: Callable[[Stage], None]) -> None:
         async with self._interrupt_lock:
             self.generation += 1

@@ -65,6 +65,12 @@ class Stage:
         without a trace: nothing of it or of its answer may stay in a context. Default: `reset`."""
         self.reset()
 
+    def new_conversation(self) -> None:
+        """The client asked for a new conversation (its work was cancelled as by an interrupt): forget the
+        dialogue so far too, so that the next turn is answered as the first. Default: `reset` (a stage that
+        keeps no dialogue has nothing more to forget)."""
+        self.reset()
+
     async def close(self) -> None:
         """Release per-session resources."""
 

@@ -100,8 +100,9 @@ class Session:
             return self._last_audio_cut_s
         return max(0.0, self._last_audio_sent_s - max(0.0, self._playback_end_s - now_s()))
 
-    async def interrupt(self, reason: str) -> None:
-        """Stop the answer everywhere: pipeline work, queued output, and the client's playback buffer."""
+    async def interrupt(self, reason: str, new_conversation: bool = False) -> None:
+        """Stop the answer everywhere: pipeline work, queued output, and the client's playback buffer.
+        With `new_conversation` the stages also forget the dialogue so far (`Pipeline.new_conversation`)."""
         if self.pipeline is None:
             return
         unfinished = sorted(self._answering)
@@ -112,7 +113,7 @@ class Session:
             self._last_audio_cut_s = self.answer_played_s(self._last_audio_turn)
         for turn in self._held:               # answers started speculatively: nothing more of them will come
             self._held[turn] = None
-        await self.pipeline.interrupt()
+        await (self.pipeline.new_conversation() if new_conversation else self.pipeline.interrupt())
         self._drain_outbox()
         self._playback_end_s = 0.0
         self._answering.clear()
@@ -211,6 +212,9 @@ class Session:
             raise ProtocolError("not_ready", f"send hello before {kind!r}")
         elif kind == "interrupt":
             await self.interrupt("client")
+        elif kind == "new_conversation":
+            await self.interrupt("new_conversation", new_conversation=True)
+            await self._send_event({"type": "conversation_reset"})
         elif kind == "ping":
             await self._send_event({"type": "pong", "t": msg.get("t")})
         elif kind == "bye":
