@@ -197,6 +197,14 @@ def test_browser_clips_are_matched_to_the_pages_turns_on_the_input_timeline(tmp_
     assert recs[1]["vad_turns"] == 2 and recs[2]["error"] and recs[0]["variant"] == "echo in the browser"
     assert [r.get("browser_underruns") for r in recs] == [0, 1, None]      # the clip whose answer ran dry
     assert [r.get("browser_underrun_at_ms") for r in recs] == [[], [40], None]   # 40 ms into its answer
+    # --browser-new-conversation: in the lead silence before each clip after the first, on the same timeline
+    from voice.bench.browser import file_position_s, new_conversation_times
+
+    times = new_conversation_times(spans)
+    assert len(times) == 2 and all(s.clip_end_s < t < n.speech_start_s for s, t, n in zip(spans, times, spans[1:]))
+    assert file_position_s({"samplesSent": 16000, "turns": []}, spans[0].speech_start_s) is None
+    at = file_position_s({"samplesSent": int((times[0] + offset) * 16000), "turns": turns}, spans[0].speech_start_s)
+    assert at == pytest.approx(times[0] - 0.02, abs=1e-3)     # the first turn started 20 ms after the clip's speech
 
 
 def test_bench_browser_refuses_what_the_page_cannot_do(tmp_path):
@@ -205,4 +213,5 @@ def test_bench_browser_refuses_what_the_page_cannot_do(tmp_path):
     assert main([*common, "--pipelines", "echo", "--option", "end_silence_ms=300"]) == 2
     assert main([*common, "--variant", "short=echo:end_silence_ms=300"]) == 2
     assert main([*common, "--pipelines", "echo", "--barge-in"]) == 2
+    assert main([c for c in common if c != "--browser"] + ["--pipelines", "echo", "--browser-new-conversation"]) == 2
     assert main([*common, "--pipelines", "echo", "--chromium", str(tmp_path / "no-such-chromium")]) == 2

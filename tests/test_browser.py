@@ -239,10 +239,12 @@ def test_bench_browser_times_the_page_on_the_bench_clips(tmp_path):
     out = tmp_path / "reports"
     assert main(["bench", "--pipelines", "echo", "--set", "shared-speech", "--speech-dir", str(speech), "--out", str(out),
                  "--browser", "--browser-gap-s", "2", "--chromium", CHROMIUM, "--no-warmup",
-                 "--screenshot", str(tmp_path / "page.png")]) == 0
+                 "--screenshot", str(tmp_path / "page.png"), "--browser-new-conversation"]) == 0
     report = json.loads(next(out.glob("*.json")).read_text())
     page = [t for t in report["turns"] if t["variant"] == "echo in the browser"]
     assert [t["file"] for t in page] == ["ps_goforward.wav", "tf_speech_commands_yes.wav"]
+    # a new conversation before the second clip, as the bench answers each clip in a session of its own
+    assert [t["browser_new_conversations"] for t in page] == [1, 1]
     for t in page:
         assert 0 < t["v2v_ms"] < 3000, t
         parts = t["browser_arrived_ms"] + t["browser_buffered_ms"] + t["browser_output_ms"]

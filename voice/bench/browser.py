@@ -10,7 +10,10 @@ the page (`arrived`), waiting in the jitter buffer (`buffered`), the output devi
 
 A clip is matched to the page's turns on the input timeline: Chromium's capture starts the file
 from its first sample, so the first turn's start fixes the offset; a clip's measured turn is the
-last that ended within it, as in the bench. The records sit beside the bench's own, as a variant
+last that ended within it, as in the bench. The page keeps one conversation over all the clips,
+where the bench opens a session per clip; with `new_conversations` it presses "New conversation"
+in the lead silence before each clip after the first (the input timeline tells where the file is),
+so that each question is answered as the first of a conversation, as in the bench. The records sit beside the bench's own, as a variant
 `<name> in the browser`, so the report compares them on the same clips (docs/benchmarking.md).
 """
 
@@ -127,19 +130,37 @@ def records_for(name: str, pipeline: str, items: list[TurnItem], matched: list[l
     return out
 
 
+def new_conversation_times(spans: list[ClipSpan]) -> list[float]:
+    """Where in the file the page starts a new conversation: 0.2 s into the lead silence of each clip after the
+    first (its answer has had the clip's length plus the gap; a longer one is cut there)."""
+    return [span.next_start_s + 0.2 for span in spans[:-1]]
+
+
+def file_position_s(stats: dict, first_speech_start_s: float) -> float | None:
+    """Where the page's microphone is in the file (s), from the input timeline (16 kHz samples sent) and the
+    first turn's start, which is the first clip's (`first_speech_start_s` in the file); None before that turn."""
+    first = next((t.get("speechStart") for t in stats.get("turns", []) if t.get("speechStart") is not None), None)
+    if first is None:
+        return None
+    return stats.get("samplesSent", 0) / 16000 - (first - first_speech_start_s)
+
+
 async def browse(page_url: str, wav: Path, n_turns_until_s: float, chromium: str,
-                 on_progress: Callable[[int], None] | None = None, screenshot: Path | None = None) -> dict:
-    """Open the page with `wav` as the microphone, connect, let the file play once; returns `voiceStats`."""
+                 on_progress: Callable[[int], None] | None = None, screenshot: Path | None = None,
+                 spans: list[ClipSpan] | None = None) -> dict:
+    """Open the page with `wav` as the microphone, connect, let the file play once; returns `voiceStats`.
+    With `spans`, a new conversation before each clip after the first (`new_conversation_times`)."""
     from playwright.async_api import Error as PlaywrightError
 
     try:
-        return await _browse(page_url, wav, n_turns_until_s, chromium, on_progress, screenshot)
+        return await _browse(page_url, wav, n_turns_until_s, chromium, on_progress, screenshot, spans)
     except PlaywrightError as exc:
         raise RuntimeError(f"the browser session failed: {exc}") from exc
 
 
 async def _browse(page_url: str, wav: Path, n_turns_until_s: float, chromium: str,
-                  on_progress: Callable[[int], None] | None, screenshot: Path | None) -> dict:
+                  on_progress: Callable[[int], None] | None, screenshot: Path | None,
+                  spans: list[ClipSpan] | None = None) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -155,12 +176,21 @@ async def _browse(page_url: str, wav: Path, n_turns_until_s: float, chromium: st
             await page.wait_for_function("window.voiceStats.connected", timeout=60_000)
             loop = asyncio.get_running_loop()
             t0 = loop.time()
+            resets = new_conversation_times(spans) if spans else []
             while loop.time() - t0 < n_turns_until_s:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.1 if resets else 0.5)
                 if on_progress:
                     on_progress(await page.evaluate("window.voiceStats.latenciesMs.length"))
                 if errors:
                     break
+                if resets:
+                    at = file_position_s(await page.evaluate(
+                        "() => ({samplesSent: window.voiceStats.samplesSent, "
+                        "turns: window.voiceStats.turns.map(t => ({speechStart: t.speechStart}))})"),
+                        spans[0].speech_start_s)
+                    if at is not None and at >= resets[0]:
+                        resets.pop(0)
+                        await page.evaluate("window.voiceApp.newConversation()")
             stats = await page.evaluate("() => JSON.parse(JSON.stringify(window.voiceStats))")
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -181,15 +211,19 @@ def page_url(ws_url: str, pipeline: str) -> str:
 
 def run_browser(ws_url: str, name: str, pipeline: str, items: list[TurnItem], work_dir: Path, gap_s: float,
                 chromium: str, on_progress: Callable[[int], None] | None = None,
-                screenshot: Path | None = None) -> list[dict]:
-    """One browser session over every clip of `items` against the server at `ws_url`; one record per clip."""
+                screenshot: Path | None = None, new_conversations: bool = False) -> list[dict]:
+    """One browser session over every clip of `items` against the server at `ws_url`; one record per clip.
+    `new_conversations`: each clip after the first starts a new conversation (the bench's fresh sessions)."""
     wav = work_dir / f"{name}.browser-mic.wav"
     spans = fake_microphone(items, wav, gap_s)
     try:
         # stop before the file starts over (the capture started it a little before the session)
         stats = asyncio.run(browse(page_url(ws_url, pipeline), wav, spans[-1].next_start_s - 1.0, chromium,
-                                   on_progress, screenshot))
+                                   on_progress, screenshot, spans if new_conversations else None))
     finally:
         wav.unlink(missing_ok=True)
     turns = stats.get("turns", [])
-    return records_for(name, pipeline, items, match_turns(turns, spans), stats.get("ready"), stats.get("underruns"))
+    records = records_for(name, pipeline, items, match_turns(turns, spans), stats.get("ready"), stats.get("underruns"))
+    for rec in records:
+        rec["browser_new_conversations"] = stats.get("conversations", 0) if new_conversations else None
+    return records

@@ -50,6 +50,9 @@ def register(subparsers, registered: dict) -> None:
                         "variant, and report the page's own voice-to-voice beside the bench's (variants without options)")
     p.add_argument("--browser-gap-s", type=float, default=4.0,
                    help="with --browser: silence after each clip, beyond the clip's own length, for the answer")
+    p.add_argument("--browser-new-conversation", action="store_true",
+                   help="with --browser: the page starts a new conversation before each clip after the first, so that "
+                        "each question is answered as the first of a conversation, as in the bench's sessions")
     p.add_argument("--chromium", default=None, help="with --browser: the Chromium executable (default: chromium on PATH)")
     p.add_argument("--screenshot", default=None, metavar="PNG",
                    help="with --browser: save the page at the end of the last variant's session (docs/client.png)")
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--turns must be >= 0")
         if args.browser:
             _check_browser(args, variants, options)
+        elif args.browser_new_conversation:
+            raise ValueError("--browser-new-conversation goes with --browser")
     except (ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
@@ -134,7 +139,8 @@ def _run_browser(args: argparse.Namespace, url: str, variants: tuple, items: lis
 
         last = i == len(variants) - 1
         recs = run_browser(url, v.name, v.pipeline, items, out_dir, args.browser_gap_s, args.chromium, progress,
-                           Path(args.screenshot) if args.screenshot and last else None)
+                           Path(args.screenshot) if args.screenshot and last else None,
+                           new_conversations=args.browser_new_conversation)
         bar.update(len(items) - seen[0])
         with open(partial, "a", encoding="utf-8") as f:
             for rec in recs:
@@ -212,7 +218,8 @@ def bench(args: argparse.Namespace, variants: tuple, options: dict, items: list)
             "config": {"set": args.set_name, "pipelines": list(names), "options": options,
                        "variants": {v.name: {"pipeline": v.pipeline, "options": v.options} for v in variants},
                        "run": run_cfg,
-                       "browser": {"gap_s": args.browser_gap_s, "chromium": args.chromium} if args.browser else None}}
+                       "browser": {"gap_s": args.browser_gap_s, "chromium": args.chromium,
+                                   "new_conversation": args.browser_new_conversation} if args.browser else None}}
     stem = time.strftime("%Y%m%d-%H%M%S") + f"_{name}"
     paths = write_reports(out_dir, stem, meta, records)
     partial.unlink(missing_ok=True)
