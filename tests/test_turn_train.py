@@ -228,6 +228,41 @@ def test_extra_voices_say_the_train_questions_again_and_a_held_out_voices_copies
                  "--extra-voices", "flite:rms"]) == 1          # a test voice is never an extra one
 
 
+def test_more_cuts_and_answers_add_train_examples_only_and_are_never_evaluated(sets, tmp_path):
+    """`--more-cuts 2 --answers`: each train question paused at other places (its own whole question shared), its
+    dialogue's answer said whole and paused in the user's voice; validation and test as without them, and the
+    stores that are evaluated (`originals_only`) leave the extras out."""
+    from voice.turn.data import is_more, load_records, original_id
+    from voice.turn.train import PieceStore, example_kinds
+
+    out = tmp_path / "more"
+    assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(out), "--workers", "1", "--no-progress",
+                 "--more-cuts", "2", "--answers"]) == 0
+    records = load_records(out)
+    base = {r["id"]: r for r in load_records(sets["turns"])}
+    assert {r["id"] for r in records if not is_more(r)} == set(base)
+    corpus = [json.loads(line) for line in (sets["corpus"] / "manifest.jsonl").read_text().splitlines()]
+    answers = {(r["dialogue_id"], r["turn_index"]): r["text"] for r in corpus if r["role"] == "assistant"}
+    cuts = [r for r in records if "~c" in r["id"]]
+    said = [r for r in records if r["id"].endswith("~a")]
+    assert cuts and said and all(r["split"] == "train" for r in cuts + said)
+    for r in cuts:
+        own = base[original_id(r["id"])]
+        assert r["text"] == own["text"] and r["full_wav"] == own["full_wav"] and r["voice"] == own["voice"]
+        assert r["prefix_text"].rstrip(",") != own.get("prefix_text", "").rstrip(",")
+        assert "prefix_wav" in r and ("prefix", 0) in example_kinds(r)
+    for r in said:
+        own = base[original_id(r["id"])]
+        dialogue, index = own["id"].split("_")
+        assert r["text"] == answers[(dialogue, int(index) + 1)] and r["voice"] == own["voice"]
+    trained = PieceStore(out, "train")
+    assert any(is_more(r) for r in trained.records)
+    evaluated = PieceStore(out, ("train", "validation"), originals_only=True)
+    assert not any(is_more(r) for r in evaluated.records)
+    assert main(["data", "turns", "--corpus", str(sets["corpus"]), "--out", str(tmp_path / "bad"), "--no-progress",
+                 "--more-cuts", "-1"]) == 2
+
+
 def test_inner_pauses_are_the_gaps_inside_a_piece_not_its_edges_or_a_closure():
     from voice.turn.train import inner_pauses
 

@@ -51,6 +51,10 @@ def register(subparsers, registered: dict) -> None:
     _turn_set_arguments(t, "data/turns/v2")
     t.add_argument("--extra-voices", default="", help="each train question also said by one of these "
                    "voice.data.voices.EXTRA_VOICES names, in turn (comma-separated, or 'all'; default none)")
+    t.add_argument("--more-cuts", type=int, default=0, help="each train question also paused at up to N other "
+                   "places (another prefix and rest each; default 0)")
+    t.add_argument("--answers", action="store_true", help="each train question's answer also said, whole and "
+                   "paused, in the user's voice (more sentences to learn where one is finished)")
     t.set_defaults(func=_turns)
 
     g = sub.add_parser("barge", help="the barge-in set: interruptions and backchannels in the corpus's voices (resumable)")
@@ -131,7 +135,11 @@ def _turns(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return _turn_sets(args, TurnBuildConfig, build_turns, describe, extra_voices=voices)
+    if args.more_cuts < 0:
+        print("error: --more-cuts must be >= 0", file=sys.stderr)
+        return 2
+    return _turn_sets(args, TurnBuildConfig, build_turns, describe, extra_voices=voices,
+                      more_cuts=args.more_cuts, answers=args.answers)
 
 
 def _barge(args: argparse.Namespace) -> int:

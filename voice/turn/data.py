@@ -51,6 +51,8 @@ class TurnBuildConfig:
     opening_share: float = 1 / 6
     pause_range_s: tuple[float, float] = (0.3, 1.2)   # the bench's pauses inside turns
     extra_voices: tuple[str, ...] = ()                 # EXTRA_VOICES names: each train utterance once more in one
+    more_cuts: int = 0            # train questions: this many more pauses each, at other places (records `~cN`)
+    answers: bool = False         # train questions: their dialogue's answer too, said in the user's voice (`~a`)
 
     def identity(self) -> dict:
         identity = {"corpus": str(Path(self.corpus).resolve().name), "seed": self.seed,
@@ -58,6 +60,10 @@ class TurnBuildConfig:
                     "pause_range_s": list(self.pause_range_s), "format_version": FORMAT_VERSION}
         if self.extra_voices:
             identity["extra_voices"] = list(self.extra_voices)
+        if self.more_cuts:
+            identity["more_cuts"] = self.more_cuts
+        if self.answers:
+            identity["answers"] = True
         return identity
 
 
@@ -82,19 +88,25 @@ def _seed(seed: int, uid: str) -> int:
 
 
 def user_rows(corpus: Path, limit_per_split: int = 0) -> list[dict]:
-    """The corpus's user utterances, in manifest order (the first `limit_per_split` of each split)."""
+    """The corpus's user utterances, in manifest order (the first `limit_per_split` of each split), each with
+    the text of the assistant's answer to it (`answer_text`, when the dialogue has one)."""
     path = corpus / "manifest.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: build the corpus first (voice data build)")
-    rows, per_split = [], {}
+    rows, per_split, last = [], {}, None
     for line in path.read_text().splitlines():
         r = json.loads(line)
+        if r.get("role") == "assistant" and last is not None and r.get("dialogue_id") == last.get("dialogue_id"):
+            last["answer_text"], last = r["text"], None
+            continue
+        last = None
         if r.get("role") != "user" or r.get("source") != "synthetic":
             continue
         if limit_per_split and per_split.get(r["split"], 0) >= limit_per_split:
             continue
         per_split[r["split"]] = per_split.get(r["split"], 0) + 1
         rows.append(r)
+        last = r
     return rows
 
 
@@ -134,6 +146,20 @@ def shard_rows(task: tuple):
         yield out, f"wav/{shard:05d}/{row['id']}", row, config
 
 
+def _paused(out: Path, base: str, row: dict, rec: dict, chosen, rng: random.Random, config) -> bool:
+    """Say the prefix and the rest of a chosen pause into `rec` (False when either came out empty)."""
+    point, written = chosen
+    prefix, rest = _say(written, row), _say(point.rest, row)
+    if not (len(prefix) and len(rest)):
+        return False
+    _write(out, f"{base}_prefix.wav", prefix)
+    _write(out, f"{base}_rest.wav", rest)
+    rec.update(kind=point.kind, prefix_text=written, rest_text=point.rest,
+               prefix_wav=f"{base}_prefix.wav", rest_wav=f"{base}_rest.wav",
+               pause_s=round(rng.uniform(*config.pause_range_s), 3))
+    return True
+
+
 def _build_shard(task: tuple) -> list[dict]:
     records = []
     for out, base, row, config in shard_rows(task):
@@ -145,14 +171,7 @@ def _build_shard(task: tuple) -> list[dict]:
         rec.update(full_wav=f"{base}_full.wav", full_s=round(len(full) / SAMPLE_RATE_HZ, 4))
         chosen = choose_pause(row["text"], rng)
         if chosen is not None:
-            point, written = chosen
-            prefix, rest = _say(written, row), _say(point.rest, row)
-            if len(prefix) and len(rest):
-                _write(out, f"{base}_prefix.wav", prefix)
-                _write(out, f"{base}_rest.wav", rest)
-                rec.update(kind=point.kind, prefix_text=written, rest_text=point.rest,
-                           prefix_wav=f"{base}_prefix.wav", rest_wav=f"{base}_rest.wav",
-                           pause_s=round(rng.uniform(*config.pause_range_s), 3))
+            _paused(out, base, row, rec, chosen, rng, config)
         if rng.random() < config.opening_share:
             text = opening_filler(rng)
             opening = _say(text, row)
@@ -160,7 +179,48 @@ def _build_shard(task: tuple) -> list[dict]:
                 _write(out, f"{base}_opening.wav", opening)
                 rec.update(opening_text=text, opening_wav=f"{base}_opening.wav")
         records.append(rec)
+        if row["split"] == "train":
+            records += _more_records(out, base, row, rec, config)
     return records
+
+
+def _more_records(out: Path, base: str, row: dict, rec: dict, config) -> list[dict]:
+    """`more_cuts` and `answers` (train only): the question paused at other places (`~cN`: a prefix and its rest,
+    and the same whole question as the record's), and the dialogue's answer said in the user's voice (`~a`: whole
+    and paused)."""
+    more = []
+    rng = random.Random(_seed(config.seed, row["id"] + "~more"))
+    taken = {(rec.get("prefix_text") or "").rstrip(",")}      # a place once, with its tune or without
+    for n in range(1, config.more_cuts + 1):
+        for _ in range(8):            # another place than the cuts so far (a short question may have none)
+            chosen = choose_pause(row["text"], rng)
+            if chosen is None or chosen[1].rstrip(",") in taken:
+                continue
+            cut = {**{k: rec[k] for k in ("split", "voice", "speaker", "intent", "phrasing", "text", "speed",
+                                          "pitch_semitones", "full_wav", "full_s")}, "id": f"{row['id']}~c{n}"}
+            if _paused(out, f"{base}~c{n}", row, cut, chosen, rng, config):
+                taken.add(chosen[1].rstrip(","))
+                more.append(cut)
+            break
+    answer = row.get("answer_text")
+    if config.answers and answer:
+        said = {**row, "text": answer}
+        full = _say(answer, said)
+        if len(full):
+            _write(out, f"{base}~a_full.wav", full)
+            rec_a = {**{k: rec[k] for k in ("split", "voice", "speaker", "intent", "speed", "pitch_semitones")},
+                     "id": f"{row['id']}~a", "phrasing": "answer", "text": answer,
+                     "full_wav": f"{base}~a_full.wav", "full_s": round(len(full) / SAMPLE_RATE_HZ, 4)}
+            chosen = choose_pause(answer, rng)
+            if chosen is not None:
+                _paused(out, f"{base}~a", said, rec_a, chosen, rng, config)
+            more.append(rec_a)
+    return more
+
+
+def is_more(record: dict) -> bool:
+    """A record of `more_cuts` or `answers` (train only: never evaluated)."""
+    return "~c" in record["id"] or record["id"].endswith("~a")
 
 
 def original_id(record_id: str) -> str:

@@ -117,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
         print("error: --holdout-voices is needed: the fusion is fitted on voices neither model trained on")
         return 2
     train_store = PieceStore(turns, "train", args.limit, short, exclude=held)
-    val_store = PieceStore(turns, ("train", "validation"), args.limit, short, voices=held)
+    val_store = PieceStore(turns, ("train", "validation"), args.limit, short, voices=held, originals_only=True)
     print(f"[turn-text] {len(train_store.records)} train questions; fusion on {len(val_store.records)} questions "
           f"of the held-out voices {', '.join(sorted(held))}", flush=True)
     texts = transcripts_for(train_store, turns, args.workers, not args.no_progress)

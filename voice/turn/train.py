@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.turn import decision_threshold
-from voice.turn.data import SAMPLE_RATE_HZ, load_records, original_id, read_piece
+from voice.turn.data import SAMPLE_RATE_HZ, is_more, load_records, original_id, read_piece
 from voice.turn.transcript import TEXT_WEIGHTS, TextTurnModel
 
 OVER, NOT_OVER = 1, 0
@@ -125,11 +125,13 @@ class PieceStore:
     """The set's pieces of one split, read once and kept in memory."""
 
     def __init__(self, turns_dir: Path, split: str | tuple[str, ...], limit: int = 0, short_dir: Path | None = None,
-                 voices: frozenset[str] | None = None, exclude: frozenset[str] = frozenset()) -> None:
+                 voices: frozenset[str] | None = None, exclude: frozenset[str] = frozenset(),
+                 originals_only: bool = False) -> None:
         """The records of `split` (or several), only those of `voices` when given and none of `exclude`, nor
-        the extra voices' copies of an excluded voice's questions (`voice data turns --extra-voices`)."""
+        the extra voices' copies of an excluded voice's questions (`voice data turns --extra-voices`); with
+        `originals_only`, none of the training extras of `--more-cuts` and `--answers` (what is evaluated)."""
         splits = (split,) if isinstance(split, str) else tuple(split)
-        records = [r for s in splits for r in load_records(turns_dir, s)]
+        records = [r for s in splits for r in load_records(turns_dir, s) if not (originals_only and is_more(r))]
         excluded = {r["id"] for r in records if r["voice"] in exclude}
         self.records = [r for r in records if (voices is None or r["voice"] in voices) and r["voice"] not in exclude
                         and original_id(r["id"]) not in excluded]
@@ -656,7 +658,7 @@ def _train(args: argparse.Namespace) -> int:
         train_store.add_voice_variants(args.voice_variants, args.seed)
     train_store.inner_pauses = args.inner_pauses
     if held:   # validate on voices never trained on: all their questions, training and validation phrasings
-        val_store = PieceStore(turns, ("train", "validation"), args.limit, short, voices=held)
+        val_store = PieceStore(turns, ("train", "validation"), args.limit, short, voices=held, originals_only=True)
     else:
         val_store = PieceStore(turns, "validation", args.limit, short)
     print(f"[turn] {len(train_store.records)} train / {len(val_store.records)} validation questions"
@@ -687,7 +689,7 @@ def _eval(args: argparse.Namespace) -> int:
     held = frozenset(v.strip() for v in args.voices.split(",") if v.strip()) or None
     splits = ("train", "validation") if held and args.split == "validation" else args.split
     store = PieceStore(Path(args.turns), splits, args.limit,
-                       Path(args.short_replies) if args.short_replies else None, voices=held)
+                       Path(args.short_replies) if args.short_replies else None, voices=held, originals_only=True)
     speculate = [float(x) for x in str(args.speculate).split(",") if x.strip()] or [0.0]
     late = [tuple(float(v) for v in x.split(":")) for x in str(args.late).split(",") if x.strip()] or [(0.0, 0.5)]
     if any(len(x) != 2 for x in late):
