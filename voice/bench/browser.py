@@ -13,8 +13,9 @@ from its first sample, so the first turn's start fixes the offset; a clip's meas
 last that ended within it, as in the bench. The page keeps one conversation over all the clips,
 where the bench opens a session per clip; with `new_conversations` it presses "New conversation"
 in the lead silence before each clip after the first (the input timeline tells where the file is),
-so that each question is answered as the first of a conversation, as in the bench. The records sit beside the bench's own, as a variant
-`<name> in the browser`, so the report compares them on the same clips (docs/benchmarking.md).
+so that each question is answered as the first of a conversation, as in the bench. The records sit
+beside the bench's own, as a variant `<name> in the browser`, so the report compares them on the same
+clips (docs/benchmarking.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ audio, codes and `SpeechStopped`) and yields what the child's stage answers.
 Protocol (tuples over one `multiprocessing` pipe, in order):
 
 - server -> child: `("open", sid, settings)`, `("frame", sid, epoch, frame)`, `("reset", sid, epoch,
-  played_s)`, `("retract", sid, epoch, turn_id)`, `("new_conversation", sid, epoch)`, `("state", sid, epoch)`, `("close", sid)`, `("quit",)`.
+  played_s)`, `("retract", sid, epoch, turn_id)`, `("new_conversation", sid, epoch)`, `("state", sid, epoch)`,
+  `("close", sid)`, `("quit",)`.
 - child -> server: `("ready", info)` or `("failed", message)` once at start; then `("out", sid, epoch,
   frame)`, `("error", sid, epoch, message)`, `("state", sid, epoch, SpeechLMStage.context_state())`,
   `("closed", sid)`, and `("cpu", 0, seconds)` every `CPU_REPORT_S` (the CPU it has used, for the server's
