@@ -399,18 +399,15 @@ function toggleMute() {
   updateState(session);
 }
 
-function interrupt() {
-  if (!session) return;
-  flushPlayback(session);   // stop at once; the server's clear follows
-  session.ws.send(JSON.stringify({ type: "interrupt" }));
-}
-
-// Stop the answer and let the server forget the dialogue: the next question is the first of a new conversation.
-function newConversation() {
+// Stop the answer at once (the server's clear follows) and tell the server why: `interrupt`, or
+// `new_conversation` (it also forgets the dialogue: the next question is the first of a new conversation).
+function stopAnswer(type) {
   if (!session) return;
   flushPlayback(session);
-  session.ws.send(JSON.stringify({ type: "new_conversation" }));
+  session.ws.send(JSON.stringify({ type }));
 }
+const interrupt = () => stopAnswer("interrupt");
+const newConversation = () => stopAnswer("new_conversation");
 
 $("connect").onclick = () => (session || retry ? disconnect() : connect());
 $("reconnect").onclick = () => { cancelRetry(); connect({ auto: true }); };

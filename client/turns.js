@@ -17,21 +17,20 @@ export class TurnList {
   startSession() {
     this.session += 1;
     this.byId = new Map();
-    if (this.session > 1) {
-      const li = document.createElement("li");
-      li.className = "session-start";
-      li.textContent = `Reconnected: session ${this.session}`;
-      this.list.append(li);
-    }
+    if (this.session > 1) this.divider(`Reconnected: session ${this.session}`);
   }
 
   // The server forgot the dialogue (the "New conversation" button): a divider; turn numbers go on.
   newConversation() {
+    this.divider("New conversation").scrollIntoView({ block: "nearest" });
+  }
+
+  divider(text) {
     const li = document.createElement("li");
     li.className = "session-start";
-    li.textContent = "New conversation";
+    li.textContent = text;
     this.list.append(li);
-    li.scrollIntoView({ block: "nearest" });
+    return li;
   }
 
   get(id) {

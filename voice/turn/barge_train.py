@@ -326,7 +326,7 @@ def register(subparsers, registered: dict) -> None:
     p.add_argument("--sweep", default="", help="comma-separated thresholds: one summary line per threshold")
     p.add_argument("--schedules", default="",
                    help="comma-separated FIRST_MS:EVERY_MS (e.g. 200:96,160:32): when the model is asked, from the "
-                        "speech's onset (default: the VAD's 200:96); one summary line per schedule and threshold")
+                        "speech's onset (default: the VAD's 160:32); one summary line per schedule and threshold")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_eval)
